@@ -1,0 +1,64 @@
+// fastify-redis-cache: a Redis-backed cache for Fastify.
+// The plugin resolves its configuration, opens the store, decorates `fastify.cache`, and wires
+// the optional parts (route caching, error handler, management routes).
+import type { FastifyPluginAsync } from 'fastify'
+import fp from 'fastify-plugin'
+import { CacheManager } from './lib/cache'
+import { DEFAULTS, resolveConfig } from './lib/config'
+import { openConnection } from './lib/connection'
+import { KeyLayout } from './lib/keys'
+import { Codec } from './lib/serializer'
+import { MemoryStore } from './lib/stores/memory'
+import { RedisStore } from './lib/stores/redis'
+import type { CacheStore } from './lib/stores/store'
+import type { CacheOptions } from './types'
+
+const plugin: FastifyPluginAsync<CacheOptions> = async function fastifyRedisCache (fastify, options) {
+  const config = resolveConfig(options)
+  const log = fastify.log.child({ plugin: 'fastify-redis-cache' })
+  const layout = new KeyLayout(config.prefix)
+
+  let store: CacheStore
+  if (config.redis.kind === 'memory') {
+    log.info(`fastify-redis-cache: using the in-process memory store (${config.redis.reason}); entries are not shared between processes`)
+    const memory = new MemoryStore(layout)
+    fastify.addHook('onClose', () => memory.close())
+    store = memory
+  } else {
+    const connectTimeout = config.redis.kind === 'standalone' ? config.redis.options.connectTimeout : undefined
+    const client = await openConnection(fastify, config.redis, config.commandTimeout, connectTimeout ?? DEFAULTS.connectTimeout)
+    store = new RedisStore(client, layout)
+  }
+
+  const cache = new CacheManager({
+    store,
+    prefix: config.prefix,
+    defaultTtl: config.defaultTtl,
+    maxTtl: config.maxTtl,
+    codec: new Codec(config.serializer, config.compression),
+    throwOnError: config.throwOnError,
+    maxEntrySize: config.maxEntrySize,
+    log
+  })
+  fastify.decorate('cache', cache)
+}
+
+export const fastifyRedisCache = fp(plugin, {
+  fastify: '5.x',
+  name: 'fastify-redis-cache'
+})
+export default fastifyRedisCache
+
+export {
+  CacheError,
+  CacheConfigError,
+  CacheKeyError,
+  CacheSerializationError,
+  CacheDeserializationError,
+  CacheCompressionError,
+  CacheDecompressionError,
+  RateLimitError,
+  RedisConnectionError
+} from './lib/errors'
+export { jsonSerializer } from './lib/serializer'
+export type * from './types'

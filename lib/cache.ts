@@ -1,0 +1,343 @@
+// The cache manager behind `fastify.cache`: validation, TTL rules, serialization, statistics and
+// the failure policy around a store. Programmer errors (bad key, namespace, ttl) always throw;
+// store failures degrade (a miss, `false`, `0`) unless `throwOnError` is set.
+import type { FastifyBaseLogger } from 'fastify'
+import type {
+  CacheInfo,
+  CacheNamespaceView,
+  CacheStatistics,
+  FastifyCache,
+  GetOrSetOptions,
+  NamespaceOption,
+  RateLimitOptions,
+  RateLimitResult,
+  SetOptions
+} from '../types'
+import { type CacheError, RateLimitError, toCacheError } from './errors'
+import {
+  DEFAULT_NAMESPACE,
+  KeyLayout,
+  validateKey,
+  validateKeys,
+  validateNamespace,
+  validateSeconds,
+  validateTags
+} from './keys'
+import { Codec, KIND_VALUE } from './serializer'
+import { Statistics } from './statistics'
+import type { CacheStore } from './stores/store'
+
+export interface CacheManagerOptions {
+  store: CacheStore
+  prefix: string
+  defaultTtl: number
+  maxTtl: number
+  codec: Codec
+  throwOnError: boolean
+  maxEntrySize: number
+  log: FastifyBaseLogger
+}
+
+// Outages fail every command: log the first failure and then a summary at most this often.
+const FAILURE_LOG_INTERVAL_MS = 10_000
+
+type Lookup = { found: true, value: unknown } | { found: false }
+const MISS: Lookup = { found: false }
+
+export class CacheManager implements FastifyCache {
+  readonly store: CacheStore
+  readonly layout: KeyLayout
+  readonly codec: Codec
+  readonly stats = new Statistics()
+  readonly defaultTtl: number
+  readonly maxTtl: number
+  readonly throwOnError: boolean
+  readonly maxEntrySize: number
+  readonly log: FastifyBaseLogger
+  private readonly inflight = new Map<string, Promise<unknown>>()
+  private lastFailureLog = 0
+  private suppressedFailures = 0
+
+  constructor (options: CacheManagerOptions) {
+    this.store = options.store
+    this.layout = new KeyLayout(options.prefix)
+    this.codec = options.codec
+    this.defaultTtl = options.defaultTtl
+    this.maxTtl = options.maxTtl
+    this.throwOnError = options.throwOnError
+    this.maxEntrySize = options.maxEntrySize
+    this.log = options.log
+  }
+
+  redisKey (key: string, namespace?: string): string {
+    return this.layout.entry(validateKey(key), namespace === undefined ? DEFAULT_NAMESPACE : validateNamespace(namespace))
+  }
+
+  async get<T = unknown> (key: string, opts?: NamespaceOption): Promise<T | null> {
+    const lookup = await this.lookup(this.redisKey(key, opts?.namespace))
+    return lookup.found ? lookup.value as T : null
+  }
+
+  async set (key: string, value: unknown, opts?: SetOptions): Promise<boolean> {
+    const fullKey = this.redisKey(key, opts?.namespace)
+    const ttl = this.resolveTtl(opts?.ttl)
+    const tags = opts?.tags === undefined ? [] : validateTags(opts.tags)
+    if (value === undefined) return false
+    let payload: Buffer
+    try {
+      payload = this.codec.serialize(value)
+    } catch (err) {
+      return this.failed(err as CacheError, 'set', fullKey, false)
+    }
+    return this.write(fullKey, payload, KIND_VALUE, ttl, ttl, opts?.compress, tags)
+  }
+
+  async delete (keys: string | string[], opts?: NamespaceOption): Promise<number> {
+    const fullKeys = validateKeys(keys).map((key) => this.redisKey(key, opts?.namespace))
+    return this.removed(fullKeys.length === 0 ? 0 : this.store.delete(fullKeys), 'delete', fullKeys[0])
+  }
+
+  async exists (keys: string | string[], opts?: NamespaceOption): Promise<number> {
+    const fullKeys = validateKeys(keys).map((key) => this.redisKey(key, opts?.namespace))
+    if (fullKeys.length === 0) return 0
+    try {
+      return await this.store.exists(fullKeys)
+    } catch (err) {
+      return this.failed(err, 'exists', fullKeys[0], 0)
+    }
+  }
+
+  async getOrSet<T> (key: string, callback: () => T | Promise<T>, opts?: GetOrSetOptions): Promise<T> {
+    const fullKey = this.redisKey(key, opts?.namespace)
+    this.resolveTtl(opts?.ttl)
+    if (opts?.tags !== undefined) validateTags(opts.tags)
+    if (typeof callback !== 'function') throw new TypeError('getOrSet needs a callback function')
+    if (opts?.forceRefresh === true) return this.refresh(key, callback, opts)
+
+    // Concurrent callers of one key share one lookup and one callback run.
+    const running = this.inflight.get(fullKey)
+    if (running !== undefined) return running as Promise<T>
+    const run = (async () => {
+      const lookup = await this.lookup(fullKey)
+      if (lookup.found) return lookup.value as T
+      return this.refresh(key, callback, opts)
+    })()
+    this.inflight.set(fullKey, run)
+    try {
+      return await run
+    } finally {
+      this.inflight.delete(fullKey)
+    }
+  }
+
+  async expire (key: string, seconds: number, opts?: NamespaceOption): Promise<boolean> {
+    const fullKey = this.redisKey(key, opts?.namespace)
+    const ttl = this.resolveTtl(seconds)
+    try {
+      return await this.store.expire(fullKey, ttl)
+    } catch (err) {
+      return this.failed(err, 'expire', fullKey, false)
+    }
+  }
+
+  async ttl (key: string, opts?: NamespaceOption): Promise<number> {
+    const fullKey = this.redisKey(key, opts?.namespace)
+    try {
+      return await this.store.ttl(fullKey)
+    } catch (err) {
+      return this.failed(err, 'ttl', fullKey, -2)
+    }
+  }
+
+  async clear (namespace?: string): Promise<number> {
+    if (namespace !== undefined) validateNamespace(namespace)
+    return this.removed(this.store.clear(namespace), 'clear', this.layout.pattern(namespace))
+  }
+
+  async invalidateTags (tags: string | string[]): Promise<number> {
+    const list = validateTags(tags)
+    return this.removed(this.store.invalidateTags(list), 'invalidateTags', list.join(','))
+  }
+
+  async ping (): Promise<boolean> {
+    try {
+      await this.store.ping()
+      return true
+    } catch (err) {
+      this.countFailure(err, 'ping', '')
+      return false
+    }
+  }
+
+  async info (): Promise<CacheInfo> {
+    try {
+      return await this.store.info()
+    } catch (err) {
+      return this.failed(err, 'info', '', {
+        store: this.store.kind,
+        redisVersion: null,
+        usedMemory: null,
+        usedMemoryHuman: null,
+        connectedClients: null,
+        evictedKeys: null,
+        expiredKeys: null,
+        keyspaceHits: null,
+        keyspaceMisses: null,
+        uptimeSeconds: null
+      })
+    }
+  }
+
+  getStatistics (): CacheStatistics {
+    return this.stats.snapshot(this.store.kind, this.store.connected)
+  }
+
+  resetStatistics (): void {
+    this.stats.reset()
+  }
+
+  async rateLimit (id: string, opts: RateLimitOptions): Promise<RateLimitResult> {
+    validateKey(id)
+    const max = opts?.max
+    if (typeof max !== 'number' || !Number.isInteger(max) || max < 1) {
+      throw new RangeError(`rateLimit max must be a positive whole number (got ${String(max)})`)
+    }
+    const window = validateSeconds(opts.window, 'rateLimit window')
+    let count: number
+    let resetMs: number
+    try {
+      ({ count, resetMs } = await this.store.hitWindow(id, window))
+    } catch (err) {
+      // Fail open: an outage must not turn every request away.
+      return this.failed(err, 'rateLimit', id, { limit: max, remaining: max, reset: window })
+    }
+    const reset = Math.max(1, Math.ceil(resetMs / 1000))
+    if (count > max) {
+      throw new RateLimitError(`Rate limit of ${max} per ${window}s exceeded for ${id}; retry in ${reset}s`, reset, max)
+    }
+    return { limit: max, remaining: max - count, reset }
+  }
+
+  namespace (name: string): CacheNamespaceView {
+    validateNamespace(name)
+    const ns = { namespace: name }
+    return {
+      name,
+      get: (key) => this.get(key, ns),
+      set: (key, value, opts) => this.set(key, value, { ...opts, ...ns }),
+      delete: (keys) => this.delete(keys, ns),
+      exists: (keys) => this.exists(keys, ns),
+      getOrSet: (key, callback, opts) => this.getOrSet(key, callback, { ...opts, ...ns }),
+      expire: (key, seconds) => this.expire(key, seconds, ns),
+      ttl: (key) => this.ttl(key, ns),
+      clear: () => this.clear(name),
+      redisKey: (key) => this.redisKey(key, name)
+    }
+  }
+
+  /** A TTL in whole seconds, `defaultTtl` when unset, clamped to `maxTtl`. */
+  resolveTtl (ttl: number | undefined): number {
+    if (ttl === undefined) return this.defaultTtl
+    return Math.min(validateSeconds(ttl, 'ttl'), this.maxTtl)
+  }
+
+  /**
+   * Reads an entry: a miss when absent, unreadable (deleted, counted, logged) or when the store
+   * fails (counted, logged, or thrown with `throwOnError`).
+   */
+  async lookup (fullKey: string): Promise<Lookup> {
+    let bytes: Buffer | null
+    try {
+      bytes = await this.store.get(fullKey)
+    } catch (err) {
+      this.stats.misses++
+      return this.failed(err, 'get', fullKey, MISS)
+    }
+    if (bytes === null) {
+      this.stats.misses++
+      return MISS
+    }
+    this.stats.bytesRead += bytes.length
+    let value: unknown
+    try {
+      value = this.codec.decodeValue(bytes).value
+    } catch (err) {
+      this.stats.misses++
+      this.discard(fullKey)
+      return this.failed(err, 'get', fullKey, MISS)
+    }
+    this.stats.hits++
+    return { found: true, value }
+  }
+
+  /**
+   * Stores a payload in an envelope. `freshFor` is how long the entry counts as fresh, `ttl` how
+   * long Redis keeps it (longer when stale serving is on). Never throws unless `throwOnError`.
+   */
+  async write (fullKey: string, payload: Buffer, kind: number, freshFor: number, ttl: number, compress: boolean | undefined, tags: readonly string[]): Promise<boolean> {
+    let bytes: Buffer
+    try {
+      const encoded = this.codec.encode(payload, kind, freshFor, compress)
+      bytes = encoded.bytes
+      if (encoded.uncompressedSize > 0) this.stats.compressed(encoded.uncompressedSize, bytes.length)
+    } catch (err) /* c8 ignore next 3: gzip of an in-memory Buffer does not fail */ {
+      return this.failed(err, 'set', fullKey, false)
+    }
+    if (bytes.length > this.maxEntrySize) {
+      this.stats.oversized++
+      this.log.warn({ key: fullKey, bytes: bytes.length, maxEntrySize: this.maxEntrySize }, 'fastify-redis-cache: entry larger than maxEntrySize, not stored')
+      return false
+    }
+    try {
+      await this.store.set(fullKey, bytes, ttl, tags)
+    } catch (err) {
+      return this.failed(err, 'set', fullKey, false)
+    }
+    this.stats.sets++
+    this.stats.bytesWritten += bytes.length
+    return true
+  }
+
+  /** Drops an entry that cannot be read back; best effort. */
+  discard (fullKey: string): void {
+    this.store.delete([fullKey]).catch((err: unknown) => this.countFailure(err, 'delete', fullKey))
+  }
+
+  /** Counts and logs a store failure; throws the typed error with `throwOnError`, else returns `fallback`. */
+  failed<T> (err: unknown, op: string, key: string, fallback: T): T {
+    const error = this.countFailure(err, op, key)
+    if (this.throwOnError) throw error
+    return fallback
+  }
+
+  countFailure (err: unknown, op: string, key: string): CacheError {
+    const error = toCacheError(err)
+    this.stats.errors++
+    const now = Date.now()
+    if (now - this.lastFailureLog >= FAILURE_LOG_INTERVAL_MS) {
+      this.log.warn({ err: error, op, key, suppressed: this.suppressedFailures }, `fastify-redis-cache: ${op} failed: ${error.message}`)
+      this.lastFailureLog = now
+      this.suppressedFailures = 0
+    } else {
+      this.suppressedFailures++
+    }
+    return error
+  }
+
+  private async refresh<T> (key: string, callback: () => T | Promise<T>, opts: GetOrSetOptions | undefined): Promise<T> {
+    const value = await callback()
+    // undefined is never stored: the next call runs the callback again.
+    if (value !== undefined) await this.set(key, value, opts)
+    return value
+  }
+
+  private async removed (work: Promise<number> | number, op: string, key: string): Promise<number> {
+    try {
+      const count = await work
+      this.stats.deletes += count
+      return count
+    } catch (err) {
+      return this.failed(err, op, key, 0)
+    }
+  }
+}

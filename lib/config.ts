@@ -1,0 +1,249 @@
+// Configuration: explicit options win over environment variables, which win over defaults.
+// Environment variables are read with env-schema against a TypeBox schema; options are checked
+// against TypeBox schemas too, so a bad value fails registration naming the option or variable.
+import { Type, type Static } from '@sinclair/typebox'
+import { Value } from '@sinclair/typebox/value'
+import envSchema from 'env-schema'
+import type { preHandlerHookHandler } from 'fastify'
+import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from 'ioredis'
+import { CacheConfigError } from './errors'
+import { NAMESPACE_PATTERN } from './keys'
+import type { CacheOptions, Serializer } from '../types'
+
+const Seconds = Type.Integer({ minimum: 1 })
+const Bool = Type.Boolean()
+
+export const EnvironmentSchema = Type.Object({
+  REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
+  REDIS_HOST: Type.Optional(Type.String({ minLength: 1 })),
+  REDIS_PORT: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
+  REDIS_DB: Type.Optional(Type.Integer({ minimum: 0 })),
+  REDIS_USERNAME: Type.Optional(Type.String()),
+  REDIS_PASSWORD: Type.Optional(Type.String()),
+  REDIS_SSL: Type.Optional(Bool),
+  /** Seconds, as in the original design; fractions allowed. */
+  REDIS_SOCKET_TIMEOUT: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
+  REDIS_CONNECT_TIMEOUT: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
+  CACHE_PREFIX: Type.Optional(Type.String({ pattern: NAMESPACE_PATTERN.source })),
+  CACHE_DEFAULT_TTL: Type.Optional(Seconds),
+  CACHE_MAX_TTL: Type.Optional(Seconds),
+  CACHE_COMPRESSION_ENABLED: Type.Optional(Bool),
+  CACHE_COMPRESSION_THRESHOLD: Type.Optional(Type.Integer({ minimum: 0 })),
+  CACHE_ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 1 })),
+  ENVIRONMENT: Type.Optional(Type.String()),
+  NODE_ENV: Type.Optional(Type.String()),
+  DEBUG: Type.Optional(Bool)
+})
+export type Environment = Static<typeof EnvironmentSchema>
+
+// The plain-data part of the options; functions and clients are checked by hand below.
+const OptionsSchema = Type.Object({
+  prefix: Type.Optional(Type.String({ pattern: NAMESPACE_PATTERN.source })),
+  defaultTtl: Type.Optional(Seconds),
+  maxTtl: Type.Optional(Seconds),
+  compression: Type.Optional(Type.Union([Bool, Type.Object({
+    enabled: Type.Optional(Bool),
+    threshold: Type.Optional(Type.Integer({ minimum: 0 })),
+    level: Type.Optional(Type.Integer({ minimum: 1, maximum: 9 }))
+  }, { additionalProperties: false })])),
+  routes: Type.Optional(Type.Union([Type.Literal(false), Type.Object({
+    prefix: Type.Optional(Type.String({ pattern: '^/' })),
+    token: Type.Optional(Type.String({ minLength: 1 })),
+    public: Type.Optional(Bool),
+    dashboard: Type.Optional(Bool)
+  })])),
+  errorHandler: Type.Optional(Bool),
+  throwOnError: Type.Optional(Bool),
+  local: Type.Optional(Type.Union([Type.Literal(false), Type.Object({
+    maxEntries: Type.Optional(Type.Integer({ minimum: 1 })),
+    maxBytes: Type.Optional(Type.Integer({ minimum: 1 })),
+    ttl: Type.Optional(Seconds)
+  }, { additionalProperties: false })])),
+  commandTimeout: Type.Optional(Type.Integer({ minimum: 1 })),
+  maxEntrySize: Type.Optional(Type.Integer({ minimum: 1 }))
+})
+
+export const DEFAULTS = {
+  prefix: 'cache',
+  defaultTtl: 3600,
+  maxTtl: 86400,
+  compressionThreshold: 1024,
+  compressionLevel: 6,
+  commandTimeout: 500,
+  connectTimeout: 2000,
+  maxEntrySize: 8 * 1024 * 1024,
+  routesPrefix: '/cache',
+  redisNamespace: 'cache',
+  localMaxEntries: 10_000,
+  localMaxBytes: 64 * 1024 * 1024,
+  localTtl: 60
+} as const
+
+export type ResolvedRedis =
+  | { kind: 'memory', reason: string }
+  | { kind: 'client', client: Redis | Cluster, closeClient: boolean, namespace: string }
+  | { kind: 'standalone', url: string | undefined, options: RedisOptions, namespace: string }
+  | { kind: 'cluster', nodes: ClusterNode[], options: ClusterOptions, namespace: string }
+
+export interface ResolvedConfig {
+  redis: ResolvedRedis
+  prefix: string
+  defaultTtl: number
+  maxTtl: number
+  compression: { enabled: boolean, threshold: number, level: number }
+  serializer: Serializer | undefined
+  routes: false | { prefix: string, token: string | undefined, preHandler: preHandlerHookHandler | undefined, dashboard: boolean }
+  errorHandler: boolean
+  throwOnError: boolean
+  local: false | { maxEntries: number, maxBytes: number, ttl: number }
+  commandTimeout: number
+  maxEntrySize: number
+  production: boolean
+  debug: boolean
+}
+
+/** Reads and validates the environment variables of API.md; names the variable on failure. */
+export function readEnvironment (env: NodeJS.ProcessEnv): Environment {
+  // An empty variable (`REDIS_PASSWORD=`) means unset, as most deployment tools write it.
+  const data: Record<string, string> = {}
+  for (const name of Object.keys(EnvironmentSchema.properties)) {
+    const value = env[name]
+    if (value !== undefined && value !== '') data[name] = value
+  }
+  try {
+    return envSchema<Environment>({ schema: structuredClone(EnvironmentSchema), data, dotenv: false })
+  } catch (err) {
+    const errors = (err as { errors?: Array<{ instancePath: string, message?: string }> }).errors ?? []
+    const details = errors.map((e) => `${e.instancePath.slice(1)} ${e.message ?? 'is invalid'} (got ${JSON.stringify(data[e.instancePath.slice(1)])})`)
+    throw new CacheConfigError(`fastify-redis-cache: invalid environment variable ${details.join('; ')}`, { cause: err })
+  }
+}
+
+function checkOptions (options: CacheOptions): void {
+  const data = { ...options } as Record<string, unknown>
+  delete data.redis
+  delete data.serializer
+  if (typeof data.routes === 'object' && data.routes !== null) {
+    const { preHandler, ...routes } = data.routes as Record<string, unknown>
+    if (preHandler !== undefined && typeof preHandler !== 'function') {
+      throw new CacheConfigError('fastify-redis-cache: option routes.preHandler must be a function')
+    }
+    data.routes = routes
+  }
+  const first = Value.Errors(OptionsSchema, data).First()
+  if (first !== undefined) {
+    const path = first.path.slice(1).replace(/\//g, '.')
+    throw new CacheConfigError(`fastify-redis-cache: option ${path} ${first.message.toLowerCase()} (got ${JSON.stringify(first.value)})`)
+  }
+  const { serializer } = options
+  if (serializer !== undefined && (typeof serializer?.serialize !== 'function' || typeof serializer.deserialize !== 'function')) {
+    throw new CacheConfigError('fastify-redis-cache: option serializer needs serialize(value) and deserialize(buffer) functions')
+  }
+}
+
+function resolveRedis (option: CacheOptions['redis'], env: Environment): ResolvedRedis {
+  if (option === false) return { kind: 'memory', reason: 'redis: false' }
+  if (option === undefined) {
+    if (env.REDIS_URL === undefined && env.REDIS_HOST === undefined) {
+      return { kind: 'memory', reason: 'no redis option and neither REDIS_URL nor REDIS_HOST set' }
+    }
+    option = {}
+  }
+  if (typeof option !== 'object' || option === null) {
+    throw new CacheConfigError('fastify-redis-cache: option redis must be false, ioredis options, { url }, { cluster } or { client }')
+  }
+  const namespace = option.namespace ?? DEFAULTS.redisNamespace
+  if ('client' in option) {
+    const client = option.client as unknown
+    if (typeof client !== 'object' || client === null || typeof (client as Redis).sendCommand !== 'function') {
+      throw new CacheConfigError('fastify-redis-cache: option redis.client must be an ioredis Redis or Cluster client')
+    }
+    return { kind: 'client', client: option.client, closeClient: option.closeClient === true, namespace }
+  }
+  if ('cluster' in option) {
+    const nodes = option.cluster?.nodes
+    if (!Array.isArray(nodes) || nodes.length === 0) {
+      throw new CacheConfigError('fastify-redis-cache: option redis.cluster.nodes must list at least one node')
+    }
+    return { kind: 'cluster', nodes, options: { ...option.cluster.options }, namespace }
+  }
+  const { url: optionUrl, namespace: _ns, ...ioredisOptions } = option
+  const url = optionUrl ?? env.REDIS_URL
+  if (url !== undefined && !/^rediss?:\/\//.test(url)) {
+    throw new CacheConfigError(`fastify-redis-cache: option redis.url must start with redis:// or rediss:// (got ${JSON.stringify(url)})`)
+  }
+  // Environment fills in what the URL and the explicit options leave open.
+  const fromEnv: RedisOptions = {}
+  if (url === undefined) {
+    if (env.REDIS_HOST !== undefined) fromEnv.host = env.REDIS_HOST
+    if (env.REDIS_PORT !== undefined) fromEnv.port = env.REDIS_PORT
+    if (env.REDIS_DB !== undefined) fromEnv.db = env.REDIS_DB
+    if (env.REDIS_USERNAME !== undefined) fromEnv.username = env.REDIS_USERNAME
+    if (env.REDIS_PASSWORD !== undefined) fromEnv.password = env.REDIS_PASSWORD
+    if (env.REDIS_SSL === true) fromEnv.tls = {}
+  }
+  if (env.REDIS_SOCKET_TIMEOUT !== undefined) fromEnv.socketTimeout = Math.round(env.REDIS_SOCKET_TIMEOUT * 1000)
+  fromEnv.connectTimeout = env.REDIS_CONNECT_TIMEOUT !== undefined ? Math.round(env.REDIS_CONNECT_TIMEOUT * 1000) : DEFAULTS.connectTimeout
+  return { kind: 'standalone', url, options: { ...fromEnv, ...ioredisOptions }, namespace }
+}
+
+export function resolveConfig (options: CacheOptions = {}, envSource: NodeJS.ProcessEnv = process.env): ResolvedConfig {
+  if (typeof options !== 'object' || options === null) {
+    throw new CacheConfigError('fastify-redis-cache: options must be an object')
+  }
+  const env = readEnvironment(envSource)
+  checkOptions(options)
+
+  const defaultTtl = options.defaultTtl ?? env.CACHE_DEFAULT_TTL ?? DEFAULTS.defaultTtl
+  const maxTtl = options.maxTtl ?? env.CACHE_MAX_TTL ?? DEFAULTS.maxTtl
+  if (defaultTtl > maxTtl) {
+    throw new CacheConfigError(`fastify-redis-cache: defaultTtl (${defaultTtl}) must not exceed maxTtl (${maxTtl})`)
+  }
+
+  const compressionOption = typeof options.compression === 'boolean' ? { enabled: options.compression } : options.compression ?? {}
+  const production = env.ENVIRONMENT === 'production' || env.NODE_ENV === 'production'
+
+  let routes: ResolvedConfig['routes'] = false
+  if (options.routes !== false) {
+    const routeOptions = options.routes ?? {}
+    const token = routeOptions.token ?? env.CACHE_ADMIN_TOKEN
+    if (production && token === undefined && routeOptions.preHandler === undefined && routeOptions.public !== true) {
+      throw new CacheConfigError('fastify-redis-cache: the management routes need CACHE_ADMIN_TOKEN (or routes.token, routes.preHandler) in production; set routes: false or routes.public: true to opt out')
+    }
+    routes = {
+      prefix: (routeOptions.prefix ?? DEFAULTS.routesPrefix).replace(/\/+$/, ''),
+      token,
+      preHandler: routeOptions.preHandler,
+      dashboard: routeOptions.dashboard !== false
+    }
+  }
+
+  const localOption = options.local ?? false
+  return {
+    redis: resolveRedis(options.redis, env),
+    prefix: options.prefix ?? env.CACHE_PREFIX ?? DEFAULTS.prefix,
+    defaultTtl,
+    maxTtl,
+    compression: {
+      enabled: compressionOption.enabled ?? env.CACHE_COMPRESSION_ENABLED ?? true,
+      threshold: compressionOption.threshold ?? env.CACHE_COMPRESSION_THRESHOLD ?? DEFAULTS.compressionThreshold,
+      level: compressionOption.level ?? DEFAULTS.compressionLevel
+    },
+    serializer: options.serializer,
+    routes,
+    errorHandler: options.errorHandler ?? true,
+    throwOnError: options.throwOnError ?? false,
+    local: localOption === false
+      ? false
+      : {
+          maxEntries: localOption.maxEntries ?? DEFAULTS.localMaxEntries,
+          maxBytes: localOption.maxBytes ?? DEFAULTS.localMaxBytes,
+          ttl: localOption.ttl ?? DEFAULTS.localTtl
+        },
+    commandTimeout: options.commandTimeout ?? DEFAULTS.commandTimeout,
+    maxEntrySize: options.maxEntrySize ?? DEFAULTS.maxEntrySize,
+    production,
+    debug: env.DEBUG ?? false
+  }
+}
+

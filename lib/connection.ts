@@ -1,0 +1,125 @@
+// Opens the Redis connection through @fastify/redis, which decorates `fastify.redis[namespace]`;
+// `onClose` closes the client we created (a client the user passed in only with
+// `closeClient: true`): QUIT when connected, a plain disconnect when not, since QUIT cannot be
+// sent over a connection that is down.
+//
+// One multiplexed connection with auto-pipelining serves every request. Registration waits for
+// it a bounded time only: when Redis is down at start the app still boots, the cache degrades,
+// and ioredis keeps reconnecting in the background. Commands never queue while disconnected
+// (`enableOfflineQueue: false`), so an outage costs a fast failure, not a pile of waiting requests.
+import { fastifyRedis } from '@fastify/redis'
+import type { FastifyInstance } from 'fastify'
+import { Cluster, Redis, type RedisOptions } from 'ioredis'
+import type { ResolvedRedis } from './config'
+import { RedisConnectionError } from './errors'
+import type { RedisClient } from './stores/redis'
+
+const RECONNECT_BACKOFF_MS = 100
+const RECONNECT_MAX_DELAY_MS = 2000
+const ERROR_LOG_INTERVAL_MS = 10_000
+
+/** Backoff for reconnects: grows with each attempt, capped, and never gives up. */
+export function reconnectDelay (attempt: number): number {
+  return Math.min(attempt * RECONNECT_BACKOFF_MS, RECONNECT_MAX_DELAY_MS)
+}
+
+function clientDefaults (commandTimeout: number): RedisOptions {
+  return {
+    enableAutoPipelining: true,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    commandTimeout,
+    retryStrategy: reconnectDelay,
+    connectionName: 'fastify-redis-cache'
+  }
+}
+
+export function createClient (resolved: Exclude<ResolvedRedis, { kind: 'memory' | 'client' }>, commandTimeout: number): RedisClient {
+  if (resolved.kind === 'cluster') {
+    const { redisOptions, ...clusterOptions } = resolved.options
+    return new Cluster(resolved.nodes, {
+      enableAutoPipelining: true,
+      enableOfflineQueue: false,
+      clusterRetryStrategy: reconnectDelay,
+      ...clusterOptions,
+      redisOptions: { ...clientDefaults(commandTimeout), ...redisOptions }
+    })
+  }
+  const options = { ...clientDefaults(commandTimeout), ...resolved.options }
+  return resolved.url === undefined ? new Redis(options) : new Redis(resolved.url, options)
+}
+
+/**
+ * Connects (or adopts) the client and hands it to @fastify/redis. Resolves once the client is
+ * ready, or, when Redis cannot be reached, after the first failed attempt or `startTimeout`.
+ * Rejects on errors that retrying cannot fix (wrong password, unknown host).
+ */
+export async function openConnection (
+  fastify: FastifyInstance,
+  resolved: Exclude<ResolvedRedis, { kind: 'memory' }>,
+  commandTimeout: number,
+  startTimeout: number
+): Promise<RedisClient> {
+  const client = resolved.kind === 'client' ? resolved.client : createClient(resolved, commandTimeout)
+  const log = fastify.log.child({ plugin: 'fastify-redis-cache' })
+  if (resolved.kind !== 'client' || resolved.closeClient) {
+    fastify.addHook('onClose', async () => {
+      if (client.status === 'ready') await client.quit().catch(() => client.disconnect())
+      else client.disconnect()
+    })
+  }
+
+  // Without a listener ioredis reports every failed reconnect as an unhandled error event.
+  let lastErrorLog = 0
+  let degraded = false
+  client.on('error', (err: Error) => {
+    const now = Date.now()
+    if (now - lastErrorLog >= ERROR_LOG_INTERVAL_MS) {
+      lastErrorLog = now
+      log.warn({ err }, `Redis connection error: ${err.message}`)
+    }
+  })
+  client.on('ready', () => {
+    if (degraded) log.info('Redis connection restored')
+    degraded = false
+  })
+  client.on('close', () => { degraded = true })
+
+  await new Promise<void>((resolve, reject) => {
+    let settled = false
+    const settle = (err?: Error): void => {
+      clearTimeout(timer)
+      client.off('error', onStartError)
+      if (settled) return
+      settled = true
+      if (err !== undefined) reject(err)
+      else resolve()
+    }
+    const unreachable = (reason: string): void => {
+      degraded = true
+      log.warn(`Redis unreachable at start (${reason}): the cache degrades and reconnects in the background`)
+      settle()
+    }
+    const onStartError = (err: Error): void => {
+      // A refused password or an unknown host is a configuration error: @fastify/redis gives up
+      // on it and calls back with the error, which fails registration.
+      if (err.name === 'ReplyError' || (err as NodeJS.ErrnoException).code === 'ENOTFOUND') return
+      unreachable(err.message)
+    }
+    const timer = setTimeout(unreachable, startTimeout, `no answer within ${startTimeout} ms`)
+    client.on('error', onStartError)
+    // @fastify/redis decorates and registers its onClose hook at once, and calls back when the
+    // client is ready or has failed for good. It is called directly rather than through
+    // `register` because avvio would hold the whole app's start until Redis answers.
+    fastifyRedis(fastify, { client, closeClient: false, namespace: resolved.namespace }, (err?: Error) => {
+      if (err === undefined) {
+        settle()
+        return
+      }
+      const error = new RedisConnectionError(`fastify-redis-cache: cannot use Redis: ${err.message}`, { cause: err })
+      if (settled) log.error({ err: error }, error.message)
+      settle(error)
+    })
+  })
+  return client
+}

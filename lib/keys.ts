@@ -1,0 +1,101 @@
+// How cache keys are validated and laid out in Redis.
+//
+//   ${prefix}:${namespace}:${key}   an entry
+//   ${prefix}:#tag:${tag}           the set of entry keys carrying a tag
+//   ${prefix}:#rl:${id}             a rate-limit window counter
+//   ${prefix}:#lock:...             single-flight locks
+//
+// Namespaces may not contain ':' or '#', so no namespace can reach into another one or into the
+// reserved `#` spaces, and a key, whatever it holds, is only ever used literally (never as a
+// SCAN pattern), so it cannot act as a pattern or leave its namespace.
+import { CacheKeyError } from './errors'
+
+export const NAMESPACE_PATTERN = /^[A-Za-z0-9_.-]+$/
+export const MAX_KEY_BYTES = 1024
+export const DEFAULT_NAMESPACE = 'default'
+
+export function validateKey (key: unknown): string {
+  if (typeof key !== 'string' || key.length === 0) {
+    throw new CacheKeyError(`Cache key must be a non-empty string (got ${describe(key)})`)
+  }
+  // Cheap check first: a string of n UTF-16 units has at most 3n UTF-8 bytes.
+  if (key.length * 3 > MAX_KEY_BYTES && Buffer.byteLength(key) > MAX_KEY_BYTES) {
+    throw new CacheKeyError(`Cache key must be at most ${MAX_KEY_BYTES} bytes (got ${Buffer.byteLength(key)})`)
+  }
+  return key
+}
+
+export function validateNamespace (namespace: unknown, what = 'namespace'): string {
+  if (typeof namespace !== 'string' || !NAMESPACE_PATTERN.test(namespace) || namespace.length > 128) {
+    throw new CacheKeyError(`Cache ${what} must match ${NAMESPACE_PATTERN.source} and be at most 128 characters (got ${describe(namespace)})`)
+  }
+  return namespace
+}
+
+export function validateKeys (keys: unknown): string[] {
+  const list = Array.isArray(keys) ? keys : [keys]
+  for (const key of list) validateKey(key)
+  return list as string[]
+}
+
+export function validateTags (tags: unknown): string[] {
+  const list = Array.isArray(tags) ? tags : [tags]
+  for (const tag of list) {
+    if (typeof tag !== 'string' || tag.length === 0 || Buffer.byteLength(tag) > MAX_KEY_BYTES) {
+      throw new CacheKeyError(`Cache tag must be a non-empty string of at most ${MAX_KEY_BYTES} bytes (got ${describe(tag)})`)
+    }
+  }
+  return list as string[]
+}
+
+/** Positive whole seconds; a RangeError otherwise (a programmer error, always thrown). */
+export function validateSeconds (value: unknown, what: string): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) {
+    throw new RangeError(`${what} must be a positive whole number of seconds (got ${describe(value)})`)
+  }
+  return value
+}
+
+/** Escapes a literal for use inside a Redis glob pattern (SCAN MATCH). */
+export function escapeGlob (literal: string): string {
+  return literal.replace(/[*?[\]\\^-]/g, '\\$&')
+}
+
+export class KeyLayout {
+  readonly prefix: string
+  private readonly tagPrefix: string
+  private readonly rateLimitPrefix: string
+  readonly lockPrefix: string
+
+  constructor (prefix: string) {
+    this.prefix = prefix
+    this.tagPrefix = `${prefix}:#tag:`
+    this.rateLimitPrefix = `${prefix}:#rl:`
+    this.lockPrefix = `${prefix}:#lock:`
+  }
+
+  entry (key: string, namespace: string): string {
+    return `${this.prefix}:${namespace}:${key}`
+  }
+
+  tag (tag: string): string {
+    return this.tagPrefix + tag
+  }
+
+  rateLimit (id: string): string {
+    return this.rateLimitPrefix + id
+  }
+
+  /** The SCAN pattern of one namespace, or of everything under the prefix. */
+  pattern (namespace?: string): string {
+    return namespace === undefined
+      ? `${escapeGlob(this.prefix)}:*`
+      : `${escapeGlob(this.prefix)}:${escapeGlob(namespace)}:*`
+  }
+}
+
+function describe (value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value.length > 64 ? `${value.slice(0, 64)}...` : value)
+  if (typeof value === 'number' || typeof value === 'boolean' || value === null || value === undefined) return String(value)
+  return typeof value
+}

@@ -1,0 +1,173 @@
+// The Redis store, for a standalone (or Sentinel-managed) client and for a Cluster client alike.
+// Every script touches one key only, so each runs in one slot; multi-key work on a Cluster is
+// split into single-key commands that auto-pipelining batches per node.
+import { createHash } from 'node:crypto'
+import type { Cluster, Redis } from 'ioredis'
+import type { CacheInfo } from '../../types'
+import type { KeyLayout } from '../keys'
+import type { CacheStore, RateWindow } from './store'
+
+const SCAN_COUNT = 1000
+
+interface LuaScript { source: string, sha: string }
+
+function lua (source: string): LuaScript {
+  return { source, sha: createHash('sha1').update(source).digest('hex') }
+}
+
+// Files an entry key under a tag; the tag set lives at least as long as its longest entry.
+const TAG_ADD = lua(`
+redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return 1`)
+
+// Takes a tag's members and removes the set in one step, so an entry filed under the tag
+// afterwards lands in a fresh set instead of being lost.
+const TAG_POP = lua(`
+local members = redis.call('SMEMBERS', KEYS[1])
+redis.call('DEL', KEYS[1])
+return members`)
+
+// A fixed window: the first hit starts it, every hit counts, the window's TTL says when it resets.
+const HIT_WINDOW = lua(`
+local count = redis.call('INCR', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return { count, ttl }`)
+
+export type RedisClient = Redis | Cluster
+
+export class RedisStore implements CacheStore {
+  readonly kind = 'redis'
+  readonly client: RedisClient
+  private readonly layout: KeyLayout
+  private readonly isCluster: boolean
+
+  constructor (client: RedisClient, layout: KeyLayout) {
+    this.client = client
+    this.layout = layout
+    this.isCluster = client.isCluster
+  }
+
+  get connected (): boolean {
+    return this.client.status === 'ready'
+  }
+
+  get (key: string): Promise<Buffer | null> {
+    return this.client.getBuffer(key)
+  }
+
+  async set (key: string, value: Buffer, ttl: number, tags: readonly string[]): Promise<void> {
+    if (tags.length === 0) {
+      await this.client.set(key, value, 'EX', ttl)
+      return
+    }
+    await Promise.all([
+      this.client.set(key, value, 'EX', ttl),
+      ...tags.map((tag) => this.script(TAG_ADD, this.layout.tag(tag), key, ttl))
+    ])
+  }
+
+  async delete (keys: readonly string[]): Promise<number> {
+    if (keys.length === 0) return 0
+    if (!this.isCluster) return this.client.unlink(...keys)
+    return sum(await Promise.all(keys.map((key) => this.client.unlink(key))))
+  }
+
+  async exists (keys: readonly string[]): Promise<number> {
+    if (!this.isCluster) return this.client.exists(...keys)
+    return sum(await Promise.all(keys.map((key) => this.client.exists(key))))
+  }
+
+  async expire (key: string, seconds: number): Promise<boolean> {
+    return (await this.client.expire(key, seconds)) === 1
+  }
+
+  ttl (key: string): Promise<number> {
+    return this.client.ttl(key)
+  }
+
+  async clear (namespace?: string): Promise<number> {
+    const pattern = this.layout.pattern(namespace)
+    // A Cluster keeps each key on one master: every master is scanned.
+    const nodes: Redis[] = this.isCluster ? (this.client as Cluster).nodes('master') : [this.client as Redis]
+    const counts = await Promise.all(nodes.map(async (node) => {
+      let removed = 0
+      let cursor = '0'
+      do {
+        const [next, keys] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', SCAN_COUNT)
+        cursor = next
+        removed += await this.delete(keys)
+      } while (cursor !== '0')
+      return removed
+    }))
+    return sum(counts)
+  }
+
+  async invalidateTags (tags: readonly string[]): Promise<number> {
+    const members = await Promise.all(tags.map((tag) => this.script(TAG_POP, this.layout.tag(tag)) as Promise<string[]>))
+    return this.delete([...new Set(members.flat())])
+  }
+
+  async hitWindow (id: string, windowSeconds: number): Promise<RateWindow> {
+    const [count, resetMs] = await this.script(HIT_WINDOW, this.layout.rateLimit(id), windowSeconds * 1000) as [number, number]
+    return { count, resetMs }
+  }
+
+  async ping (): Promise<void> {
+    await this.client.ping()
+  }
+
+  async info (): Promise<CacheInfo> {
+    const nodes: Redis[] = this.isCluster ? (this.client as Cluster).nodes('master') : [this.client as Redis]
+    const sections = (await Promise.all(nodes.map((node) => node.info()))).map(parseInfo)
+    const total = (field: string): number | null => {
+      const values = sections.map((s) => s.get(field)).filter((v) => v !== undefined)
+      return values.length === 0 ? null : sum(values.map(Number))
+    }
+    const first = sections[0]
+    return {
+      store: 'redis',
+      redisVersion: first.get('redis_version') ?? null,
+      usedMemory: total('used_memory'),
+      usedMemoryHuman: nodes.length === 1 ? first.get('used_memory_human') ?? null : null,
+      connectedClients: total('connected_clients'),
+      evictedKeys: total('evicted_keys'),
+      expiredKeys: total('expired_keys'),
+      keyspaceHits: total('keyspace_hits'),
+      keyspaceMisses: total('keyspace_misses'),
+      uptimeSeconds: first.has('uptime_in_seconds') ? Number(first.get('uptime_in_seconds')) : null
+    }
+  }
+
+  /** The connection belongs to whoever opened it (see connection.ts); nothing to release here. */
+  async close (): Promise<void> {}
+
+  /** EVALSHA, loading the script with EVAL when the server does not know it yet. */
+  private async script (script: LuaScript, key: string, ...args: Array<string | number>): Promise<unknown> {
+    try {
+      return await this.client.evalsha(script.sha, 1, key, ...args)
+    } catch (err) {
+      if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err
+      return this.client.eval(script.source, 1, key, ...args)
+    }
+  }
+}
+
+export function parseInfo (text: string): Map<string, string> {
+  const fields = new Map<string, string>()
+  for (const line of text.split('\r\n')) {
+    const colon = line.indexOf(':')
+    if (colon > 0 && line[0] !== '#') fields.set(line.slice(0, colon), line.slice(colon + 1))
+  }
+  return fields
+}
+
+function sum (values: number[]): number {
+  let total = 0
+  for (const value of values) total += value
+  return total
+}

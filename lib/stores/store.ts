@@ -1,0 +1,33 @@
+// What the cache manager needs from a backend. Stores deal in full keys and raw bytes; the
+// manager owns validation, serialization, statistics and the failure policy.
+import type { CacheInfo } from '../../types'
+
+export interface RateWindow {
+  /** Hits in the current window, this one included. */
+  count: number
+  /** Milliseconds until the window resets. */
+  resetMs: number
+}
+
+export interface CacheStore {
+  readonly kind: 'memory' | 'redis'
+  /** Whether commands can be expected to succeed now. */
+  readonly connected: boolean
+  get (key: string): Promise<Buffer | null>
+  /** Stores `value` for `ttl` seconds and files the key under each tag. */
+  set (key: string, value: Buffer, ttl: number, tags: readonly string[]): Promise<void>
+  delete (keys: readonly string[]): Promise<number>
+  exists (keys: readonly string[]): Promise<number>
+  expire (key: string, seconds: number): Promise<boolean>
+  /** Seconds left; -2 missing, -1 no expiry. */
+  ttl (key: string): Promise<number>
+  /** Removes one namespace, or everything under the prefix. */
+  clear (namespace?: string): Promise<number>
+  /** Removes every entry filed under any of the tags; returns how many entries were removed. */
+  invalidateTags (tags: readonly string[]): Promise<number>
+  /** Counts a hit in a fixed window of `windowSeconds`, atomically. */
+  hitWindow (id: string, windowSeconds: number): Promise<RateWindow>
+  ping (): Promise<void>
+  info (): Promise<CacheInfo>
+  close (): Promise<void>
+}
