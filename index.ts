@@ -6,7 +6,10 @@ import fp from 'fastify-plugin'
 import { CacheManager } from './lib/cache'
 import { DEFAULTS, resolveConfig } from './lib/config'
 import { openConnection } from './lib/connection'
+import { installErrorHandler } from './lib/error-handler'
 import { KeyLayout } from './lib/keys'
+import { managementRoutes } from './lib/management'
+import { installRouteCaching } from './lib/route-cache'
 import { Codec } from './lib/serializer'
 import { MemoryStore } from './lib/stores/memory'
 import { RedisStore } from './lib/stores/redis'
@@ -41,6 +44,13 @@ const plugin: FastifyPluginAsync<CacheOptions> = async function fastifyRedisCach
     log
   })
   fastify.decorate('cache', cache)
+
+  installRouteCaching(fastify, cache)
+  if (config.errorHandler) installErrorHandler(fastify)
+  if (config.routes !== false) {
+    const { prefix, ...routes } = config.routes
+    await fastify.register(managementRoutes, { prefix, cache, ...routes })
+  }
 }
 
 export const fastifyRedisCache = fp(plugin, {

@@ -41,6 +41,18 @@ export interface CacheManagerOptions {
 // Outages fail every command: log the first failure and then a summary at most this often.
 const FAILURE_LOG_INTERVAL_MS = 10_000
 
+export interface EntryOptions {
+  kind: number
+  /** Seconds the entry counts as fresh. */
+  freshFor: number
+  /** Seconds the store keeps it: longer than `freshFor` when stale serving is on. */
+  ttl: number
+  compress: boolean | undefined
+  tags: readonly string[]
+  /** Stored uncompressed in front of the payload (an HTTP entry's status and headers). */
+  head?: Buffer
+}
+
 type Lookup = { found: true, value: unknown } | { found: false }
 const MISS: Lookup = { found: false }
 
@@ -89,7 +101,7 @@ export class CacheManager implements FastifyCache {
     } catch (err) {
       return this.failed(err as CacheError, 'set', fullKey, false)
     }
-    return this.write(fullKey, payload, KIND_VALUE, ttl, ttl, opts?.compress, tags)
+    return this.write(fullKey, payload, { kind: KIND_VALUE, freshFor: ttl, ttl, compress: opts?.compress, tags })
   }
 
   async delete (keys: string | string[], opts?: NamespaceOption): Promise<number> {
@@ -270,19 +282,26 @@ export class CacheManager implements FastifyCache {
     return { found: true, value }
   }
 
-  /**
-   * Stores a payload in an envelope. `freshFor` is how long the entry counts as fresh, `ttl` how
-   * long Redis keeps it (longer when stale serving is on). Never throws unless `throwOnError`.
-   */
-  async write (fullKey: string, payload: Buffer, kind: number, freshFor: number, ttl: number, compress: boolean | undefined, tags: readonly string[]): Promise<boolean> {
+  /** Stores a payload in an envelope. Never throws unless `throwOnError`. */
+  async write (fullKey: string, payload: Buffer, entry: EntryOptions): Promise<boolean> {
     let bytes: Buffer
     try {
-      const encoded = this.codec.encode(payload, kind, freshFor, compress)
-      bytes = encoded.bytes
-      if (encoded.uncompressedSize > 0) this.stats.compressed(encoded.uncompressedSize, bytes.length)
+      bytes = this.encode(payload, entry)
     } catch (err) /* c8 ignore next 3: gzip of an in-memory Buffer does not fail */ {
       return this.failed(err, 'set', fullKey, false)
     }
+    return this.storeBytes(fullKey, bytes, entry.ttl, entry.tags)
+  }
+
+  /** The envelope for a payload, with compression counted in the statistics. */
+  encode (payload: Buffer, entry: Omit<EntryOptions, 'ttl' | 'tags'>): Buffer {
+    const encoded = this.codec.encode(payload, entry.kind, entry.freshFor, entry.compress, entry.head)
+    if (encoded.uncompressedSize > 0) this.stats.compressed(encoded.uncompressedSize, encoded.bytes.length)
+    return encoded.bytes
+  }
+
+  /** Stores encoded bytes unless they exceed `maxEntrySize`. Never throws unless `throwOnError`. */
+  async storeBytes (fullKey: string, bytes: Buffer, ttl: number, tags: readonly string[]): Promise<boolean> {
     if (bytes.length > this.maxEntrySize) {
       this.stats.oversized++
       this.log.warn({ key: fullKey, bytes: bytes.length, maxEntrySize: this.maxEntrySize }, 'fastify-redis-cache: entry larger than maxEntrySize, not stored')

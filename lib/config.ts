@@ -32,7 +32,8 @@ export const EnvironmentSchema = Type.Object({
   CACHE_ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 1 })),
   ENVIRONMENT: Type.Optional(Type.String()),
   NODE_ENV: Type.Optional(Type.String()),
-  DEBUG: Type.Optional(Bool)
+  // Any string: `DEBUG=ioredis:*` (the debug module's convention) must not fail registration.
+  DEBUG: Type.Optional(Type.String())
 })
 export type Environment = Static<typeof EnvironmentSchema>
 
@@ -168,7 +169,11 @@ function resolveRedis (option: CacheOptions['redis'], env: Environment): Resolve
     return { kind: 'cluster', nodes, options: { ...option.cluster.options }, namespace }
   }
   const { url: optionUrl, namespace: _ns, ...ioredisOptions } = option
-  const url = optionUrl ?? env.REDIS_URL
+  // ioredis lets a URL win over host/port/path/sentinels, so REDIS_URL applies only when the
+  // options name no server of their own: explicit options beat the environment.
+  const explicitServer = ioredisOptions.host !== undefined || ioredisOptions.port !== undefined ||
+    ioredisOptions.path !== undefined || ioredisOptions.sentinels !== undefined
+  const url = optionUrl ?? (explicitServer ? undefined : env.REDIS_URL)
   if (url !== undefined && !/^rediss?:\/\//.test(url)) {
     throw new CacheConfigError(`fastify-redis-cache: option redis.url must start with redis:// or rediss:// (got ${JSON.stringify(url)})`)
   }
@@ -194,8 +199,9 @@ export function resolveConfig (options: CacheOptions = {}, envSource: NodeJS.Pro
   const env = readEnvironment(envSource)
   checkOptions(options)
 
-  const defaultTtl = options.defaultTtl ?? env.CACHE_DEFAULT_TTL ?? DEFAULTS.defaultTtl
   const maxTtl = options.maxTtl ?? env.CACHE_MAX_TTL ?? DEFAULTS.maxTtl
+  // Only a defaultTtl somebody set can contradict maxTtl; the built-in default is clamped to it.
+  const defaultTtl = options.defaultTtl ?? env.CACHE_DEFAULT_TTL ?? Math.min(DEFAULTS.defaultTtl, maxTtl)
   if (defaultTtl > maxTtl) {
     throw new CacheConfigError(`fastify-redis-cache: defaultTtl (${defaultTtl}) must not exceed maxTtl (${maxTtl})`)
   }
@@ -243,7 +249,7 @@ export function resolveConfig (options: CacheOptions = {}, envSource: NodeJS.Pro
     commandTimeout: options.commandTimeout ?? DEFAULTS.commandTimeout,
     maxEntrySize: options.maxEntrySize ?? DEFAULTS.maxEntrySize,
     production,
-    debug: env.DEBUG ?? false
+    debug: env.DEBUG !== undefined && /^(true|1|yes|on)$/i.test(env.DEBUG)
   }
 }
 

@@ -8,6 +8,7 @@
 // Namespaces may not contain ':' or '#', so no namespace can reach into another one or into the
 // reserved `#` spaces, and a key, whatever it holds, is only ever used literally (never as a
 // SCAN pattern), so it cannot act as a pattern or leave its namespace.
+import { createHash } from 'node:crypto'
 import { CacheKeyError } from './errors'
 
 export const NAMESPACE_PATTERN = /^[A-Za-z0-9_.-]+$/
@@ -59,6 +60,34 @@ export function validateSeconds (value: unknown, what: string): number {
 /** Escapes a literal for use inside a Redis glob pattern (SCAN MATCH). */
 export function escapeGlob (literal: string): string {
   return literal.replace(/[*?[\]\\^-]/g, '\\$&')
+}
+
+/**
+ * The default key of a cached route: the path plus the query with its parameters sorted by name
+ * (stable, so repeated parameters keep their order), so `?a=1&b=2` and `?b=2&a=1` share an entry.
+ */
+export function defaultRouteKey (url: string): string {
+  const question = url.indexOf('?')
+  if (question === -1) return url
+  const params = url.slice(question + 1).split('&').filter((param) => param !== '')
+  if (params.length === 0) return url.slice(0, question)
+  if (params.length > 1) params.sort(byParameterName)
+  return `${url.slice(0, question)}?${params.join('&')}`
+}
+
+function byParameterName (a: string, b: string): number {
+  const nameA = a.split('=', 1)[0]
+  const nameB = b.split('=', 1)[0]
+  return nameA < nameB ? -1 : nameA > nameB ? 1 : 0
+}
+
+/**
+ * A key built from request data, kept within the key size limit: an overlong one (a hostile
+ * query string, say) is replaced by its digest, marked so it cannot equal a real path.
+ */
+export function boundedKey (key: string): string {
+  if (key.length * 3 <= MAX_KEY_BYTES || Buffer.byteLength(key) <= MAX_KEY_BYTES) return key
+  return `#sha256:${createHash('sha256').update(key).digest('hex')}`
 }
 
 export class KeyLayout {

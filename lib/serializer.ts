@@ -5,7 +5,11 @@
 //   byte 2       kind: 0 a value (serializer output), 1 an HTTP response (route caching)
 //   bytes 3-8    stored at, milliseconds since the epoch (uint48)
 //   bytes 9-12   fresh for, seconds (uint32): entries kept past it are stale (RFC 5861)
-//   bytes 13-    payload
+//   bytes 13-    payload: for a value, the serializer's bytes; for an HTTP response, an
+//                uncompressed head (status and headers, see http-entry.ts) and then the body
+//
+// The encoding byte applies to the value, or to the response body only: a gzipped body can be
+// sent to clients as it is stored, and its headers read without decompressing anything.
 //
 // Binary-safe, never base64. The timestamps serve `Age` and stale serving without a second
 // Redis key.
@@ -87,8 +91,11 @@ export class Codec {
     }
   }
 
-  /** Wraps a payload in an envelope, gzipped when it is worth it and allowed. */
-  encode (payload: Buffer, kind: number, freshFor: number, compress: boolean | undefined, storedAt = Date.now()): EncodeResult {
+  /**
+   * Wraps a payload in an envelope, gzipped when it is worth it and allowed. `head`, when given,
+   * is stored uncompressed in front of the payload.
+   */
+  encode (payload: Buffer, kind: number, freshFor: number, compress: boolean | undefined, head?: Buffer, storedAt = Date.now()): EncodeResult {
     let encoding = ENCODING_PLAIN
     let body = payload
     let uncompressedSize = 0
@@ -106,13 +113,15 @@ export class Codec {
         uncompressedSize = payload.length
       }
     }
-    const bytes = Buffer.allocUnsafe(HEADER_BYTES + body.length)
+    const headLength = head === undefined ? 0 : head.length
+    const bytes = Buffer.allocUnsafe(HEADER_BYTES + headLength + body.length)
     bytes[0] = MAGIC
     bytes[1] = encoding
     bytes[2] = kind
     bytes.writeUIntBE(storedAt, 3, 6)
     bytes.writeUInt32BE(Math.min(freshFor, 0xffffffff), 9)
-    body.copy(bytes, HEADER_BYTES)
+    if (head !== undefined) head.copy(bytes, HEADER_BYTES)
+    body.copy(bytes, HEADER_BYTES + headLength)
     return { bytes, uncompressedSize }
   }
 
@@ -137,11 +146,11 @@ export class Codec {
     }
   }
 
-  /** The payload with gzip undone. */
-  static plain (envelope: Envelope): Buffer {
-    if (envelope.encoding === ENCODING_PLAIN) return envelope.payload
+  /** The payload (or a part of it) with gzip undone. */
+  static plain (envelope: Envelope, payload = envelope.payload): Buffer {
+    if (envelope.encoding === ENCODING_PLAIN) return payload
     try {
-      return gunzipSync(envelope.payload)
+      return gunzipSync(payload)
     } catch (err) {
       throw new CacheDecompressionError(`Cannot decompress stored entry: ${(err as Error).message}`, { cause: err })
     }

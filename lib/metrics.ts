@@ -1,0 +1,106 @@
+// Prometheus text exposition (format 0.0.4) of the cache's statistics, the Redis server's
+// counters and the connection state. Labels only ever carry namespaces (route configuration, a
+// bounded set) and the store kind, never keys or URLs, so the number of series stays bounded.
+import type { CacheInfo, CacheStatistics } from '../types'
+
+export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
+export const METRIC_PREFIX = 'fastify_redis_cache_'
+
+type MetricType = 'counter' | 'gauge'
+type Labels = Record<string, string>
+
+interface Sample { labels?: Labels, value: number }
+
+export interface MetricsInput {
+  statistics: CacheStatistics
+  info: CacheInfo
+  /** Whether the store answers commands now (`cache.store.connected`). */
+  connected: boolean
+}
+
+/** Escapes `# HELP` text: backslash and line feed. */
+export function escapeHelp (text: string): string {
+  return text.replace(/\\/g, '\\\\').replace(/\n/g, '\\n')
+}
+
+/** Escapes a label value: backslash, double quote and line feed. */
+export function escapeLabelValue (value: string): string {
+  return value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')
+}
+
+/** A sample value as the format spells it: `NaN`, `+Inf`, `-Inf` or a Go-parsable float. */
+export function formatValue (value: number): string {
+  if (Number.isNaN(value)) return 'NaN'
+  if (value === Infinity) return '+Inf'
+  if (value === -Infinity) return '-Inf'
+  return String(value)
+}
+
+function formatLabels (labels: Labels | undefined): string {
+  if (labels === undefined) return ''
+  const pairs = Object.entries(labels).map(([name, value]) => `${name}="${escapeLabelValue(value)}"`)
+  return pairs.length === 0 ? '' : `{${pairs.join(',')}}`
+}
+
+class Exposition {
+  private readonly lines: string[] = []
+
+  family (name: string, type: MetricType, help: string, samples: Sample[]): void {
+    // A family without samples says nothing; some parsers reject a lone HELP/TYPE pair.
+    if (samples.length === 0) return
+    const fullName = METRIC_PREFIX + name
+    this.lines.push(`# HELP ${fullName} ${escapeHelp(help)}`, `# TYPE ${fullName} ${type}`)
+    for (const sample of samples) this.lines.push(`${fullName}${formatLabels(sample.labels)} ${formatValue(sample.value)}`)
+  }
+
+  /** A family of one unlabelled sample, left out when the value is unknown (`null`). */
+  single (name: string, type: MetricType, help: string, value: number | null): void {
+    this.family(name, type, help, value === null ? [] : [{ value }])
+  }
+
+  toString (): string {
+    return `${this.lines.join('\n')}\n`
+  }
+}
+
+export function renderMetrics ({ statistics: s, info, connected }: MetricsInput): string {
+  const out = new Exposition()
+  out.single('hits_total', 'counter', 'Cache lookups that found an entry.', s.hits)
+  out.single('misses_total', 'counter', 'Cache lookups that found no usable entry.', s.misses)
+  out.single('sets_total', 'counter', 'Entries stored.', s.sets)
+  out.single('deletes_total', 'counter', 'Entries removed by delete, clear and tag invalidation.', s.deletes)
+  out.single('evictions_total', 'counter', 'Entries evicted by the cache.', s.evictions)
+  out.single('errors_total', 'counter', 'Failed cache operations (store failures, unreadable entries).', s.errors)
+  out.single('oversized_total', 'counter', 'Entries not stored because they exceeded maxEntrySize.', s.oversized)
+  out.single('read_bytes_total', 'counter', 'Bytes read from the store on hits.', s.bytesRead)
+  out.single('written_bytes_total', 'counter', 'Bytes written to the store (after compression).', s.bytesWritten)
+  out.single('compression_input_bytes_total', 'counter', 'Bytes of compressed values before compression.', s.compressedBytesIn)
+  out.single('compression_output_bytes_total', 'counter', 'Bytes of compressed values after compression.', s.compressedBytesOut)
+  out.single('hit_ratio', 'gauge', 'hits / (hits + misses) since the statistics were last reset; 0 without lookups.', s.hitRate)
+  out.single('compression_ratio', 'gauge', 'Compressed size / original size of compressed values; 1 when nothing was compressed.', s.compressionRatio)
+  out.single('statistics_age_seconds', 'gauge', 'Seconds since the statistics were last reset (counters restart from 0 then).', s.uptime)
+
+  const namespaces = Object.keys(s.namespaces).sort()
+  out.family('route_hits_total', 'counter', 'Route-cache hits per namespace.',
+    namespaces.map((namespace) => ({ labels: { namespace }, value: s.namespaces[namespace].hits })))
+  out.family('route_misses_total', 'counter', 'Route-cache misses per namespace.',
+    namespaces.map((namespace) => ({ labels: { namespace }, value: s.namespaces[namespace].misses })))
+  out.family('route_hit_ratio', 'gauge', 'Route-cache hits / (hits + misses) per namespace.',
+    namespaces.map((namespace) => ({ labels: { namespace }, value: s.namespaces[namespace].hitRate })))
+
+  out.family('store_info', 'gauge', 'The store behind the cache (1 for the one in use).',
+    [{ labels: { store: s.store }, value: 1 }])
+  out.single('redis_connected', 'gauge', 'Whether the store answers commands now (1) or not (0).', connected ? 1 : 0)
+
+  if (info.redisVersion !== null) {
+    out.family('redis_info', 'gauge', 'Redis server version (always 1).', [{ labels: { version: info.redisVersion }, value: 1 }])
+  }
+  out.single('redis_memory_used_bytes', 'gauge', 'Memory used by the store (Redis used_memory).', info.usedMemory)
+  out.single('redis_connected_clients', 'gauge', 'Clients connected to Redis.', info.connectedClients)
+  out.single('redis_evicted_keys_total', 'counter', 'Keys Redis evicted under maxmemory (whole server).', info.evictedKeys)
+  out.single('redis_expired_keys_total', 'counter', 'Keys Redis expired (whole server).', info.expiredKeys)
+  out.single('redis_keyspace_hits_total', 'counter', 'Successful key lookups in Redis (whole server).', info.keyspaceHits)
+  out.single('redis_keyspace_misses_total', 'counter', 'Failed key lookups in Redis (whole server).', info.keyspaceMisses)
+  out.single('redis_uptime_seconds', 'gauge', 'Seconds since the Redis server started.', info.uptimeSeconds)
+  return out.toString()
+}

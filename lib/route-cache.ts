@@ -1,0 +1,484 @@
+// Route-level caching through `config.cache`: whole GET responses stored in the cache and
+// answered in `onRequest` without running the handler, and busts after successful mutations.
+//
+// Everything a route needs is compiled once in `onRoute`; routes without `config.cache` get no
+// hook at all. The hit path is one store read and a send of the stored bytes: headers and body
+// come from one value, and the body is never parsed or re-serialized.
+import { randomBytes } from 'node:crypto'
+import { gunzipSync } from 'node:zlib'
+import type {
+  FastifyInstance,
+  FastifyReply,
+  FastifyRequest,
+  onRequestHookHandler,
+  onSendHookHandler,
+  RouteOptions
+} from 'fastify'
+import type { RouteCacheBustOptions, RouteCacheOptions } from '../types'
+import type { CacheManager } from './cache'
+import { CacheConfigError, RedisConnectionError } from './errors'
+import { decodeEntry, encodeHead, etagMatches, type HttpEntry, strongEtag } from './http-entry'
+import { boundedKey, DEFAULT_NAMESPACE, defaultRouteKey, validateKey, validateNamespace, validateSeconds, validateTags } from './keys'
+import { ENCODING_GZIP, KIND_RESPONSE } from './serializer'
+
+type Outcome = 'HIT' | 'MISS' | 'STALE' | 'BYPASS'
+
+/** What one request on a cached route has found out so far. */
+interface RequestState {
+  outcome: Outcome
+  /** Answered from the cache in onRequest: onSend has nothing left to do. */
+  answered: boolean
+  /** RFC 9211 parameters after the cache name, e.g. `fwd=uri-miss; stored`. */
+  status: string
+  fullKey: string
+  /** The expired entry kept for stale-if-error. */
+  stale: HttpEntry | null
+  /** Set when this request runs the handler for others waiting on the same entry. */
+  flight: Flight | null
+}
+
+interface Flight {
+  promise: Promise<Buffer | null>
+  settle (bytes: Buffer | null): void
+}
+
+interface CompiledRoute {
+  namespace: string
+  ttl: number
+  /** How long the store keeps an entry: `ttl` plus the longer stale window. */
+  keepFor: number
+  staleWhileRevalidate: number
+  staleIfError: number
+  key: string | ((request: FastifyRequest) => string) | undefined
+  tags: string[] | ((request: FastifyRequest) => string[]) | undefined
+  vary: string[]
+  statuses: Set<number>
+  compress: boolean | undefined
+  allowAuthorization: boolean
+  maxAge: number | undefined
+}
+
+export const CACHE_NAME = 'fastify-redis-cache'
+// How long requests that found another request already fetching their entry wait for it
+// before running the handler themselves.
+const COLLAPSE_WAIT_MS = 5000
+// A background refresh is a request the plugin sends to itself; this header, with a secret
+// made per process, marks it so that no client can force one.
+const REFRESH_HEADER = 'x-fastify-redis-cache-refresh'
+
+const kState = Symbol('fastify-redis-cache.state')
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    [kState]: RequestState | null
+  }
+}
+
+export function installRouteCaching (fastify: FastifyInstance, cache: CacheManager): void {
+  const log = cache.log
+  const refreshSecret = randomBytes(16).toString('hex')
+  // Misses being fetched in this process, by entry key: later requests wait for them.
+  const flights = new Map<string, Flight>()
+  // Entries being refreshed in the background, so each is refreshed once at a time.
+  const refreshing = new Set<string>()
+
+  fastify.decorateRequest(kState, null)
+
+  fastify.addHook('onRoute', (routeOptions) => {
+    const options = routeOptions.config?.cache
+    if (options === undefined || options === false) return
+    const where = `${String(routeOptions.method)} ${routeOptions.url}`
+    const route = compileRoute(options, where, cache)
+    const methods = [routeOptions.method].flat()
+    if (methods.includes('GET') || methods.includes('HEAD')) {
+      addHook(routeOptions, 'onRequest', makeOnRequest(route))
+      addHook(routeOptions, 'onSend', makeOnSend(route))
+      addHook(routeOptions, 'onRequestAbort', onRequestAbort)
+    }
+    if (options.bust !== undefined) {
+      addHook(routeOptions, 'onSend', makeBust(compileBust(options.bust, route.namespace, where)))
+    }
+  })
+
+  function makeOnRequest (route: CompiledRoute): onRequestHookHandler {
+    return async function answerFromCache (request, reply) {
+      const state: RequestState = { outcome: 'MISS', answered: false, status: 'fwd=uri-miss', fullKey: '', stale: null, flight: null }
+      request[kState] = state
+      if (!route.allowAuthorization && request.headers.authorization !== undefined) {
+        bypass(state, 'fwd=request; detail=authorization')
+        return
+      }
+      try {
+        state.fullKey = cache.layout.entry(routeKey(route, request), route.namespace)
+      } catch (err) {
+        log.warn({ err, url: request.url }, 'fastify-redis-cache: cannot build the cache key; request not cached')
+        bypass(state, 'fwd=bypass; detail=key')
+        return
+      }
+      const isRefresh = request.headers[REFRESH_HEADER] === refreshSecret
+      if (!isRefresh) {
+        let bytes: Buffer | null
+        try {
+          bytes = await cache.store.get(state.fullKey)
+        } catch (err) {
+          cache.countFailure(err, 'get', state.fullKey)
+          bypass(state, 'fwd=bypass; detail=unavailable')
+          return
+        }
+        const entry = bytes === null ? null : readEntry(bytes, state.fullKey)
+        if (entry !== null) {
+          const age = Date.now() - entry.envelope.storedAt
+          const fresh = entry.envelope.freshFor * 1000
+          if (age < fresh) {
+            countHit(route, (bytes as Buffer).length)
+            return sendEntry(request, reply, entry, 'HIT', `hit; ttl=${Math.floor((fresh - age) / 1000)}`)
+          }
+          if (age < fresh + route.staleWhileRevalidate * 1000) {
+            countHit(route, (bytes as Buffer).length)
+            refreshInBackground(request, state.fullKey)
+            return sendEntry(request, reply, entry, 'STALE', `hit; fwd=stale; ttl=${Math.floor((fresh - age) / 1000)}`)
+          }
+          state.stale = entry
+          state.status = 'fwd=stale'
+        }
+      }
+      cache.stats.misses++
+      cache.stats.namespaceMiss(route.namespace)
+      if (request.method === 'HEAD') return
+
+      const running = flights.get(state.fullKey)
+      if (running !== undefined && !isRefresh) {
+        const bytes = await waitFor(running.promise)
+        const entry = bytes === null ? null : readEntry(bytes, state.fullKey)
+        if (entry !== null) return sendEntry(request, reply, entry, 'MISS', 'fwd=uri-miss; collapsed')
+        // The request ahead produced nothing storable, or took too long: run the handler.
+        return
+      }
+      state.flight = startFlight(state.fullKey)
+    }
+  }
+
+  function makeOnSend (route: CompiledRoute): onSendHookHandler {
+    return async function storeResponse (request, reply, payload) {
+      const state = request[kState]
+      /* c8 ignore next: onSend follows this route's onRequest, which always sets the state */
+      if (state === null) return payload
+      if (state.answered) return payload
+      if (state.outcome === 'BYPASS') {
+        setCacheHeaders(reply, 'BYPASS', state.status)
+        return payload
+      }
+      const flight = state.flight
+      state.flight = null
+      const refusal = request.method === 'HEAD' ? 'method' : unstorable(route, reply, payload)
+      if (refusal !== null) {
+        flight?.settle(null)
+        if (state.stale !== null && reply.statusCode >= 500 && isWithinStaleIfError(route, state.stale)) {
+          return serveStaleOnError(request, reply, state.stale)
+        }
+        setCacheHeaders(reply, 'MISS', `${state.status}; detail=${refusal}`)
+        return payload
+      }
+
+      const body = payload === null || payload === undefined ? Buffer.alloc(0) : Buffer.isBuffer(payload) ? payload : Buffer.from(payload as string)
+      if (!reply.hasHeader('etag')) reply.header('etag', strongEtag(body))
+      if (route.maxAge !== undefined && !reply.hasHeader('cache-control')) {
+        reply.header('cache-control', `${request.headers.authorization === undefined ? 'public' : 'private'}, max-age=${route.maxAge}`)
+      }
+      let tags: string[] = []
+      let bytes: Buffer | null = null
+      try {
+        if (route.tags !== undefined) tags = validateTags(typeof route.tags === 'function' ? route.tags(request) : route.tags)
+        bytes = cache.encode(body, {
+          kind: KIND_RESPONSE,
+          freshFor: route.ttl,
+          compress: route.compress,
+          head: encodeHead(reply.statusCode, reply.getHeaders())
+        })
+      } catch (err) {
+        cache.countFailure(err, 'set', state.fullKey)
+      }
+      flight?.settle(bytes)
+      if (bytes !== null) {
+        // Hits of a gzipped entry depend on Accept-Encoding: say so from the first response.
+        if (bytes[1] === ENCODING_GZIP) reply.header('vary', appendVary(reply.getHeader('vary') as string | undefined, 'accept-encoding'))
+        // Not awaited: the response does not depend on it, and the write is queued on the same
+        // connection ahead of any later read, so the next request already sees it.
+        cache.storeBytes(state.fullKey, bytes, route.keepFor, tags).catch(() => {})
+        setCacheHeaders(reply, 'MISS', `${state.status}; stored`)
+      } else {
+        setCacheHeaders(reply, 'MISS', `${state.status}; detail=tags`)
+      }
+      const ifNoneMatch = request.headers['if-none-match']
+      if (ifNoneMatch !== undefined && etagMatches(ifNoneMatch, reply.getHeader('etag') as string)) {
+        reply.code(304)
+        return null
+      }
+      return body
+    }
+  }
+
+  // A request that ends before its response settles its flight so waiters do not hang.
+  function onRequestAbort (request: FastifyRequest): void {
+    const state = request[kState]
+    state?.flight?.settle(null)
+  }
+
+  function makeBust (bust: CompiledBust): onSendHookHandler {
+    return async function bustAfterSuccess (request, reply, payload) {
+      if (reply.statusCode < 200 || reply.statusCode >= 300) return payload
+      const work: Array<Promise<number>> = []
+      try {
+        if (bust.keys !== undefined) {
+          const keys = typeof bust.keys === 'function' ? bust.keys(request, reply) : bust.keys
+          work.push(cache.delete(keys, { namespace: bust.namespace }))
+        }
+        if (bust.tags !== undefined) {
+          work.push(cache.invalidateTags(typeof bust.tags === 'function' ? bust.tags(request, reply) : bust.tags))
+        }
+        if (bust.clearNamespace) work.push(cache.clear(bust.namespace))
+        // Awaited: a client that reads after this response must not get the old entry.
+        await Promise.all(work)
+      } catch (err) {
+        // Store failures were counted where they happened; anything else is counted here.
+        if (!(err instanceof RedisConnectionError)) cache.countFailure(err, 'bust', request.url)
+        log.error({ err, url: request.url }, 'fastify-redis-cache: cache bust failed; the response is sent anyway')
+      }
+      return payload
+    }
+  }
+
+  function startFlight (fullKey: string): Flight {
+    let settle!: (bytes: Buffer | null) => void
+    const promise = new Promise<Buffer | null>((resolve) => { settle = resolve })
+    const flight: Flight = {
+      promise,
+      settle (bytes) {
+        if (flights.get(fullKey) === flight) flights.delete(fullKey)
+        settle(bytes)
+      }
+    }
+    flights.set(fullKey, flight)
+    return flight
+  }
+
+  /** Reads a stored response; an unreadable one is a miss: deleted, counted, logged. */
+  function readEntry (bytes: Buffer, fullKey: string): HttpEntry | null {
+    try {
+      return decodeEntry(bytes)
+    } catch (err) {
+      cache.countFailure(err, 'get', fullKey)
+      cache.discard(fullKey)
+      return null
+    }
+  }
+
+  function countHit (route: CompiledRoute, bytes: number): void {
+    cache.stats.hits++
+    cache.stats.bytesRead += bytes
+    cache.stats.namespaceHit(route.namespace)
+  }
+
+  /** Replays the refresh request in-process so the handler runs and its response is stored. */
+  function refreshInBackground (request: FastifyRequest, fullKey: string): void {
+    if (refreshing.has(fullKey)) return
+    refreshing.add(fullKey)
+    const headers = { ...request.headers, [REFRESH_HEADER]: refreshSecret }
+    delete headers['if-none-match']
+    fastify.inject({ method: 'GET', url: request.url, headers })
+      .catch((err: unknown) => log.warn({ err, url: request.url }, 'fastify-redis-cache: background refresh failed'))
+      .finally(() => refreshing.delete(fullKey))
+  }
+
+  function serveStaleOnError (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry): Buffer | null {
+    cache.stats.hits++
+    reply.removeHeader('content-type')
+    const age = Date.now() - entry.envelope.storedAt
+    return replay(request, reply, entry, `hit; fwd=stale; detail=error; ttl=${Math.floor((entry.envelope.freshFor * 1000 - age) / 1000)}`, 'STALE')
+  }
+
+  /** Answers from an entry in onRequest; the handler does not run. */
+  function sendEntry (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry, outcome: Outcome, status: string): FastifyReply {
+    (request[kState] as RequestState).answered = true
+    return reply.send(replay(request, reply, entry, status, outcome))
+  }
+
+  /** Sets status and headers from an entry and returns the body to send. */
+  function replay (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry, status: string, outcome: Outcome): Buffer | null {
+    reply.code(entry.status)
+    reply.headers(entry.headers)
+    setCacheHeaders(reply, outcome, status)
+    reply.header('age', Math.max(0, Math.floor((Date.now() - entry.envelope.storedAt) / 1000)))
+    let body = entry.body
+    let etag = entry.headers.etag as string | undefined
+    if (entry.envelope.encoding === ENCODING_GZIP) {
+      // Same bytes for every client that takes gzip; decompressed once for those that do not.
+      reply.header('vary', appendVary(entry.headers.vary, 'accept-encoding'))
+      if (acceptsGzip(request.headers['accept-encoding'])) {
+        reply.header('content-encoding', 'gzip')
+        // A strong validator must differ between content codings (RFC 9110 8.8.3).
+        if (etag !== undefined) {
+          etag = etag.replace(/"$/, '-gzip"')
+          reply.header('etag', etag)
+        }
+      } else {
+        body = gunzipSync(body)
+      }
+    }
+    const ifNoneMatch = request.headers['if-none-match']
+    if (ifNoneMatch !== undefined && etag !== undefined && entry.status === 200 && etagMatches(ifNoneMatch, etag)) {
+      reply.code(304)
+      return null
+    }
+    return body
+  }
+
+  function bypass (state: RequestState, status: string): void {
+    state.outcome = 'BYPASS'
+    state.status = status
+  }
+}
+
+function setCacheHeaders (reply: FastifyReply, outcome: Outcome, status: string): void {
+  reply.header('x-cache', outcome)
+  reply.header('cache-status', `${CACHE_NAME}; ${status}`)
+}
+
+/** Why a response must not be stored, or null when it may be. */
+function unstorable (route: CompiledRoute, reply: FastifyReply, payload: unknown): string | null {
+  if (!route.statuses.has(reply.statusCode)) return 'status'
+  if (payload !== null && payload !== undefined && typeof payload !== 'string' && !Buffer.isBuffer(payload)) return 'stream'
+  if (reply.hasHeader('set-cookie')) return 'set-cookie'
+  const cacheControl = reply.getHeader('cache-control')
+  if (cacheControl !== undefined && /(?:^|[,\s])(?:no-store|private|no-cache)\b/i.test(String(cacheControl))) return 'cache-control'
+  const vary = reply.getHeader('vary')
+  if (vary !== undefined) {
+    for (const name of String(vary).split(',')) {
+      const header = name.trim().toLowerCase()
+      if (header === '*') return 'vary'
+      // The entry may only vary on what its key includes.
+      if (header !== '' && header !== 'accept-encoding' && !route.vary.includes(header)) return 'vary'
+    }
+  }
+  return null
+}
+
+function isWithinStaleIfError (route: CompiledRoute, entry: HttpEntry): boolean {
+  const age = Date.now() - entry.envelope.storedAt
+  return age < (entry.envelope.freshFor + route.staleIfError) * 1000
+}
+
+function routeKey (route: CompiledRoute, request: FastifyRequest): string {
+  let key = route.key === undefined
+    ? defaultRouteKey(request.url)
+    : validateKey(typeof route.key === 'function' ? route.key(request) : route.key)
+  for (const header of route.vary) {
+    const value = request.headers[header]
+    key += `\n${header}:${value === undefined ? '' : String(value)}`
+  }
+  return boundedKey(key)
+}
+
+function acceptsGzip (acceptEncoding: string | undefined): boolean {
+  if (acceptEncoding === undefined) return false
+  for (const part of acceptEncoding.split(',')) {
+    const [coding, ...params] = part.split(';')
+    const name = coding.trim().toLowerCase()
+    if (name !== 'gzip' && name !== '*') continue
+    const q = params.map((p) => p.trim()).find((p) => p.startsWith('q='))
+    return q === undefined || Number(q.slice(2)) > 0
+  }
+  return false
+}
+
+function appendVary (existing: string | string[] | undefined, header: string): string {
+  const current = existing === undefined ? '' : String(existing)
+  if (current.toLowerCase().split(',').some((name) => name.trim() === header)) return current
+  return current === '' ? header : `${current}, ${header}`
+}
+
+function waitFor (promise: Promise<Buffer | null>): Promise<Buffer | null> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<null>((resolve) => { timer = setTimeout(resolve, COLLAPSE_WAIT_MS, null) })
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
+}
+
+type HookName = 'onRequest' | 'onSend' | 'onRequestAbort'
+
+/** Appends a route-level hook without mutating arrays Fastify shares with the HEAD route. */
+function addHook<T> (routeOptions: RouteOptions, name: HookName, hook: T): void {
+  const existing = routeOptions[name] as T | T[] | undefined
+  const hooks = existing === undefined ? [] : Array.isArray(existing) ? existing : [existing]
+  ;(routeOptions as unknown as Record<HookName, T[]>)[name] = [...hooks, hook]
+}
+
+function compileRoute (options: RouteCacheOptions, where: string, cache: CacheManager): CompiledRoute {
+  if (typeof options !== 'object' || options === null) {
+    throw new CacheConfigError(`fastify-redis-cache: config.cache of ${where} must be an object or false`)
+  }
+  try {
+    const staleWhileRevalidate = nonNegative(options.staleWhileRevalidate, 'staleWhileRevalidate')
+    const staleIfError = nonNegative(options.staleIfError, 'staleIfError')
+    const ttl = cache.resolveTtl(options.ttl)
+    if (options.key !== undefined && typeof options.key !== 'function') validateKey(options.key)
+    if (Array.isArray(options.tags)) validateTags(options.tags)
+    else if (options.tags !== undefined && typeof options.tags !== 'function') throw new TypeError('tags must be an array or a function')
+    const statuses = options.statuses ?? [200]
+    if (!Array.isArray(statuses) || !statuses.every((s) => Number.isInteger(s) && s >= 200 && s <= 599)) {
+      throw new TypeError('statuses must be an array of HTTP status codes')
+    }
+    const vary = options.vary ?? []
+    if (!Array.isArray(vary) || !vary.every((h) => typeof h === 'string' && /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(h))) {
+      throw new TypeError('vary must be an array of header names')
+    }
+    if (options.maxAge !== undefined && options.maxAge !== false) validateSeconds(options.maxAge, 'maxAge')
+    return {
+      namespace: options.namespace === undefined ? DEFAULT_NAMESPACE : validateNamespace(options.namespace),
+      ttl,
+      keepFor: ttl + Math.max(staleWhileRevalidate, staleIfError),
+      staleWhileRevalidate,
+      staleIfError,
+      key: options.key,
+      tags: options.tags,
+      vary: vary.map((h) => h.toLowerCase()),
+      statuses: new Set(statuses),
+      compress: options.compress,
+      allowAuthorization: options.allowAuthorization === true,
+      maxAge: options.maxAge === false ? undefined : options.maxAge
+    }
+  } catch (err) {
+    throw new CacheConfigError(`fastify-redis-cache: invalid config.cache of ${where}: ${(err as Error).message}`, { cause: err })
+  }
+}
+
+interface CompiledBust {
+  namespace: string
+  keys: RouteCacheBustOptions['keys']
+  tags: RouteCacheBustOptions['tags']
+  /** A bust that names only a namespace clears it. */
+  clearNamespace: boolean
+}
+
+function compileBust (bust: RouteCacheBustOptions, routeNamespace: string, where: string): CompiledBust {
+  try {
+    if (typeof bust !== 'object' || bust === null) throw new TypeError('bust must be an object')
+    const namespace = bust.namespace === undefined ? routeNamespace : validateNamespace(bust.namespace)
+    if (Array.isArray(bust.keys)) bust.keys.forEach(validateKey)
+    else if (bust.keys !== undefined && typeof bust.keys !== 'function') throw new TypeError('bust.keys must be an array or a function')
+    if (Array.isArray(bust.tags)) validateTags(bust.tags)
+    else if (bust.tags !== undefined && typeof bust.tags !== 'function') throw new TypeError('bust.tags must be an array or a function')
+    const clearNamespace = bust.keys === undefined && bust.tags === undefined
+    if (clearNamespace && bust.namespace === undefined) throw new TypeError('bust needs keys, tags or a namespace')
+    return { namespace, keys: bust.keys, tags: bust.tags, clearNamespace }
+  } catch (err) {
+    throw new CacheConfigError(`fastify-redis-cache: invalid config.cache.bust of ${where}: ${(err as Error).message}`, { cause: err })
+  }
+}
+
+function nonNegative (value: unknown, what: string): number {
+  if (value === undefined) return 0
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) {
+    throw new RangeError(`${what} must be a whole number of seconds, 0 or more`)
+  }
+  return value
+}
