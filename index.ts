@@ -4,6 +4,7 @@
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import { CacheManager } from './lib/cache'
+import { GuardedStore } from './lib/circuit-breaker'
 import { DEFAULTS, resolveConfig } from './lib/config'
 import { openConnection } from './lib/connection'
 import { installErrorHandler } from './lib/error-handler'
@@ -30,7 +31,22 @@ const plugin: FastifyPluginAsync<CacheOptions> = async function fastifyRedisCach
   } else {
     const connectTimeout = config.redis.kind === 'standalone' ? config.redis.options.connectTimeout : undefined
     const client = await openConnection(fastify, config.redis, config.commandTimeout, connectTimeout ?? DEFAULTS.connectTimeout)
-    store = new RedisStore(client, layout)
+    const breaker = config.circuitBreaker
+    const guarded = new GuardedStore(new RedisStore(client, layout), {
+      failureThreshold: breaker === false ? Infinity : breaker.failureThreshold,
+      resetTimeout: breaker === false ? 0 : breaker.resetTimeout,
+      healthCheckInterval: config.healthCheckInterval,
+      // Clients the plugin creates time out commands themselves (ioredis commandTimeout).
+      commandTimeout: config.redis.kind === 'client' ? config.commandTimeout : 0
+    }, {
+      onStateChange (state, previous) {
+        if (state === 'open') log.warn(`fastify-redis-cache: Redis circuit ${previous} -> open: skipping Redis, responses come from handlers`)
+        else if (state === 'closed') log.info(`fastify-redis-cache: Redis circuit ${previous} -> closed: using Redis again`)
+      }
+    })
+    client.on('ready', () => guarded.connectionRestored())
+    fastify.addHook('onClose', () => guarded.close())
+    store = guarded
   }
 
   const cache = new CacheManager({

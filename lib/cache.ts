@@ -13,6 +13,7 @@ import type {
   RateLimitResult,
   SetOptions
 } from '../types'
+import { GuardedStore } from './circuit-breaker'
 import { type CacheError, RateLimitError, toCacheError } from './errors'
 import {
   DEFAULT_NAMESPACE,
@@ -201,7 +202,7 @@ export class CacheManager implements FastifyCache {
   }
 
   getStatistics (): CacheStatistics {
-    return this.stats.snapshot(this.store.kind, this.store.connected)
+    return this.stats.snapshot(this.store.kind, this.store.connected, this.store instanceof GuardedStore ? this.store.state : 'closed')
   }
 
   resetStatistics (): void {

@@ -61,7 +61,16 @@ const OptionsSchema = Type.Object({
     ttl: Type.Optional(Seconds)
   }, { additionalProperties: false })])),
   commandTimeout: Type.Optional(Type.Integer({ minimum: 1 })),
-  maxEntrySize: Type.Optional(Type.Integer({ minimum: 1 }))
+  maxEntrySize: Type.Optional(Type.Integer({ minimum: 1 })),
+  circuitBreaker: Type.Optional(Type.Union([Type.Literal(false), Type.Object({
+    failureThreshold: Type.Optional(Type.Integer({ minimum: 1 })),
+    resetTimeout: Type.Optional(Type.Integer({ minimum: 1 }))
+  }, { additionalProperties: false })])),
+  healthCheckInterval: Type.Optional(Type.Integer({ minimum: 1 })),
+  lock: Type.Optional(Type.Union([Type.Literal(false), Type.Object({
+    ttl: Type.Optional(Type.Integer({ minimum: 1 })),
+    wait: Type.Optional(Type.Integer({ minimum: 0 }))
+  }, { additionalProperties: false })]))
 })
 
 export const DEFAULTS = {
@@ -77,7 +86,12 @@ export const DEFAULTS = {
   redisNamespace: 'cache',
   localMaxEntries: 10_000,
   localMaxBytes: 64 * 1024 * 1024,
-  localTtl: 60
+  localTtl: 60,
+  failureThreshold: 5,
+  resetTimeout: 2000,
+  healthCheckInterval: 30_000,
+  lockTtl: 5000,
+  lockWait: 3000
 } as const
 
 export type ResolvedRedis =
@@ -99,6 +113,9 @@ export interface ResolvedConfig {
   local: false | { maxEntries: number, maxBytes: number, ttl: number }
   commandTimeout: number
   maxEntrySize: number
+  circuitBreaker: false | { failureThreshold: number, resetTimeout: number }
+  healthCheckInterval: number
+  lock: false | { ttl: number, wait: number }
   production: boolean
   debug: boolean
 }
@@ -114,8 +131,10 @@ export function readEnvironment (env: NodeJS.ProcessEnv): Environment {
   try {
     return envSchema<Environment>({ schema: structuredClone(EnvironmentSchema), data, dotenv: false })
   } catch (err) {
-    const errors = (err as { errors?: Array<{ instancePath: string, message?: string }> }).errors ?? []
-    const details = errors.map((e) => `${e.instancePath.slice(1)} ${e.message ?? 'is invalid'} (got ${JSON.stringify(data[e.instancePath.slice(1)])})`)
+    // With our fixed schema and no dotenv, env-schema only throws ajv validation errors, which
+    // always list the failed properties with a message.
+    const errors = (err as { errors: Array<{ instancePath: string, message: string }> }).errors
+    const details = errors.map((e) => `${e.instancePath.slice(1)} ${e.message} (got ${JSON.stringify(data[e.instancePath.slice(1)])})`)
     throw new CacheConfigError(`fastify-redis-cache: invalid environment variable ${details.join('; ')}`, { cause: err })
   }
 }
@@ -134,7 +153,9 @@ function checkOptions (options: CacheOptions): void {
   const first = Value.Errors(OptionsSchema, data).First()
   if (first !== undefined) {
     const path = first.path.slice(1).replace(/\//g, '.')
-    throw new CacheConfigError(`fastify-redis-cache: option ${path} ${first.message.toLowerCase()} (got ${JSON.stringify(first.value)})`)
+    // Lower-case the first letter only: the message may quote a pattern, which must stay intact.
+    const message = first.message.charAt(0).toLowerCase() + first.message.slice(1)
+    throw new CacheConfigError(`fastify-redis-cache: option ${path} ${message} (got ${JSON.stringify(first.value)})`)
   }
   const { serializer } = options
   if (serializer !== undefined && (typeof serializer?.serialize !== 'function' || typeof serializer.deserialize !== 'function')) {
@@ -248,6 +269,14 @@ export function resolveConfig (options: CacheOptions = {}, envSource: NodeJS.Pro
         },
     commandTimeout: options.commandTimeout ?? DEFAULTS.commandTimeout,
     maxEntrySize: options.maxEntrySize ?? DEFAULTS.maxEntrySize,
+    circuitBreaker: options.circuitBreaker === false
+      ? false
+      : {
+          failureThreshold: options.circuitBreaker?.failureThreshold ?? DEFAULTS.failureThreshold,
+          resetTimeout: options.circuitBreaker?.resetTimeout ?? DEFAULTS.resetTimeout
+        },
+    healthCheckInterval: options.healthCheckInterval ?? DEFAULTS.healthCheckInterval,
+    lock: options.lock === false ? false : { ttl: options.lock?.ttl ?? DEFAULTS.lockTtl, wait: options.lock?.wait ?? DEFAULTS.lockWait },
     production,
     debug: env.DEBUG !== undefined && /^(true|1|yes|on)$/i.test(env.DEBUG)
   }

@@ -6,6 +6,8 @@ import type { CacheInfo, CacheStatistics } from '../types'
 export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
 export const METRIC_PREFIX = 'fastify_redis_cache_'
 
+const CIRCUIT_STATES: ReadonlyArray<CacheStatistics['circuit']> = ['closed', 'open', 'half-open']
+
 type MetricType = 'counter' | 'gauge'
 type Labels = Record<string, string>
 
@@ -90,6 +92,8 @@ export function renderMetrics ({ statistics: s, info, connected }: MetricsInput)
 
   out.family('store_info', 'gauge', 'The store behind the cache (1 for the one in use).',
     [{ labels: { store: s.store }, value: 1 }])
+  out.family('circuit_state', 'gauge', 'Circuit breaker state in front of Redis (1 for the current one).',
+    CIRCUIT_STATES.map((state) => ({ labels: { state }, value: s.circuit === state ? 1 : 0 })))
   out.single('redis_connected', 'gauge', 'Whether the store answers commands now (1) or not (0).', connected ? 1 : 0)
 
   if (info.redisVersion !== null) {

@@ -40,7 +40,7 @@ export class Statistics {
     this.since = Date.now()
   }
 
-  snapshot (store: CacheStatistics['store'], connected: boolean): CacheStatistics {
+  snapshot (store: CacheStatistics['store'], connected: boolean, circuit: CacheStatistics['circuit']): CacheStatistics {
     const namespaces: CacheStatistics['namespaces'] = {}
     for (const [name, { hits, misses }] of this.byNamespace) {
       namespaces[name] = { hits, misses, hitRate: rate(hits, misses) }
@@ -62,6 +62,7 @@ export class Statistics {
       namespaces,
       store,
       connected,
+      circuit,
       uptime: Math.floor((Date.now() - this.since) / 1000)
     }
   }

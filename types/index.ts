@@ -81,6 +81,26 @@ export interface CacheOptions {
   commandTimeout?: number
   /** Largest stored entry in bytes (after compression); larger ones are not stored. Default 8 MiB. */
   maxEntrySize?: number
+  /** Skip Redis for a while after repeated failures; `false` turns it off. */
+  circuitBreaker?: false | CircuitBreakerOptions
+  /** Milliseconds between health-check PINGs. Default 30000. */
+  healthCheckInterval?: number
+  /** Cross-instance single-flight for misses of cached routes and getOrSet. */
+  lock?: false | LockOptions
+}
+
+export interface CircuitBreakerOptions {
+  /** Failures in a row that open the circuit. Default 5. */
+  failureThreshold?: number
+  /** Milliseconds the circuit stays open before Redis is probed again. Default 2000. */
+  resetTimeout?: number
+}
+
+export interface LockOptions {
+  /** Milliseconds a lock is held at most (the holder may die). Default 5000. */
+  ttl?: number
+  /** Milliseconds others wait for the holder's result before running the work themselves. Default 3000. */
+  wait?: number
 }
 
 export interface NamespaceOption {
@@ -137,6 +157,8 @@ export interface CacheStatistics {
   store: 'memory' | 'redis'
   /** Whether the store answers commands now. */
   connected: boolean
+  /** The circuit breaker: `'closed'` while Redis is used, `'open'` while skipped. */
+  circuit: 'closed' | 'open' | 'half-open'
   /** Seconds since the statistics were last reset. */
   uptime: number
 }

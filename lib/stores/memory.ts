@@ -109,6 +109,13 @@ export class MemoryStore implements CacheStore {
     return { count: window.count, resetMs: window.expiresAt - now }
   }
 
+  // One process, one store: the in-process single-flight is all the locking there is to do.
+  async acquireLock (): Promise<boolean> {
+    return true
+  }
+
+  async releaseLock (): Promise<void> {}
+
   async ping (): Promise<void> {}
 
   async info (): Promise<CacheInfo> {

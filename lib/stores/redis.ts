@@ -38,6 +38,11 @@ if ttl < 0 then
 end
 return { count, ttl }`)
 
+// Deletes a lock only for its owner, so a holder whose lock expired cannot free another's.
+const LOCK_RELEASE = lua(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`)
+
 export type RedisClient = Redis | Cluster
 
 export class RedisStore implements CacheStore {
@@ -92,6 +97,7 @@ export class RedisStore implements CacheStore {
 
   async clear (namespace?: string): Promise<number> {
     const pattern = this.layout.pattern(namespace)
+    const reserved = `${this.layout.prefix}:#`
     // A Cluster keeps each key on one master: every master is scanned.
     const nodes: Redis[] = this.isCluster ? (this.client as Cluster).nodes('master') : [this.client as Redis]
     const counts = await Promise.all(nodes.map(async (node) => {
@@ -100,7 +106,11 @@ export class RedisStore implements CacheStore {
       do {
         const [next, keys] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', SCAN_COUNT)
         cursor = next
-        removed += await this.delete(keys)
+        // Clearing everything also drops tag sets and rate-limit windows, but only entries are
+        // counted, as in the memory store.
+        const entries = keys.filter((key) => !key.startsWith(reserved))
+        removed += await this.delete(entries)
+        if (entries.length < keys.length) await this.delete(keys.filter((key) => key.startsWith(reserved)))
       } while (cursor !== '0')
       return removed
     }))
@@ -115,6 +125,14 @@ export class RedisStore implements CacheStore {
   async hitWindow (id: string, windowSeconds: number): Promise<RateWindow> {
     const [count, resetMs] = await this.script(HIT_WINDOW, this.layout.rateLimit(id), windowSeconds * 1000) as [number, number]
     return { count, resetMs }
+  }
+
+  async acquireLock (key: string, token: string, ttlMs: number): Promise<boolean> {
+    return (await this.client.set(key, token, 'PX', ttlMs, 'NX')) === 'OK'
+  }
+
+  async releaseLock (key: string, token: string): Promise<void> {
+    await this.script(LOCK_RELEASE, key, token)
   }
 
   async ping (): Promise<void> {

@@ -27,6 +27,10 @@ export interface CacheStore {
   invalidateTags (tags: readonly string[]): Promise<number>
   /** Counts a hit in a fixed window of `windowSeconds`, atomically. */
   hitWindow (id: string, windowSeconds: number): Promise<RateWindow>
+  /** SET NX PX: true when this caller now holds the lock. */
+  acquireLock (key: string, token: string, ttlMs: number): Promise<boolean>
+  /** Releases the lock only if `token` still holds it. */
+  releaseLock (key: string, token: string): Promise<void>
   ping (): Promise<void>
   info (): Promise<CacheInfo>
   close (): Promise<void>

@@ -1,0 +1,180 @@
+// Keeps a failing Redis off the request path. After `failureThreshold` failures in a row the
+// circuit opens: store calls fail at once (the cache degrades) instead of each waiting for a
+// timeout. After `resetTimeout` one probe (PING) is let through; its success closes the circuit.
+// A health check pings Redis every `healthCheckInterval` while closed, so a dead connection is
+// noticed even without traffic, and a reconnect closes the circuit at once.
+import { RedisConnectionError } from './errors'
+import type { CacheStore, RateWindow } from './stores/store'
+import type { CacheInfo } from '../types'
+
+export type CircuitState = 'closed' | 'open' | 'half-open'
+
+export interface CircuitBreakerOptions {
+  failureThreshold: number
+  /** Milliseconds the circuit stays open before a probe. */
+  resetTimeout: number
+  /** Milliseconds between health checks while closed. */
+  healthCheckInterval: number
+  /** Milliseconds any one store call may take; 0 leaves timing out to the client. */
+  commandTimeout: number
+}
+
+export interface BreakerEvents {
+  onStateChange (state: CircuitState, previous: CircuitState): void
+}
+
+const OPEN_ERROR_MESSAGE = 'Redis circuit is open: skipping Redis until it answers again'
+
+/** A store whose calls go through a circuit breaker and, optionally, a timeout. */
+export class GuardedStore implements CacheStore {
+  readonly kind
+  readonly inner: CacheStore
+  state: CircuitState = 'closed'
+  private failures = 0
+  private probing = false
+  private probeTimer: NodeJS.Timeout | undefined
+  private readonly options: CircuitBreakerOptions
+  private readonly events: BreakerEvents
+  private readonly healthTimer: NodeJS.Timeout
+
+  constructor (inner: CacheStore, options: CircuitBreakerOptions, events: BreakerEvents) {
+    this.inner = inner
+    this.kind = inner.kind
+    this.options = options
+    this.events = events
+    this.healthTimer = setInterval(() => { this.healthCheck() }, options.healthCheckInterval).unref()
+  }
+
+  get connected (): boolean {
+    return this.state === 'closed' && this.inner.connected
+  }
+
+  /** The connection came back: no need to wait for the next probe. */
+  connectionRestored (): void {
+    this.failures = 0
+    this.transition('closed')
+  }
+
+  get (key: string): Promise<Buffer | null> {
+    return this.call(() => this.inner.get(key))
+  }
+
+  set (key: string, value: Buffer, ttl: number, tags: readonly string[]): Promise<void> {
+    return this.call(() => this.inner.set(key, value, ttl, tags))
+  }
+
+  delete (keys: readonly string[]): Promise<number> {
+    return this.call(() => this.inner.delete(keys))
+  }
+
+  exists (keys: readonly string[]): Promise<number> {
+    return this.call(() => this.inner.exists(keys))
+  }
+
+  expire (key: string, seconds: number): Promise<boolean> {
+    return this.call(() => this.inner.expire(key, seconds))
+  }
+
+  ttl (key: string): Promise<number> {
+    return this.call(() => this.inner.ttl(key))
+  }
+
+  clear (namespace?: string): Promise<number> {
+    // A SCAN over a large keyspace takes many commands: no overall timeout.
+    return this.call(() => this.inner.clear(namespace), 0)
+  }
+
+  invalidateTags (tags: readonly string[]): Promise<number> {
+    return this.call(() => this.inner.invalidateTags(tags))
+  }
+
+  hitWindow (id: string, windowSeconds: number): Promise<RateWindow> {
+    return this.call(() => this.inner.hitWindow(id, windowSeconds))
+  }
+
+  acquireLock (key: string, token: string, ttlMs: number): Promise<boolean> {
+    return this.call(() => this.inner.acquireLock(key, token, ttlMs))
+  }
+
+  releaseLock (key: string, token: string): Promise<void> {
+    return this.call(() => this.inner.releaseLock(key, token))
+  }
+
+  /** Pings Redis itself, whatever the circuit's state: it is how the state is learned. */
+  async ping (): Promise<void> {
+    try {
+      await this.withTimeout(this.inner.ping(), this.options.commandTimeout)
+    } catch (err) {
+      this.failed(err)
+      throw err
+    }
+    this.succeeded()
+  }
+
+  info (): Promise<CacheInfo> {
+    return this.call(() => this.inner.info())
+  }
+
+  async close (): Promise<void> {
+    clearInterval(this.healthTimer)
+    clearTimeout(this.probeTimer)
+    await this.inner.close()
+  }
+
+  private async call<T> (work: () => Promise<T>, timeout = this.options.commandTimeout): Promise<T> {
+    if (this.state !== 'closed') throw new RedisConnectionError(OPEN_ERROR_MESSAGE)
+    let result: T
+    try {
+      result = await this.withTimeout(work(), timeout)
+    } catch (err) {
+      this.failed(err)
+      throw err
+    }
+    this.succeeded()
+    return result
+  }
+
+  /** One PING after `resetTimeout` open; calls keep failing fast until it answers. */
+  private probe (): void {
+    if (this.probing) return
+    this.probing = true
+    this.transition('half-open')
+    this.ping().catch(() => {}).finally(() => { this.probing = false })
+  }
+
+  private healthCheck (): void {
+    if (this.state === 'closed') this.ping().catch(() => {})
+  }
+
+  private succeeded (): void {
+    this.failures = 0
+    if (this.state !== 'closed') this.transition('closed')
+  }
+
+  private failed (err: unknown): void {
+    // A reply error (a wrong type at a key, say) is an answer: Redis is up.
+    if (err instanceof Error && err.name === 'ReplyError') return
+    this.failures++
+    if (this.state === 'half-open' || (this.state === 'closed' && this.failures >= this.options.failureThreshold)) {
+      this.transition('open')
+      clearTimeout(this.probeTimer)
+      this.probeTimer = setTimeout(() => this.probe(), this.options.resetTimeout).unref()
+    }
+  }
+
+  private transition (state: CircuitState): void {
+    if (state === this.state) return
+    const previous = this.state
+    this.state = state
+    this.events.onStateChange(state, previous)
+  }
+
+  private withTimeout<T> (promise: Promise<T>, ms: number): Promise<T> {
+    if (ms <= 0) return promise
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => reject(new RedisConnectionError(`Redis did not answer within ${ms} ms`)), ms)
+    })
+    return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
+  }
+}
