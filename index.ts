@@ -57,6 +57,7 @@ const plugin: FastifyPluginAsync<CacheOptions> = async function fastifyRedisCach
     codec: new Codec(config.serializer, config.compression),
     throwOnError: config.throwOnError,
     maxEntrySize: config.maxEntrySize,
+    lock: config.lock,
     log
   })
   fastify.decorate('cache', cache)

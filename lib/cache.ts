@@ -22,9 +22,11 @@ import {
   validateKeys,
   validateNamespace,
   validateSeconds,
+  validateStaleSeconds,
   validateTags
 } from './keys'
-import { Codec, KIND_VALUE } from './serializer'
+import { type Codec, type Envelope, isFresh, isFreshBytes, KIND_VALUE } from './serializer'
+import { type LockSettings, SingleFlight } from './single-flight'
 import { Statistics } from './statistics'
 import type { CacheStore } from './stores/store'
 
@@ -36,6 +38,7 @@ export interface CacheManagerOptions {
   codec: Codec
   throwOnError: boolean
   maxEntrySize: number
+  lock: LockSettings | false
   log: FastifyBaseLogger
 }
 
@@ -54,8 +57,17 @@ export interface EntryOptions {
   head?: Buffer
 }
 
-type Lookup = { found: true, value: unknown } | { found: false }
+type Lookup = { found: true, value: unknown, envelope: Envelope } | { found: false }
 const MISS: Lookup = { found: false }
+
+interface Load<T> {
+  fullKey: string
+  callback: () => T | Promise<T>
+  ttl: number
+  keepFor: number
+  tags: readonly string[]
+  compress: boolean | undefined
+}
 
 export class CacheManager implements FastifyCache {
   readonly store: CacheStore
@@ -67,7 +79,10 @@ export class CacheManager implements FastifyCache {
   readonly throwOnError: boolean
   readonly maxEntrySize: number
   readonly log: FastifyBaseLogger
+  readonly flight: SingleFlight
   private readonly inflight = new Map<string, Promise<unknown>>()
+  // getOrSet entries being refreshed in the background (stale-while-revalidate).
+  private readonly refreshing = new Set<string>()
   private lastFailureLog = 0
   private suppressedFailures = 0
 
@@ -80,6 +95,7 @@ export class CacheManager implements FastifyCache {
     this.throwOnError = options.throwOnError
     this.maxEntrySize = options.maxEntrySize
     this.log = options.log
+    this.flight = new SingleFlight(this.store, this.layout.lockPrefix, options.lock)
   }
 
   redisKey (key: string, namespace?: string): string {
@@ -88,7 +104,8 @@ export class CacheManager implements FastifyCache {
 
   async get<T = unknown> (key: string, opts?: NamespaceOption): Promise<T | null> {
     const lookup = await this.lookup(this.redisKey(key, opts?.namespace))
-    return lookup.found ? lookup.value as T : null
+    // An entry past its ttl, kept only for getOrSet's stale serving, is not returned.
+    return lookup.found && isFresh(lookup.envelope) ? lookup.value as T : null
   }
 
   async set (key: string, value: unknown, opts?: SetOptions): Promise<boolean> {
@@ -122,18 +139,35 @@ export class CacheManager implements FastifyCache {
 
   async getOrSet<T> (key: string, callback: () => T | Promise<T>, opts?: GetOrSetOptions): Promise<T> {
     const fullKey = this.redisKey(key, opts?.namespace)
-    this.resolveTtl(opts?.ttl)
-    if (opts?.tags !== undefined) validateTags(opts.tags)
+    const ttl = this.resolveTtl(opts?.ttl)
+    const tags = opts?.tags === undefined ? [] : validateTags(opts.tags)
+    const staleWhileRevalidate = validateStaleSeconds(opts?.staleWhileRevalidate, 'staleWhileRevalidate')
+    const staleIfError = validateStaleSeconds(opts?.staleIfError, 'staleIfError')
     if (typeof callback !== 'function') throw new TypeError('getOrSet needs a callback function')
-    if (opts?.forceRefresh === true) return this.refresh(key, callback, opts)
+    const load: Load<T> = { fullKey, callback, ttl, keepFor: ttl + Math.max(staleWhileRevalidate, staleIfError), tags, compress: opts?.compress }
+    if (opts?.forceRefresh === true) return this.runAndStore(load)
 
     // Concurrent callers of one key share one lookup and one callback run.
     const running = this.inflight.get(fullKey)
     if (running !== undefined) return running as Promise<T>
     const run = (async () => {
       const lookup = await this.lookup(fullKey)
-      if (lookup.found) return lookup.value as T
-      return this.refresh(key, callback, opts)
+      if (lookup.found) {
+        if (isFresh(lookup.envelope)) return lookup.value as T
+        if (isFresh(lookup.envelope, staleWhileRevalidate)) {
+          this.refreshInBackground(load)
+          return lookup.value as T
+        }
+      }
+      try {
+        return await this.load(load)
+      } catch (err) {
+        if (lookup.found && isFresh(lookup.envelope, staleIfError)) {
+          this.log.warn({ err, key: fullKey }, 'fastify-redis-cache: getOrSet callback failed; serving the stale value')
+          return lookup.value as T
+        }
+        throw err
+      }
     })()
     this.inflight.set(fullKey, run)
     try {
@@ -271,16 +305,17 @@ export class CacheManager implements FastifyCache {
       return MISS
     }
     this.stats.bytesRead += bytes.length
-    let value: unknown
+    let decoded: { value: unknown, envelope: Envelope }
     try {
-      value = this.codec.decodeValue(bytes).value
+      decoded = this.codec.decodeValue(bytes)
     } catch (err) {
       this.stats.misses++
       this.discard(fullKey)
       return this.failed(err, 'get', fullKey, MISS)
     }
-    this.stats.hits++
-    return { found: true, value }
+    if (isFresh(decoded.envelope)) this.stats.hits++
+    else this.stats.misses++
+    return { found: true, ...decoded }
   }
 
   /** Stores a payload in an envelope. Never throws unless `throwOnError`. */
@@ -344,11 +379,47 @@ export class CacheManager implements FastifyCache {
     return error
   }
 
-  private async refresh<T> (key: string, callback: () => T | Promise<T>, opts: GetOrSetOptions | undefined): Promise<T> {
-    const value = await callback()
+  /** Runs the callback once across instances (see single-flight.ts) and stores its result. */
+  private async load<T> (load: Load<T>): Promise<T> {
+    const lease = await this.flight.acquire(load.fullKey)
+    if (lease === null) {
+      const bytes = await this.flight.waitFor(load.fullKey, isFreshBytes)
+      if (bytes !== null) {
+        try {
+          return this.codec.decodeValue(bytes).value as T
+        } catch {
+          // Unreadable: run the callback, whose result replaces it.
+        }
+      }
+      return this.runAndStore(load)
+    }
+    try {
+      return await this.runAndStore(load)
+    } finally {
+      await lease.release()
+    }
+  }
+
+  private async runAndStore<T> (load: Load<T>): Promise<T> {
+    const value = await load.callback()
     // undefined is never stored: the next call runs the callback again.
-    if (value !== undefined) await this.set(key, value, opts)
+    if (value === undefined) return value
+    let payload: Buffer
+    try {
+      payload = this.codec.serialize(value)
+    } catch (err) {
+      return this.failed(err, 'set', load.fullKey, value)
+    }
+    await this.write(load.fullKey, payload, { kind: KIND_VALUE, freshFor: load.ttl, ttl: load.keepFor, compress: load.compress, tags: load.tags })
     return value
+  }
+
+  private refreshInBackground<T> (load: Load<T>): void {
+    if (this.refreshing.has(load.fullKey)) return
+    this.refreshing.add(load.fullKey)
+    this.load(load)
+      .catch((err: unknown) => this.log.warn({ err, key: load.fullKey }, 'fastify-redis-cache: background refresh failed; the stale value stays'))
+      .finally(() => this.refreshing.delete(load.fullKey))
   }
 
   private async removed (work: Promise<number> | number, op: string, key: string): Promise<number> {

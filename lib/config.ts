@@ -281,4 +281,3 @@ export function resolveConfig (options: CacheOptions = {}, envSource: NodeJS.Pro
     debug: env.DEBUG !== undefined && /^(true|1|yes|on)$/i.test(env.DEBUG)
   }
 }
-

@@ -57,6 +57,15 @@ export function validateSeconds (value: unknown, what: string): number {
   return value
 }
 
+/** Whole seconds, 0 or more, 0 when unset: the stale-serving windows. */
+export function validateStaleSeconds (value: unknown, what: string): number {
+  if (value === undefined) return 0
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) {
+    throw new RangeError(`${what} must be a whole number of seconds, 0 or more (got ${describe(value)})`)
+  }
+  return value
+}
+
 /** Escapes a literal for use inside a Redis glob pattern (SCAN MATCH). */
 export function escapeGlob (literal: string): string {
   return literal.replace(/[*?[\]\\^-]/g, '\\$&')

@@ -18,8 +18,9 @@ import type { RouteCacheBustOptions, RouteCacheOptions } from '../types'
 import type { CacheManager } from './cache'
 import { CacheConfigError, RedisConnectionError } from './errors'
 import { decodeEntry, encodeHead, etagMatches, type HttpEntry, strongEtag } from './http-entry'
-import { boundedKey, DEFAULT_NAMESPACE, defaultRouteKey, validateKey, validateNamespace, validateSeconds, validateTags } from './keys'
-import { ENCODING_GZIP, KIND_RESPONSE } from './serializer'
+import { boundedKey, DEFAULT_NAMESPACE, defaultRouteKey, validateKey, validateNamespace, validateSeconds, validateStaleSeconds, validateTags } from './keys'
+import { ENCODING_GZIP, isFreshBytes, KIND_RESPONSE } from './serializer'
+import type { Lease } from './single-flight'
 
 type Outcome = 'HIT' | 'MISS' | 'STALE' | 'BYPASS'
 
@@ -35,6 +36,8 @@ interface RequestState {
   stale: HttpEntry | null
   /** Set when this request runs the handler for others waiting on the same entry. */
   flight: Flight | null
+  /** The cross-instance lock this request holds while its handler runs. */
+  lease: Lease | null
 }
 
 interface Flight {
@@ -102,7 +105,7 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
 
   function makeOnRequest (route: CompiledRoute): onRequestHookHandler {
     return async function answerFromCache (request, reply) {
-      const state: RequestState = { outcome: 'MISS', answered: false, status: 'fwd=uri-miss', fullKey: '', stale: null, flight: null }
+      const state: RequestState = { outcome: 'MISS', answered: false, status: 'fwd=uri-miss', fullKey: '', stale: null, flight: null, lease: null }
       request[kState] = state
       if (!route.allowAuthorization && request.headers.authorization !== undefined) {
         bypass(state, 'fwd=request; detail=authorization')
@@ -154,7 +157,20 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
         // The request ahead produced nothing storable, or took too long: run the handler.
         return
       }
-      state.flight = startFlight(state.fullKey)
+      const flight = state.flight = startFlight(state.fullKey)
+      // Other instances may be fetching the same entry: one of them runs the handler.
+      const lease = await cache.flight.acquire(state.fullKey)
+      if (lease !== null) {
+        state.lease = lease
+        return
+      }
+      const bytes = await cache.flight.waitFor(state.fullKey, isFreshBytes)
+      const entry = bytes === null ? null : readEntry(bytes, state.fullKey)
+      if (entry !== null) {
+        state.flight = null
+        flight.settle(bytes)
+        return sendEntry(request, reply, entry, 'MISS', 'fwd=uri-miss; collapsed')
+      }
     }
   }
 
@@ -169,10 +185,13 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
         return payload
       }
       const flight = state.flight
+      const lease = state.lease
       state.flight = null
+      state.lease = null
       const refusal = request.method === 'HEAD' ? 'method' : unstorable(route, reply, payload)
       if (refusal !== null) {
         flight?.settle(null)
+        lease?.release()
         if (state.stale !== null && reply.statusCode >= 500 && isWithinStaleIfError(route, state.stale)) {
           return serveStaleOnError(request, reply, state.stale)
         }
@@ -204,9 +223,10 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
         if (bytes[1] === ENCODING_GZIP) reply.header('vary', appendVary(reply.getHeader('vary') as string | undefined, 'accept-encoding'))
         // Not awaited: the response does not depend on it, and the write is queued on the same
         // connection ahead of any later read, so the next request already sees it.
-        cache.storeBytes(state.fullKey, bytes, route.keepFor, tags).catch(() => {})
+        cache.storeBytes(state.fullKey, bytes, route.keepFor, tags).catch(() => {}).finally(() => lease?.release())
         setCacheHeaders(reply, 'MISS', `${state.status}; stored`)
       } else {
+        lease?.release()
         setCacheHeaders(reply, 'MISS', `${state.status}; detail=tags`)
       }
       const ifNoneMatch = request.headers['if-none-match']
@@ -222,6 +242,7 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
   function onRequestAbort (request: FastifyRequest): void {
     const state = request[kState]
     state?.flight?.settle(null)
+    state?.lease?.release()
   }
 
   function makeBust (bust: CompiledBust): onSendHookHandler {
@@ -417,8 +438,8 @@ function compileRoute (options: RouteCacheOptions, where: string, cache: CacheMa
     throw new CacheConfigError(`fastify-redis-cache: config.cache of ${where} must be an object or false`)
   }
   try {
-    const staleWhileRevalidate = nonNegative(options.staleWhileRevalidate, 'staleWhileRevalidate')
-    const staleIfError = nonNegative(options.staleIfError, 'staleIfError')
+    const staleWhileRevalidate = validateStaleSeconds(options.staleWhileRevalidate, 'staleWhileRevalidate')
+    const staleIfError = validateStaleSeconds(options.staleIfError, 'staleIfError')
     const ttl = cache.resolveTtl(options.ttl)
     if (options.key !== undefined && typeof options.key !== 'function') validateKey(options.key)
     if (Array.isArray(options.tags)) validateTags(options.tags)
@@ -473,12 +494,4 @@ function compileBust (bust: RouteCacheBustOptions, routeNamespace: string, where
   } catch (err) {
     throw new CacheConfigError(`fastify-redis-cache: invalid config.cache.bust of ${where}: ${(err as Error).message}`, { cause: err })
   }
-}
-
-function nonNegative (value: unknown, what: string): number {
-  if (value === undefined) return 0
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) {
-    throw new RangeError(`${what} must be a whole number of seconds, 0 or more`)
-  }
-  return value
 }

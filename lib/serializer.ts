@@ -50,6 +50,17 @@ export interface Envelope {
   payload: Buffer
 }
 
+/** Whether an entry is within its ttl, plus `grace` seconds. */
+export function isFresh (envelope: Pick<Envelope, 'storedAt' | 'freshFor'>, grace = 0): boolean {
+  return Date.now() < envelope.storedAt + (envelope.freshFor + grace) * 1000
+}
+
+/** Freshness read straight from stored bytes; foreign bytes are not fresh. */
+export function isFreshBytes (bytes: Buffer): boolean {
+  return bytes.length >= HEADER_BYTES && bytes[0] === MAGIC &&
+    isFresh({ storedAt: bytes.readUIntBE(3, 6), freshFor: bytes.readUInt32BE(9) })
+}
+
 export interface Compression {
   enabled: boolean
   threshold: number

@@ -118,6 +118,10 @@ export interface SetOptions extends NamespaceOption {
 export interface GetOrSetOptions extends SetOptions {
   /** Run the callback and store its result even when an entry exists. */
   forceRefresh?: boolean
+  /** Seconds past `ttl` during which the old value is returned while it is refreshed in the background. */
+  staleWhileRevalidate?: number
+  /** Seconds past `ttl` during which the old value is returned when the callback throws. */
+  staleIfError?: number
 }
 
 export interface RateLimitOptions {

@@ -1,0 +1,84 @@
+// Cross-instance single-flight: when several app instances miss the same entry at once, one of
+// them (the holder of a short Redis lock, SET NX PX) runs the handler or callback; the others
+// poll for the entry it stores and use it. They run the work themselves when the lock is
+// released without an entry (the result was not storable, or the holder failed), when the lock
+// expires (the holder died), or when their wait exceeds its limit. Within one process,
+// concurrent misses are already collapsed before any of this.
+import { randomBytes } from 'node:crypto'
+import type { CacheStore } from './stores/store'
+
+export interface LockSettings {
+  /** Milliseconds a lock is held at most. */
+  ttl: number
+  /** Milliseconds a waiter polls before giving up and running the work itself. */
+  wait: number
+}
+
+export interface Lease {
+  /** Releases the lock (only if still ours); never throws. */
+  release (): Promise<void>
+}
+
+const FIRST_POLL_MS = 5
+const MAX_POLL_MS = 100
+const NO_LEASE: Lease = { release: async () => {} }
+
+export class SingleFlight {
+  private readonly store: CacheStore
+  private readonly lockPrefix: string
+  private readonly settings: LockSettings | false
+
+  constructor (store: CacheStore, lockPrefix: string, settings: LockSettings | false) {
+    this.store = store
+    this.lockPrefix = lockPrefix
+    // One process has nothing to coordinate with: the in-process collapsing is enough.
+    this.settings = store.kind === 'memory' ? false : settings
+  }
+
+  /**
+   * A lease when this caller should do the work, or null when another instance is doing it.
+   * When Redis cannot be asked, the caller just does the work.
+   */
+  async acquire (fullKey: string): Promise<Lease | null> {
+    if (this.settings === false) return NO_LEASE
+    const lockKey = this.lockPrefix + fullKey
+    const token = randomBytes(12).toString('base64url')
+    let acquired: boolean
+    try {
+      acquired = await this.store.acquireLock(lockKey, token, this.settings.ttl)
+    } catch {
+      return NO_LEASE
+    }
+    if (!acquired) return null
+    return { release: () => this.store.releaseLock(lockKey, token).catch(() => {}) }
+  }
+
+  /**
+   * Polls for the entry the lock holder stores (one that `usable` accepts: an old entry kept
+   * for stale serving is not the holder's result). Returns its bytes, or null when the caller
+   * should do the work itself.
+   */
+  async waitFor (fullKey: string, usable: (bytes: Buffer) => boolean): Promise<Buffer | null> {
+    /* c8 ignore next: acquire() never hands out null without settings */
+    if (this.settings === false) return null
+    const lockKey = this.lockPrefix + fullKey
+    const deadline = Date.now() + this.settings.wait
+    let pause = FIRST_POLL_MS
+    try {
+      while (Date.now() < deadline) {
+        await sleep(Math.min(pause, Math.max(0, deadline - Date.now())))
+        pause = Math.min(pause * 2, MAX_POLL_MS)
+        const [bytes, locked] = await Promise.all([this.store.get(fullKey), this.store.exists([lockKey])])
+        if (bytes !== null && usable(bytes)) return bytes
+        if (locked === 0) return null
+      }
+    } catch {
+      // Redis failed while waiting: do the work.
+    }
+    return null
+  }
+}
+
+function sleep (ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}
