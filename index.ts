@@ -9,9 +9,11 @@ import { DEFAULTS, resolveConfig } from './lib/config'
 import { openConnection } from './lib/connection'
 import { installErrorHandler } from './lib/error-handler'
 import { KeyLayout } from './lib/keys'
+import { LocalTier, TieredStore } from './lib/local-tier'
 import { managementRoutes } from './lib/management'
 import { installRouteCaching } from './lib/route-cache'
 import { Codec } from './lib/serializer'
+import { Statistics } from './lib/statistics'
 import { MemoryStore } from './lib/stores/memory'
 import { RedisStore } from './lib/stores/redis'
 import type { CacheStore } from './lib/stores/store'
@@ -21,10 +23,12 @@ const plugin: FastifyPluginAsync<CacheOptions> = async function fastifyRedisCach
   const config = resolveConfig(options)
   const log = fastify.log.child({ plugin: 'fastify-redis-cache' })
   const layout = new KeyLayout(config.prefix)
+  const stats = new Statistics()
 
   let store: CacheStore
   if (config.redis.kind === 'memory') {
     log.info(`fastify-redis-cache: using the in-process memory store (${config.redis.reason}); entries are not shared between processes`)
+    if (config.local !== false) log.info('fastify-redis-cache: the local tier is for Redis; the memory store is local already')
     const memory = new MemoryStore(layout)
     fastify.addHook('onClose', () => memory.close())
     store = memory
@@ -45,8 +49,8 @@ const plugin: FastifyPluginAsync<CacheOptions> = async function fastifyRedisCach
       }
     })
     client.on('ready', () => guarded.connectionRestored())
-    fastify.addHook('onClose', () => guarded.close())
-    store = guarded
+    store = config.local === false ? guarded : new TieredStore(guarded, client, config.prefix, new LocalTier(config.local, stats), log)
+    fastify.addHook('onClose', () => store.close())
   }
 
   const cache = new CacheManager({
@@ -58,6 +62,7 @@ const plugin: FastifyPluginAsync<CacheOptions> = async function fastifyRedisCach
     throwOnError: config.throwOnError,
     maxEntrySize: config.maxEntrySize,
     lock: config.lock,
+    stats,
     log
   })
   fastify.decorate('cache', cache)

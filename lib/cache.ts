@@ -15,6 +15,7 @@ import type {
 } from '../types'
 import { GuardedStore } from './circuit-breaker'
 import { type CacheError, RateLimitError, toCacheError } from './errors'
+import { TieredStore } from './local-tier'
 import {
   DEFAULT_NAMESPACE,
   KeyLayout,
@@ -27,7 +28,7 @@ import {
 } from './keys'
 import { type Codec, type Envelope, isFresh, isFreshBytes, KIND_VALUE } from './serializer'
 import { type LockSettings, SingleFlight } from './single-flight'
-import { Statistics } from './statistics'
+import type { Statistics } from './statistics'
 import type { CacheStore } from './stores/store'
 
 export interface CacheManagerOptions {
@@ -39,6 +40,7 @@ export interface CacheManagerOptions {
   throwOnError: boolean
   maxEntrySize: number
   lock: LockSettings | false
+  stats: Statistics
   log: FastifyBaseLogger
 }
 
@@ -73,7 +75,7 @@ export class CacheManager implements FastifyCache {
   readonly store: CacheStore
   readonly layout: KeyLayout
   readonly codec: Codec
-  readonly stats = new Statistics()
+  readonly stats: Statistics
   readonly defaultTtl: number
   readonly maxTtl: number
   readonly throwOnError: boolean
@@ -88,6 +90,7 @@ export class CacheManager implements FastifyCache {
 
   constructor (options: CacheManagerOptions) {
     this.store = options.store
+    this.stats = options.stats
     this.layout = new KeyLayout(options.prefix)
     this.codec = options.codec
     this.defaultTtl = options.defaultTtl
@@ -203,7 +206,7 @@ export class CacheManager implements FastifyCache {
 
   async invalidateTags (tags: string | string[]): Promise<number> {
     const list = validateTags(tags)
-    return this.removed(this.store.invalidateTags(list), 'invalidateTags', list.join(','))
+    return this.removed(this.store.invalidateTags(list).then((result) => result.removed), 'invalidateTags', list.join(','))
   }
 
   async ping (): Promise<boolean> {
@@ -236,7 +239,14 @@ export class CacheManager implements FastifyCache {
   }
 
   getStatistics (): CacheStatistics {
-    return this.stats.snapshot(this.store.kind, this.store.connected, this.store instanceof GuardedStore ? this.store.state : 'closed')
+    const store = this.store
+    const guarded = store instanceof TieredStore ? store.inner : store
+    return this.stats.snapshot(
+      store.kind,
+      store.connected,
+      guarded instanceof GuardedStore ? guarded.state : 'closed',
+      store instanceof TieredStore ? store.local.describe() : null
+    )
   }
 
   resetStatistics (): void {

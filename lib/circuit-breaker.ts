@@ -84,7 +84,7 @@ export class GuardedStore implements CacheStore {
     return this.call(() => this.inner.clear(namespace), 0)
   }
 
-  invalidateTags (tags: readonly string[]): Promise<number> {
+  invalidateTags (tags: readonly string[]): Promise<{ removed: number, keys: string[] }> {
     return this.call(() => this.inner.invalidateTags(tags))
   }
 

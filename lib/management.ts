@@ -13,7 +13,6 @@ import type { CacheInfo } from '../types'
 import type { CacheManager } from './cache'
 import { GuardedStore } from './circuit-breaker'
 import { cacheErrorHandler } from './error-handler'
-import { RedisConnectionError } from './errors'
 import { NAMESPACE_PATTERN } from './keys'
 import { METRICS_CONTENT_TYPE, renderMetrics } from './metrics'
 import { RedisStore } from './stores/redis'
@@ -175,6 +174,9 @@ export function connectionStatus (store: CacheStore): string {
 
 export const managementRoutes: FastifyPluginAsync<ManagementOptions> = async function managementRoutes (fastify, options) {
   const { cache, token, preHandler } = options
+  // The same cache with `throwOnError` on: without it a failed clear reports 0 keys removed,
+  // which an operator would read as done. The failure is still counted and logged by the cache.
+  const strict = Object.create(cache, { throwOnError: { value: true } }) as CacheManager
 
   // These routes answer as their schemas document whatever the app's own error handler does:
   // a bad query is a 400 and a CacheError maps to its status; anything else goes on to the app's
@@ -245,6 +247,19 @@ export const managementRoutes: FastifyPluginAsync<ManagementOptions> = async fun
 
   fastify.delete<{ Querystring: ClearQuery }>('/clear', {
     config,
+    // Fastify's validator drops unknown query parameters instead of refusing them, which would
+    // turn a typo (`?namspace=a`, `?pattern=a*`) into clearing everything: refuse them first.
+    preValidation: async (request) => {
+      const unknown = Object.keys(request.query).filter((name) => name !== 'namespace')
+      if (unknown.length > 0) {
+        throw Object.assign(new Error(`querystring must NOT have additional properties (${unknown.join(', ')})`), {
+          statusCode: 400,
+          code: 'FST_ERR_VALIDATION',
+          validation: unknown.map((name) => ({ keyword: 'additionalProperties', instancePath: '', schemaPath: '#/additionalProperties', params: { additionalProperty: name }, message: 'must NOT have additional properties' })),
+          validationContext: 'querystring'
+        })
+      }
+    },
     schema: routeSchema({
       tags: TAGS,
       summary: 'Remove every entry under the prefix, or one namespace',
@@ -252,9 +267,7 @@ export const managementRoutes: FastifyPluginAsync<ManagementOptions> = async fun
       response: { 200: ClearReplySchema, 400: ErrorReplySchema, ...unauthorized, 503: ErrorReplySchema }
     })
   }, async (request) => {
-    // The cache reports a failed clear as 0 removed; an operator must not read that as done.
-    if (!cache.store.connected) throw new RedisConnectionError('Redis is not connected; nothing was cleared')
-    return { cleared: await cache.clear(request.query.namespace) }
+    return { cleared: await strict.clear(request.query.namespace) }
   })
 
   const reset = async (): Promise<Static<typeof ResetReplySchema>> => {

@@ -40,7 +40,7 @@ export class Statistics {
     this.since = Date.now()
   }
 
-  snapshot (store: CacheStatistics['store'], connected: boolean, circuit: CacheStatistics['circuit']): CacheStatistics {
+  snapshot (store: CacheStatistics['store'], connected: boolean, circuit: CacheStatistics['circuit'], local: CacheStatistics['local']): CacheStatistics {
     const namespaces: CacheStatistics['namespaces'] = {}
     for (const [name, { hits, misses }] of this.byNamespace) {
       namespaces[name] = { hits, misses, hitRate: rate(hits, misses) }
@@ -63,6 +63,7 @@ export class Statistics {
       store,
       connected,
       circuit,
+      local,
       uptime: Math.floor((Date.now() - this.since) / 1000)
     }
   }

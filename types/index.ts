@@ -163,6 +163,8 @@ export interface CacheStatistics {
   connected: boolean
   /** The circuit breaker: `'closed'` while Redis is used, `'open'` while skipped. */
   circuit: 'closed' | 'open' | 'half-open'
+  /** The local tier, when on: entries and bytes held, and its bounds. */
+  local: { entries: number, bytes: number, maxEntries: number, maxBytes: number } | null
   /** Seconds since the statistics were last reset. */
   uptime: number
 }

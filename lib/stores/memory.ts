@@ -87,14 +87,15 @@ export class MemoryStore implements CacheStore {
     return removed
   }
 
-  async invalidateTags (tags: readonly string[]): Promise<number> {
+  async invalidateTags (tags: readonly string[]): Promise<{ removed: number, keys: string[] }> {
     const keys = new Set<string>()
     for (const tag of tags) {
       const tagKey = this.layout.tag(tag)
       for (const key of this.tags.get(tagKey) ?? []) keys.add(key)
       this.tags.delete(tagKey)
     }
-    return this.delete([...keys])
+    const list = [...keys]
+    return { removed: await this.delete(list), keys: list }
   }
 
   async hitWindow (id: string, windowSeconds: number): Promise<RateWindow> {

@@ -117,9 +117,10 @@ export class RedisStore implements CacheStore {
     return sum(counts)
   }
 
-  async invalidateTags (tags: readonly string[]): Promise<number> {
+  async invalidateTags (tags: readonly string[]): Promise<{ removed: number, keys: string[] }> {
     const members = await Promise.all(tags.map((tag) => this.script(TAG_POP, this.layout.tag(tag)) as Promise<string[]>))
-    return this.delete([...new Set(members.flat())])
+    const keys = [...new Set(members.flat())]
+    return { removed: await this.delete(keys), keys }
   }
 
   async hitWindow (id: string, windowSeconds: number): Promise<RateWindow> {

@@ -23,8 +23,8 @@ export interface CacheStore {
   ttl (key: string): Promise<number>
   /** Removes one namespace, or everything under the prefix. */
   clear (namespace?: string): Promise<number>
-  /** Removes every entry filed under any of the tags; returns how many entries were removed. */
-  invalidateTags (tags: readonly string[]): Promise<number>
+  /** Removes every entry filed under any of the tags: how many were removed, and their keys. */
+  invalidateTags (tags: readonly string[]): Promise<{ removed: number, keys: string[] }>
   /** Counts a hit in a fixed window of `windowSeconds`, atomically. */
   hitWindow (id: string, windowSeconds: number): Promise<RateWindow>
   /** SET NX PX: true when this caller now holds the lock. */
