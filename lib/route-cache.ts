@@ -84,6 +84,7 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
   const flights = new Map<string, Flight>()
   // Entries being refreshed in the background, so each is refreshed once at a time.
   const refreshing = new Set<string>()
+  const decoded = new WeakMap<Buffer, HttpEntry>()
 
   fastify.decorateRequest(kState, null)
 
@@ -285,8 +286,13 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
 
   /** Reads a stored response; an unreadable one is a miss: deleted, counted, logged. */
   function readEntry (bytes: Buffer, fullKey: string): HttpEntry | null {
+    // The local tier hands out the same Buffer on every hit: decode its head once.
+    const known = decoded.get(bytes)
+    if (known !== undefined) return known
     try {
-      return decodeEntry(bytes)
+      const entry = decodeEntry(bytes)
+      decoded.set(bytes, entry)
+      return entry
     } catch (err) {
       cache.countFailure(err, 'get', fullKey)
       cache.discard(fullKey)
