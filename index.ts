@@ -21,7 +21,8 @@ import type { CacheOptions } from './types'
 
 const plugin: FastifyPluginAsync<CacheOptions> = async function fastifyRedisCache (fastify, options) {
   const config = resolveConfig(options)
-  const log = fastify.log.child({ plugin: 'fastify-redis-cache' })
+  // DEBUG=true logs every cache decision, whatever the app's log level.
+  const log = fastify.log.child({ plugin: 'fastify-redis-cache' }, config.debug ? { level: 'debug' } : {})
   const layout = new KeyLayout(config.prefix)
   const stats = new Statistics()
 

@@ -18,7 +18,7 @@ import type { RouteCacheBustOptions, RouteCacheOptions } from '../types'
 import type { CacheManager } from './cache'
 import { CacheConfigError, RedisConnectionError } from './errors'
 import { decodeEntry, encodeHead, etagMatches, type HttpEntry, strongEtag } from './http-entry'
-import { boundedKey, DEFAULT_NAMESPACE, defaultRouteKey, validateKey, validateNamespace, validateSeconds, validateStaleSeconds, validateTags } from './keys'
+import { boundedKey, DEFAULT_NAMESPACE, defaultRouteKey, validateKey, validateNamespace, validateStaleSeconds, validateTags } from './keys'
 import { ENCODING_GZIP, isFreshBytes, KIND_RESPONSE } from './serializer'
 import type { Lease } from './single-flight'
 
@@ -29,6 +29,8 @@ interface RequestState {
   outcome: Outcome
   /** Answered from the cache in onRequest: onSend has nothing left to do. */
   answered: boolean
+  /** The entry it was answered from has no content type (Fastify adds one to a Buffer). */
+  untyped: boolean
   /** RFC 9211 parameters after the cache name, e.g. `fwd=uri-miss; stored`. */
   status: string
   fullKey: string
@@ -97,7 +99,9 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
     if (methods.includes('GET') || methods.includes('HEAD')) {
       addHook(routeOptions, 'onRequest', makeOnRequest(route))
       addHook(routeOptions, 'onSend', makeOnSend(route))
-      addHook(routeOptions, 'onRequestAbort', onRequestAbort)
+      addHook(routeOptions, 'onRequestAbort', releaseFlight)
+      // A hijacked reply skips onSend: its flight and lock are released when the response ends.
+      addHook(routeOptions, 'onResponse', releaseFlight)
     }
     if (options.bust !== undefined) {
       addHook(routeOptions, 'onSend', makeBust(compileBust(options.bust, route.namespace, where)))
@@ -106,8 +110,13 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
 
   function makeOnRequest (route: CompiledRoute): onRequestHookHandler {
     return async function answerFromCache (request, reply) {
-      const state: RequestState = { outcome: 'MISS', answered: false, status: 'fwd=uri-miss', fullKey: '', stale: null, flight: null, lease: null }
+      const state: RequestState = { outcome: 'MISS', answered: false, untyped: false, status: 'fwd=uri-miss', fullKey: '', stale: null, flight: null, lease: null }
       request[kState] = state
+      // A route for several methods: only GET and HEAD are answered from or stored in the cache.
+      if (request.method !== 'GET' && request.method !== 'HEAD') {
+        bypass(state, 'fwd=method')
+        return
+      }
       if (!route.allowAuthorization && request.headers.authorization !== undefined) {
         bypass(state, 'fwd=request; detail=authorization')
         return
@@ -178,11 +187,17 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
   function makeOnSend (route: CompiledRoute): onSendHookHandler {
     return async function storeResponse (request, reply, payload) {
       const state = request[kState]
-      /* c8 ignore next: onSend follows this route's onRequest, which always sets the state */
-      if (state === null) return payload
-      if (state.answered) return payload
+      // An earlier onRequest hook replied (say, a 401) before the cache looked.
+      if (state === null) {
+        decided(request, reply, 'BYPASS', 'fwd=request; detail=early-reply')
+        return payload
+      }
+      if (state.answered) {
+        if (state.untyped) reply.removeHeader('content-type')
+        return payload
+      }
       if (state.outcome === 'BYPASS') {
-        setCacheHeaders(reply, 'BYPASS', state.status)
+        decided(request, reply, 'BYPASS', state.status)
         return payload
       }
       const flight = state.flight
@@ -196,7 +211,7 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
         if (state.stale !== null && reply.statusCode >= 500 && isWithinStaleIfError(route, state.stale)) {
           return serveStaleOnError(request, reply, state.stale)
         }
-        setCacheHeaders(reply, 'MISS', `${state.status}; detail=${refusal}`)
+        decided(request, reply, 'MISS', `${state.status}; detail=${refusal}`)
         return payload
       }
 
@@ -205,14 +220,19 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
       if (route.maxAge !== undefined && !reply.hasHeader('cache-control')) {
         reply.header('cache-control', `${request.headers.authorization === undefined ? 'public' : 'private'}, max-age=${route.maxAge}`)
       }
+      // The entry is split on these request headers: say so to every cache downstream.
+      for (const header of route.vary) reply.header('vary', appendVary(reply.getHeader('vary') as string | undefined, header))
       let tags: string[] = []
       let bytes: Buffer | null = null
+      let failure = 'tags'
       try {
         if (route.tags !== undefined) tags = validateTags(typeof route.tags === 'function' ? route.tags(request) : route.tags)
+        failure = 'headers'
         bytes = cache.encode(body, {
           kind: KIND_RESPONSE,
           freshFor: route.ttl,
-          compress: route.compress,
+          // A body the handler already encoded is never gzipped a second time.
+          compress: reply.hasHeader('content-encoding') ? false : route.compress,
           head: encodeHead(reply.statusCode, reply.getHeaders())
         })
       } catch (err) {
@@ -225,13 +245,14 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
         // Not awaited: the response does not depend on it, and the write is queued on the same
         // connection ahead of any later read, so the next request already sees it.
         cache.storeBytes(state.fullKey, bytes, route.keepFor, tags).catch(() => {}).finally(() => lease?.release())
-        setCacheHeaders(reply, 'MISS', `${state.status}; stored`)
+        decided(request, reply, 'MISS', `${state.status}; stored`)
       } else {
         lease?.release()
-        setCacheHeaders(reply, 'MISS', `${state.status}; detail=tags`)
+        decided(request, reply, 'MISS', `${state.status}; detail=${failure}`)
       }
       const ifNoneMatch = request.headers['if-none-match']
-      if (ifNoneMatch !== undefined && etagMatches(ifNoneMatch, reply.getHeader('etag') as string)) {
+      // As on hits, only a 200 becomes a 304 (RFC 9110 13.1.1: preconditions apply to 2xx only).
+      if (ifNoneMatch !== undefined && reply.statusCode === 200 && etagMatches(ifNoneMatch, reply.getHeader('etag') as string)) {
         reply.code(304)
         return null
       }
@@ -239,8 +260,9 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
     }
   }
 
-  // A request that ends before its response settles its flight so waiters do not hang.
-  function onRequestAbort (request: FastifyRequest): void {
+  // A request that ends before its response (aborted) or without onSend (hijacked) settles its
+  // flight and releases its lock so waiters do not hang.
+  function releaseFlight (request: FastifyRequest): void {
     const state = request[kState]
     state?.flight?.settle(null)
     state?.lease?.release()
@@ -326,7 +348,9 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
 
   /** Answers from an entry in onRequest; the handler does not run. */
   function sendEntry (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry, outcome: Outcome, status: string): FastifyReply {
-    (request[kState] as RequestState).answered = true
+    const state = request[kState] as RequestState
+    state.answered = true
+    state.untyped = entry.headers['content-type'] === undefined
     return reply.send(replay(request, reply, entry, status, outcome))
   }
 
@@ -334,7 +358,7 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
   function replay (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry, status: string, outcome: Outcome): Buffer | null {
     reply.code(entry.status)
     reply.headers(entry.headers)
-    setCacheHeaders(reply, outcome, status)
+    decided(request, reply, outcome, status)
     reply.header('age', Math.max(0, Math.floor((Date.now() - entry.envelope.storedAt) / 1000)))
     let body = entry.body
     let etag = entry.headers.etag as string | undefined
@@ -360,6 +384,11 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
     return body
   }
 
+  function decided (request: FastifyRequest, reply: FastifyReply, outcome: Outcome, status: string): void {
+    setCacheHeaders(reply, outcome, status)
+    log.debug({ url: request.url, key: request[kState]?.fullKey, outcome, status }, 'fastify-redis-cache: route cache decision')
+  }
+
   function bypass (state: RequestState, status: string): void {
     state.outcome = 'BYPASS'
     state.status = status
@@ -370,6 +399,7 @@ function setCacheHeaders (reply: FastifyReply, outcome: Outcome, status: string)
   reply.header('x-cache', outcome)
   reply.header('cache-status', `${CACHE_NAME}; ${status}`)
 }
+
 
 /** Why a response must not be stored, or null when it may be. */
 function unstorable (route: CompiledRoute, reply: FastifyReply, payload: unknown): string | null {
@@ -383,8 +413,10 @@ function unstorable (route: CompiledRoute, reply: FastifyReply, payload: unknown
     for (const name of String(vary).split(',')) {
       const header = name.trim().toLowerCase()
       if (header === '*') return 'vary'
-      // The entry may only vary on what its key includes.
-      if (header !== '' && header !== 'accept-encoding' && !route.vary.includes(header)) return 'vary'
+      // The entry may only vary on what its key includes. Accept-Encoding is the cache's own
+      // business, unless the handler negotiated a content coding itself.
+      if (header === '' || route.vary.includes(header)) continue
+      if (header !== 'accept-encoding' || reply.hasHeader('content-encoding')) return 'vary'
     }
   }
   return null
@@ -406,16 +438,20 @@ function routeKey (route: CompiledRoute, request: FastifyRequest): string {
   return boundedKey(key)
 }
 
+/** Whether Accept-Encoding allows gzip: an explicit `gzip` (or `x-gzip`) entry wins over `*`. */
 function acceptsGzip (acceptEncoding: string | undefined): boolean {
   if (acceptEncoding === undefined) return false
+  let wildcard = false
   for (const part of acceptEncoding.split(',')) {
     const [coding, ...params] = part.split(';')
     const name = coding.trim().toLowerCase()
-    if (name !== 'gzip' && name !== '*') continue
+    if (name !== 'gzip' && name !== 'x-gzip' && name !== '*') continue
     const q = params.map((p) => p.trim()).find((p) => p.startsWith('q='))
-    return q === undefined || Number(q.slice(2)) > 0
+    const accepted = q === undefined || Number(q.slice(2)) > 0
+    if (name !== '*') return accepted
+    wildcard = accepted
   }
-  return false
+  return wildcard
 }
 
 function appendVary (existing: string | string[] | undefined, header: string): string {
@@ -430,7 +466,7 @@ function waitFor (promise: Promise<Buffer | null>): Promise<Buffer | null> {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
 }
 
-type HookName = 'onRequest' | 'onSend' | 'onRequestAbort'
+type HookName = 'onRequest' | 'onSend' | 'onRequestAbort' | 'onResponse'
 
 /** Appends a route-level hook without mutating arrays Fastify shares with the HEAD route. */
 function addHook<T> (routeOptions: RouteOptions, name: HookName, hook: T): void {
@@ -458,7 +494,8 @@ function compileRoute (options: RouteCacheOptions, where: string, cache: CacheMa
     if (!Array.isArray(vary) || !vary.every((h) => typeof h === 'string' && /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(h))) {
       throw new TypeError('vary must be an array of header names')
     }
-    if (options.maxAge !== undefined && options.maxAge !== false) validateSeconds(options.maxAge, 'maxAge')
+    // max-age=0 is meaningful: stored downstream, revalidated before each use.
+    if (options.maxAge !== false) validateStaleSeconds(options.maxAge, 'maxAge')
     return {
       namespace: options.namespace === undefined ? DEFAULT_NAMESPACE : validateNamespace(options.namespace),
       ttl,
