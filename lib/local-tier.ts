@@ -59,14 +59,17 @@ export class LocalTier {
 
   /** Keeps bytes until their own freshness ends or the tier's ttl, whichever is first. */
   set (key: string, bytes: Buffer): void {
+    // The old copy goes first, whether or not the new bytes are kept: it is stale now.
+    this.delete(key)
     // Only our own envelopes carry the freshness the local copy must not outlive.
     if (bytes.length < HEADER_BYTES || bytes[0] !== MAGIC) return
     const size = cost(key, bytes)
     if (size > this.options.maxBytes) return
     const freshUntil = bytes.readUIntBE(3, 6) + bytes.readUInt32BE(9) * 1000
     const expiresAt = Math.min(freshUntil, Date.now() + this.options.ttl * 1000)
-    this.delete(key)
-    this.entries.set(key, { bytes, expiresAt })
+    // A reply from ioredis is a slice of a large read buffer: keeping the slice would keep the
+    // whole buffer alive. A copy holds only its own bytes.
+    this.entries.set(key, { bytes: Buffer.from(bytes), expiresAt })
     this.bytes += size
     while (this.entries.size > this.options.maxEntries || this.bytes > this.options.maxBytes) {
       const oldest = this.entries.keys().next().value as string

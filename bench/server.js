@@ -1,0 +1,226 @@
+// One benchmark server: `node server.js <variant> <port> <redisUrl>`.
+//
+// Every variant answers GET /data (the memory variant GET /item/:id) and keeps its Redis keys
+// under `bench.<variant>:`, which it deletes again when it shuts down. Our plugin is loaded
+// from the built package (../dist/cjs.js, made by `npm run build` at the repository root),
+// with Fastify and ioredis 6 from the repository's own node_modules; bentocache and
+// async-cache-dedupe come from bench/node_modules with the ioredis 5 that bentocache wants.
+//
+// Started by run.js with an IPC channel: it reports `{ ready: true }` once it listens and its
+// cache is primed, shuts down on the message 'shutdown', on SIGTERM/SIGINT, and by itself when
+// the runner goes away. Started by hand, it prints `ready <port>` instead.
+import { createRequire } from 'node:module'
+import { pathToFileURL } from 'node:url'
+import { makeDocument, SIZES } from './payloads.js'
+
+const rootRequire = createRequire(new URL('../package.json', import.meta.url))
+const Fastify = rootRequire('fastify')
+const RootRedis = rootRequire('ioredis').default ?? rootRequire('ioredis')
+
+export const VARIANTS = {
+  static: 'pre-serialized 2 KB JSON constant (ceiling)',
+  ioredis: 'hand-written route: one ioredis GET, send the string',
+  'route-redis': 'our route cache, hit from Redis',
+  'route-local': 'our route cache, hit from the local tier',
+  'getorset-ours': 'our cache.getOrSet, Redis',
+  'getorset-ours-local': 'our cache.getOrSet, local tier + Redis',
+  'getorset-bentocache': 'bentocache getOrSet, Redis driver',
+  'getorset-bentocache-tiered': 'bentocache getOrSet, memory L1 + Redis L2 + bus',
+  'getorset-async-cache-dedupe': 'async-cache-dedupe, Redis storage',
+  'gzip-20k': 'our route cache, 20 KB compressible JSON, hit from Redis',
+  memory: 'our route cache with a local tier of 200k entries / 64 MiB, distinct small entries',
+  'memory-control': 'the memory variant without a local tier: what the same load costs by itself'
+}
+
+/** Local tier of the memory step. */
+export const MEMORY_LOCAL = { maxEntries: 200_000, maxBytes: 64 * 1024 * 1024 }
+const LOCAL = { maxEntries: 10_000 }
+const TTL = 3600
+
+async function main () {
+  const [variant, portArg, redisUrl] = process.argv.slice(2)
+  if (!(variant in VARIANTS) || !portArg || !redisUrl) {
+    console.error(`usage: node server.js <variant> <port> <redisUrl>\nvariants: ${Object.keys(VARIANTS).join(', ')}`)
+    process.exit(2)
+  }
+  const port = Number(portArg)
+  const keyPrefix = `bench.${variant}`
+  const app = Fastify({ logger: false })
+  const closers = []
+
+  const doc = makeDocument(variant === 'gzip-20k' ? SIZES.large : SIZES.main)
+  const json = JSON.stringify(doc)
+
+  switch (variant) {
+    case 'static':
+      app.get('/data', (request, reply) => {
+        reply.header('content-type', 'application/json; charset=utf-8').send(json)
+      })
+      break
+
+    case 'ioredis': {
+      const redis = new RootRedis(redisUrl)
+      closers.push(() => redis.quit())
+      const key = `${keyPrefix}:data`
+      await redis.set(key, json, 'EX', TTL)
+      app.get('/data', async (request, reply) => {
+        const value = await redis.get(key)
+        reply.header('content-type', 'application/json; charset=utf-8')
+        return value
+      })
+      break
+    }
+
+    case 'route-redis':
+    case 'route-local':
+    case 'gzip-20k':
+    case 'memory':
+    case 'memory-control':
+    case 'getorset-ours':
+    case 'getorset-ours-local': {
+      const plugin = rootRequire('./dist/cjs.js')
+      const local = variant === 'memory' ? MEMORY_LOCAL : variant.endsWith('-local') ? LOCAL : undefined
+      await app.register(plugin, {
+        redis: { url: redisUrl },
+        prefix: keyPrefix,
+        routes: false,
+        ...(local === undefined ? {} : { local })
+      })
+      if (variant.startsWith('getorset')) {
+        const compute = () => doc
+        app.get('/data', () => app.cache.getOrSet('k', compute, { ttl: TTL }))
+      } else if (variant.startsWith('memory')) {
+        app.get('/item/:id', { config: { cache: { ttl: TTL } } }, async (request) => makeDocument(SIZES.small, Number(request.params.id)))
+        app.get('/__bench/memory', () => {
+          globalThis.gc?.()
+          globalThis.gc?.()
+          return { memory: process.memoryUsage(), statistics: app.cache.getStatistics(), gc: typeof globalThis.gc === 'function', tier: inspectLocalTier(app.cache) }
+        })
+      } else {
+        app.get('/data', { config: { cache: { ttl: TTL } } }, async () => doc)
+      }
+      break
+    }
+
+    case 'getorset-bentocache':
+    case 'getorset-bentocache-tiered': {
+      const { BentoCache, bentostore } = await import('bentocache')
+      const { redisDriver, redisBusDriver } = await import('bentocache/drivers/redis')
+      const { memoryDriver } = await import('bentocache/drivers/memory')
+      const connection = redisOptions(redisUrl)
+      let store = bentostore()
+      if (variant === 'getorset-bentocache-tiered') {
+        store = store
+          .useL1Layer(memoryDriver({ maxItems: LOCAL.maxEntries }))
+          .useL2Layer(redisDriver({ connection }))
+          .useBus(redisBusDriver({ connection }))
+      } else {
+        store = store.useL2Layer(redisDriver({ connection }))
+      }
+      const bento = new BentoCache({ default: 'cache', prefix: keyPrefix, stores: { cache: store } })
+      closers.push(() => bento.disconnectAll())
+      const options = { key: 'k', factory: () => doc, ttl: '1h' }
+      app.get('/data', () => bento.getOrSet(options))
+      break
+    }
+
+    case 'getorset-async-cache-dedupe': {
+      const { createCache } = await import('async-cache-dedupe')
+      const { Redis } = await import('ioredis')
+      const client = new Redis(redisUrl, { keyPrefix: `${keyPrefix}:` })
+      closers.push(() => client.quit())
+      const cache = createCache({ ttl: TTL, storage: { type: 'redis', options: { client } } })
+      cache.define('data', async () => doc)
+      app.get('/data', () => cache.data('k'))
+      break
+    }
+  }
+
+  // Prime the cache (and the JIT a little) so every benchmark request is a hit.
+  const primePath = variant.startsWith('memory') ? '/item/0' : '/data'
+  for (let i = 0; i < 3; i++) {
+    const res = await app.inject({ method: 'GET', url: primePath })
+    if (res.statusCode !== 200) throw new Error(`${variant}: priming ${primePath} answered ${res.statusCode}: ${res.body.slice(0, 200)}`)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+
+  await app.listen({ port, host: '127.0.0.1' })
+
+  let closing = false
+  async function shutdown (reason, code = 0) {
+    if (closing) return
+    closing = true
+    // Said on stderr, which run.js shows when a server stops in the middle of a run.
+    if (reason !== 'shutdown message') console.error(`${variant}: shutting down on ${reason}`)
+    const timer = setTimeout(() => process.exit(code), 5000)
+    timer.unref()
+    try {
+      await deleteKeys(redisUrl, `${keyPrefix}:*`)
+      await app.close()
+      for (const close of closers) await close()
+    } catch (err) {
+      console.error(`${variant}: shutdown:`, err)
+    }
+    process.exit(code)
+  }
+  process.on('SIGTERM', () => shutdown('SIGTERM'))
+  process.on('SIGINT', () => shutdown('SIGINT'))
+  process.on('message', (message) => { if (message === 'shutdown') shutdown('shutdown message') })
+  process.on('disconnect', () => shutdown('the runner going away'))
+
+  if (process.send) process.send({ ready: true, port, bytes: Buffer.byteLength(json) })
+  else console.log(`ready ${port}`)
+}
+
+/** Deletes the keys this server made, and nothing else. */
+async function deleteKeys (redisUrl, pattern) {
+  const redis = new RootRedis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 })
+  try {
+    await redis.connect()
+    let cursor = '0'
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000)
+      cursor = next
+      if (keys.length > 0) await redis.unlink(...keys)
+    } while (cursor !== '0')
+  } finally {
+    redis.disconnect()
+  }
+}
+
+/**
+ * Diagnostic for the memory step, reading the local tier's internals when they look as
+ * expected (a Map of `{ bytes: Buffer }` on `cache.store.local.entries`), else null: what the
+ * entries' buffers hold and what the ArrayBuffers behind them keep alive.
+ */
+function inspectLocalTier (cache) {
+  const entries = cache?.store?.local?.entries
+  if (!(entries instanceof Map)) return null
+  let keyChars = 0
+  let bufferBytes = 0
+  let backingBytes = 0
+  const seen = new Set()
+  for (const [key, entry] of entries) {
+    keyChars += String(key).length
+    const bytes = entry?.bytes
+    if (!Buffer.isBuffer(bytes)) continue
+    bufferBytes += bytes.length
+    if (!seen.has(bytes.buffer)) {
+      seen.add(bytes.buffer)
+      backingBytes += bytes.buffer.byteLength
+    }
+  }
+  return { entries: entries.size, keyChars, bufferBytes, backingBytes }
+}
+
+function redisOptions (url) {
+  const parsed = new URL(url)
+  return { host: parsed.hostname, port: Number(parsed.port || 6379) }
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().catch((err) => {
+    console.error(err)
+    process.exit(1)
+  })
+}
