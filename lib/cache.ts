@@ -85,6 +85,7 @@ export class CacheManager implements FastifyCache {
   private readonly inflight = new Map<string, Promise<unknown>>()
   // getOrSet entries being refreshed in the background (stale-while-revalidate).
   private readonly refreshing = new Set<string>()
+  private readonly decoded = new WeakMap<Buffer, { value: unknown, envelope: Envelope }>()
   private lastFailureLog = 0
   private suppressedFailures = 0
 
@@ -200,8 +201,13 @@ export class CacheManager implements FastifyCache {
   }
 
   async clear (namespace?: string): Promise<number> {
+    return this.clearEntries(namespace, this.throwOnError)
+  }
+
+  /** `clear` with its own failure policy: the management route reports a failed clear as such. */
+  async clearEntries (namespace: string | undefined, throwOnError: boolean): Promise<number> {
     if (namespace !== undefined) validateNamespace(namespace)
-    return this.removed(this.store.clear(namespace), 'clear', this.layout.pattern(namespace))
+    return this.removed(this.store.clear(namespace), 'clear', this.layout.pattern(namespace), throwOnError)
   }
 
   async invalidateTags (tags: string | string[]): Promise<number> {
@@ -315,9 +321,14 @@ export class CacheManager implements FastifyCache {
       return MISS
     }
     this.stats.bytesRead += bytes.length
-    let decoded: { value: unknown, envelope: Envelope }
+    // The local tier hands out the same Buffer on every hit: deserialize it once. Values from
+    // the local tier are therefore shared between callers, as in any in-process cache.
+    let decoded = this.decoded.get(bytes)
     try {
-      decoded = this.codec.decodeValue(bytes)
+      if (decoded === undefined) {
+        decoded = this.codec.decodeValue(bytes)
+        if (this.store instanceof TieredStore) this.decoded.set(bytes, decoded)
+      }
     } catch (err) {
       this.stats.misses++
       this.discard(fullKey)
@@ -333,7 +344,7 @@ export class CacheManager implements FastifyCache {
     let bytes: Buffer
     try {
       bytes = this.encode(payload, entry)
-    } catch (err) /* c8 ignore next 3: gzip of an in-memory Buffer does not fail */ {
+    } catch (err) {
       return this.failed(err, 'set', fullKey, false)
     }
     return this.storeBytes(fullKey, bytes, entry.ttl, entry.tags)
@@ -369,9 +380,9 @@ export class CacheManager implements FastifyCache {
   }
 
   /** Counts and logs a store failure; throws the typed error with `throwOnError`, else returns `fallback`. */
-  failed<T> (err: unknown, op: string, key: string, fallback: T): T {
+  failed<T> (err: unknown, op: string, key: string, fallback: T, throwOnError = this.throwOnError): T {
     const error = this.countFailure(err, op, key)
-    if (this.throwOnError) throw error
+    if (throwOnError) throw error
     return fallback
   }
 
@@ -432,13 +443,13 @@ export class CacheManager implements FastifyCache {
       .finally(() => this.refreshing.delete(load.fullKey))
   }
 
-  private async removed (work: Promise<number> | number, op: string, key: string): Promise<number> {
+  private async removed (work: Promise<number> | number, op: string, key: string, throwOnError = this.throwOnError): Promise<number> {
     try {
       const count = await work
       this.stats.deletes += count
       return count
     } catch (err) {
-      return this.failed(err, op, key, 0)
+      return this.failed(err, op, key, 0, throwOnError)
     }
   }
 }

@@ -11,7 +11,7 @@ import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import type { FastifyError, FastifyPluginAsync, FastifyReply, FastifyRequest, FastifySchema, preHandlerHookHandler } from 'fastify'
 import type { CacheInfo } from '../types'
 import type { CacheManager } from './cache'
-import { GuardedStore } from './circuit-breaker'
+import { DASHBOARD_CSP, DASHBOARD_HTML } from './dashboard'
 import { cacheErrorHandler } from './error-handler'
 import { NAMESPACE_PATTERN } from './keys'
 import { METRICS_CONTENT_TYPE, renderMetrics } from './metrics'
@@ -35,7 +35,6 @@ interface RouteSchema extends FastifySchema {
   tags: string[]
   summary: string
   description?: string
-  produces?: string[]
 }
 const routeSchema = (schema: RouteSchema): FastifySchema => schema
 
@@ -49,6 +48,10 @@ export const ErrorReplySchema = Type.Object({
 const NoQuery = Type.Object({}, { additionalProperties: false })
 
 const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()])
+
+const CircuitSchema = Type.Union([Type.Literal('closed'), Type.Literal('open'), Type.Literal('half-open')], {
+  description: 'Circuit breaker: closed while Redis is used, open while it is skipped'
+})
 
 export const StatisticsSchema = Type.Object({
   hits: Type.Integer(),
@@ -71,9 +74,13 @@ export const StatisticsSchema = Type.Object({
   }), { description: 'Route-cache hits and misses per namespace' }),
   store: Type.Union([Type.Literal('memory'), Type.Literal('redis')]),
   connected: Type.Boolean(),
-  circuit: Type.Optional(Type.Union([Type.Literal('closed'), Type.Literal('open'), Type.Literal('half-open')], {
-    description: 'Circuit breaker: closed while Redis is used, open while it is skipped'
-  })),
+  circuit: Type.Optional(CircuitSchema),
+  local: Type.Optional(Nullable(Type.Object({
+    entries: Type.Integer(),
+    bytes: Type.Integer(),
+    maxEntries: Type.Integer(),
+    maxBytes: Type.Integer()
+  }, { description: 'The in-process tier in front of Redis: what it holds and its bounds; null when off' }))),
   uptime: Type.Integer({ description: 'Seconds since the statistics were last reset' })
 }, { additionalProperties: true })
 
@@ -95,16 +102,18 @@ export const RedisInfoSchema = Type.Object({
 export const StatsReplySchema = Type.Object({
   statistics: StatisticsSchema,
   redis: RedisInfoSchema
-})
+}, { description: 'Cache statistics and Redis server information' })
 
 export const PingOkSchema = Type.Object({
   status: Type.Literal('ok'),
-  latencyMs: Type.Number({ description: 'Round trip of a PING in milliseconds' })
-})
+  latencyMs: Type.Number({ description: 'Round trip of a PING in milliseconds' }),
+  circuit: Type.Optional(CircuitSchema)
+}, { description: 'Redis answered' })
 
 export const PingErrorSchema = Type.Object({
-  status: Type.Literal('error')
-})
+  status: Type.Literal('error'),
+  circuit: Type.Optional(CircuitSchema)
+}, { description: 'Redis did not answer (down or hanging)' })
 
 export const ClearQuerySchema = Type.Object({
   namespace: Type.Optional(Type.String({
@@ -116,11 +125,11 @@ export const ClearQuerySchema = Type.Object({
 
 export const ClearReplySchema = Type.Object({
   cleared: Type.Integer({ description: 'Keys removed' })
-})
+}, { description: 'The entries were removed' })
 
 export const ResetReplySchema = Type.Object({
   reset: Type.Literal(true)
-})
+}, { description: 'The statistics start again from zero' })
 
 export type StatsReply = Static<typeof StatsReplySchema>
 export type ClearQuery = Static<typeof ClearQuerySchema>
@@ -165,19 +174,42 @@ async function safeInfo (cache: CacheManager): Promise<CacheInfo> {
 
 /** The Redis client's state (ioredis `status`), looking through store wrappers; `ready` for memory. */
 export function connectionStatus (store: CacheStore): string {
-  if (store instanceof GuardedStore) return connectionStatus(store.inner)
-  return store instanceof RedisStore ? store.client.status : 'ready'
+  if (store instanceof RedisStore) return store.client.status
+  // Wrappers (circuit breaker, local tier) keep the store they wrap in `inner`.
+  const inner = (store as { inner?: CacheStore }).inner
+  return inner === undefined ? 'ready' : connectionStatus(inner)
 }
 
 // ---------------------------------------------------------------------------
 // the plugin
 
 export const managementRoutes: FastifyPluginAsync<ManagementOptions> = async function managementRoutes (fastify, options) {
-  const { cache, token, preHandler } = options
-  // The same cache with `throwOnError` on: without it a failed clear reports 0 keys removed,
-  // which an operator would read as done. The failure is still counted and logged by the cache.
-  const strict = Object.create(cache, { throwOnError: { value: true } }) as CacheManager
+  // The page carries no data, so it is outside the token check: its figures come from the
+  // protected routes next to it.
+  if (options.dashboard) {
+    fastify.get('/dashboard', {
+      config: { cache: false },
+      schema: routeSchema({
+        tags: TAGS,
+        summary: 'A live HTML dashboard of the cache (its data comes from the protected routes)',
+        response: { 200: { description: 'The dashboard page', content: { 'text/html': { schema: Type.String() } } } }
+      })
+    }, async (_request, reply) => {
+      return reply
+        .type('text/html; charset=utf-8')
+        .header('cache-control', 'no-store')
+        .header('content-security-policy', DASHBOARD_CSP)
+        .header('x-content-type-options', 'nosniff')
+        .send(DASHBOARD_HTML)
+    })
+  }
+  // Not `options` itself: it also holds the `prefix` this plugin was registered with.
+  const { cache, token, preHandler, dashboard } = options
+  await fastify.register(protectedRoutes, { cache, token, preHandler, dashboard })
+}
 
+const protectedRoutes: FastifyPluginAsync<ManagementOptions> = async function protectedRoutes (fastify, options) {
+  const { cache, token, preHandler } = options
   // These routes answer as their schemas document whatever the app's own error handler does:
   // a bad query is a 400 and a CacheError maps to its status; anything else goes on to the app's
   // handler (an error thrown by an error handler reaches the next one up).
@@ -240,9 +272,10 @@ export const managementRoutes: FastifyPluginAsync<ManagementOptions> = async fun
   }, async (_request, reply) => {
     const start = process.hrtime.bigint()
     const ok = await cache.ping()
-    if (!ok) return reply.code(503).send({ status: 'error' })
     const latencyMs = Number(process.hrtime.bigint() - start) / 1e6
-    return { status: 'ok', latencyMs: Math.round(latencyMs * 1000) / 1000 }
+    const { circuit } = cache.getStatistics()
+    if (!ok) return reply.code(503).send({ status: 'error', circuit })
+    return { status: 'ok', latencyMs: Math.round(latencyMs * 1000) / 1000, circuit }
   })
 
   fastify.delete<{ Querystring: ClearQuery }>('/clear', {
@@ -267,7 +300,8 @@ export const managementRoutes: FastifyPluginAsync<ManagementOptions> = async fun
       response: { 200: ClearReplySchema, 400: ErrorReplySchema, ...unauthorized, 503: ErrorReplySchema }
     })
   }, async (request) => {
-    return { cleared: await strict.clear(request.query.namespace) }
+    // A failed clear is a 503, not `{ cleared: 0 }`, which an operator would read as done.
+    return { cleared: await cache.clearEntries(request.query.namespace, true) }
   })
 
   const reset = async (): Promise<Static<typeof ResetReplySchema>> => {
@@ -289,7 +323,6 @@ export const managementRoutes: FastifyPluginAsync<ManagementOptions> = async fun
       tags: TAGS,
       summary: 'Prometheus metrics (text exposition format 0.0.4)',
       querystring: NoQuery,
-      produces: ['text/plain'],
       response: {
         200: {
           description: 'Prometheus text exposition format 0.0.4',

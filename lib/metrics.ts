@@ -41,7 +41,7 @@ export function formatValue (value: number): string {
 function formatLabels (labels: Labels | undefined): string {
   if (labels === undefined) return ''
   const pairs = Object.entries(labels).map(([name, value]) => `${name}="${escapeLabelValue(value)}"`)
-  return pairs.length === 0 ? '' : `{${pairs.join(',')}}`
+  return `{${pairs.join(',')}}`
 }
 
 class Exposition {
@@ -71,7 +71,7 @@ export function renderMetrics ({ statistics: s, info, connected }: MetricsInput)
   out.single('misses_total', 'counter', 'Cache lookups that found no usable entry.', s.misses)
   out.single('sets_total', 'counter', 'Entries stored.', s.sets)
   out.single('deletes_total', 'counter', 'Entries removed by delete, clear and tag invalidation.', s.deletes)
-  out.single('evictions_total', 'counter', 'Entries evicted by the cache.', s.evictions)
+  out.single('evictions_total', 'counter', 'Entries evicted by the cache (the in-process tier when it is on).', s.evictions)
   out.single('errors_total', 'counter', 'Failed cache operations (store failures, unreadable entries).', s.errors)
   out.single('oversized_total', 'counter', 'Entries not stored because they exceeded maxEntrySize.', s.oversized)
   out.single('read_bytes_total', 'counter', 'Bytes read from the store on hits.', s.bytesRead)
@@ -89,6 +89,13 @@ export function renderMetrics ({ statistics: s, info, connected }: MetricsInput)
     namespaces.map((namespace) => ({ labels: { namespace }, value: s.namespaces[namespace].misses })))
   out.family('route_hit_ratio', 'gauge', 'Route-cache hits / (hits + misses) per namespace.',
     namespaces.map((namespace) => ({ labels: { namespace }, value: s.namespaces[namespace].hitRate })))
+
+  if (s.local !== null) {
+    out.single('local_entries', 'gauge', 'Entries held by the in-process tier.', s.local.entries)
+    out.single('local_bytes', 'gauge', 'Bytes held by the in-process tier.', s.local.bytes)
+    out.single('local_max_entries', 'gauge', 'Entries the in-process tier holds at most.', s.local.maxEntries)
+    out.single('local_max_bytes', 'gauge', 'Bytes the in-process tier holds at most.', s.local.maxBytes)
+  }
 
   out.family('store_info', 'gauge', 'The store behind the cache (1 for the one in use).',
     [{ labels: { store: s.store }, value: 1 }])
