@@ -41,8 +41,10 @@ const plugin: FastifyPluginAsync<CacheOptions> = async function fastifyRedisCach
       failureThreshold: breaker === false ? Infinity : breaker.failureThreshold,
       resetTimeout: breaker === false ? 0 : breaker.resetTimeout,
       healthCheckInterval: config.healthCheckInterval,
-      // Clients the plugin creates time out commands themselves (ioredis commandTimeout).
-      commandTimeout: config.redis.kind === 'client' ? config.commandTimeout : 0
+      // A standalone client the plugin creates times commands out itself (ioredis commandTimeout).
+      // A Cluster client applies that timeout to each attempt only, and retries a command on
+      // another node, after a failover or a CLUSTERDOWN for seconds: its calls are bounded here.
+      commandTimeout: config.redis.kind === 'standalone' ? 0 : config.commandTimeout
     }, {
       onStateChange (state, previous) {
         if (state === 'open') log.warn(`fastify-redis-cache: Redis circuit ${previous} -> open: skipping Redis, responses come from handlers`)

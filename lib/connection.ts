@@ -62,7 +62,8 @@ export async function openConnection (
 ): Promise<RedisClient> {
   const client = resolved.kind === 'client' ? resolved.client : createClient(resolved, commandTimeout)
   const log = fastify.log.child({ plugin: 'fastify-redis-cache' })
-  if (resolved.kind !== 'client' || resolved.closeClient) {
+  const own = resolved.kind !== 'client' || resolved.closeClient
+  if (own) {
     fastify.addHook('onClose', async () => {
       if (client.status === 'ready') await client.quit().catch(() => client.disconnect())
       else client.disconnect()
@@ -85,41 +86,60 @@ export async function openConnection (
   })
   client.on('close', () => { degraded = true })
 
+  // Wait a bounded time for the connection ourselves. @fastify/redis would wait too, but when it
+  // gives up (a reply error such as WRONGPASS, an unknown host) it calls quit() without handling
+  // its rejection, which with the offline queue off is immediate: an unhandled rejection that
+  // ends the process. And if it gave up during a later reconnect, the client would be gone for good.
   await new Promise<void>((resolve, reject) => {
-    let settled = false
-    const settle = (err?: Error): void => {
-      clearTimeout(timer)
-      client.off('error', onStartError)
-      if (settled) return
-      settled = true
-      if (err !== undefined) reject(err)
-      else resolve()
+    if (client.status === 'ready') {
+      resolve()
+      return
     }
+    const done = (err?: Error): void => {
+      clearTimeout(timer)
+      client.off('ready', onReady)
+      client.off('error', onStartError)
+      if (err === undefined) resolve()
+      else reject(err)
+    }
+    const onReady = (): void => done()
     const unreachable = (reason: string): void => {
       degraded = true
       log.warn(`Redis unreachable at start (${reason}): the cache degrades and reconnects in the background`)
-      settle()
+      done()
     }
     const onStartError = (err: Error): void => {
-      // A refused password or an unknown host is a configuration error: @fastify/redis gives up
-      // on it and calls back with the error, which fails registration.
-      if (err.name === 'ReplyError' || (err as NodeJS.ErrnoException).code === 'ENOTFOUND') return
+      // A refused password or an unknown host is a configuration error: retrying cannot fix it.
+      if (err.name === 'ReplyError' || (err as NodeJS.ErrnoException).code === 'ENOTFOUND') {
+        if (own) client.disconnect()
+        done(new RedisConnectionError(`fastify-redis-cache: cannot use Redis: ${err.message}`, { cause: err }))
+        return
+      }
       unreachable(err.message)
     }
     const timer = setTimeout(unreachable, startTimeout, `no answer within ${startTimeout} ms`)
+    client.on('ready', onReady)
     client.on('error', onStartError)
-    // @fastify/redis decorates and registers its onClose hook at once, and calls back when the
-    // client is ready or has failed for good. It is called directly rather than through
-    // `register` because avvio would hold the whole app's start until Redis answers.
-    fastifyRedis(fastify, { client, closeClient: false, namespace: resolved.namespace }, (err?: Error) => {
-      if (err === undefined) {
-        settle()
-        return
-      }
-      const error = new RedisConnectionError(`fastify-redis-cache: cannot use Redis: ${err.message}`, { cause: err })
-      if (settled) log.error({ err: error }, error.message)
-      settle(error)
-    })
   })
+
+  // @fastify/redis decorates `fastify.redis[namespace]`. With a ready client it calls back at once;
+  // otherwise it adds 'ready', 'error' and 'end' listeners that would quit the client on a reply
+  // error: those are removed, ioredis keeps reconnecting instead. It is called directly rather
+  // than through `register` because avvio would hold the whole app's start until Redis answers.
+  const events = ['ready', 'error', 'end'] as const
+  const before = events.map((event) => client.listeners(event))
+  let registrationError: Error | undefined
+  fastifyRedis(fastify, { client, closeClient: false, namespace: resolved.namespace }, (err?: Error) => {
+    registrationError = err
+  })
+  events.forEach((event, i) => {
+    for (const listener of client.listeners(event)) {
+      if (!before[i].includes(listener)) client.off(event, listener as (...args: unknown[]) => void)
+    }
+  })
+  if (registrationError !== undefined) {
+    if (own) client.disconnect()
+    throw new RedisConnectionError(`fastify-redis-cache: cannot use Redis: ${registrationError.message}`, { cause: registrationError })
+  }
   return client
 }

@@ -114,7 +114,7 @@ export class Codec {
       let zipped: Buffer
       try {
         zipped = gzipSync(payload, { level: this.compression.level })
-      } catch (err) /* c8 ignore next 3: zlib does not fail on a Buffer in memory */ {
+      } catch (err) {
         throw new CacheCompressionError(`Cannot compress value: ${(err as Error).message}`, { cause: err })
       }
       // Keep gzip only when it actually saves space (already-compressed data grows).

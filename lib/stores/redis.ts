@@ -83,6 +83,8 @@ export class RedisStore implements CacheStore {
   }
 
   async exists (keys: readonly string[]): Promise<number> {
+    // EXISTS needs a key: an empty list answers 0, as in the memory store.
+    if (keys.length === 0) return 0
     if (!this.isCluster) return this.client.exists(...keys)
     return sum(await Promise.all(keys.map((key) => this.client.exists(key))))
   }
@@ -142,24 +144,7 @@ export class RedisStore implements CacheStore {
 
   async info (): Promise<CacheInfo> {
     const nodes: Redis[] = this.isCluster ? (this.client as Cluster).nodes('master') : [this.client as Redis]
-    const sections = (await Promise.all(nodes.map((node) => node.info()))).map(parseInfo)
-    const total = (field: string): number | null => {
-      const values = sections.map((s) => s.get(field)).filter((v) => v !== undefined)
-      return values.length === 0 ? null : sum(values.map(Number))
-    }
-    const first = sections[0]
-    return {
-      store: 'redis',
-      redisVersion: first.get('redis_version') ?? null,
-      usedMemory: total('used_memory'),
-      usedMemoryHuman: nodes.length === 1 ? first.get('used_memory_human') ?? null : null,
-      connectedClients: total('connected_clients'),
-      evictedKeys: total('evicted_keys'),
-      expiredKeys: total('expired_keys'),
-      keyspaceHits: total('keyspace_hits'),
-      keyspaceMisses: total('keyspace_misses'),
-      uptimeSeconds: first.has('uptime_in_seconds') ? Number(first.get('uptime_in_seconds')) : null
-    }
+    return infoOf((await Promise.all(nodes.map((node) => node.info()))).map(parseInfo))
   }
 
   /** The connection belongs to whoever opened it (see connection.ts); nothing to release here. */
@@ -170,9 +155,34 @@ export class RedisStore implements CacheStore {
     try {
       return await this.client.evalsha(script.sha, 1, key, ...args)
     } catch (err) {
-      if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err
+      // ioredis rejects with Error objects only.
+      if (!(err as Error).message.startsWith('NOSCRIPT')) throw err
       return this.client.eval(script.source, 1, key, ...args)
     }
+  }
+}
+
+/**
+ * The cache's view of the INFO replies of every master (one for a standalone server): counters
+ * summed, the rest from the first. Fields a Redis-compatible server leaves out are null.
+ */
+export function infoOf (sections: Array<Map<string, string>>): CacheInfo {
+  const total = (field: string): number | null => {
+    const values = sections.map((s) => s.get(field)).filter((v) => v !== undefined)
+    return values.length === 0 ? null : sum(values.map(Number))
+  }
+  const first = sections[0]
+  return {
+    store: 'redis',
+    redisVersion: first.get('redis_version') ?? null,
+    usedMemory: total('used_memory'),
+    usedMemoryHuman: sections.length === 1 ? first.get('used_memory_human') ?? null : null,
+    connectedClients: total('connected_clients'),
+    evictedKeys: total('evicted_keys'),
+    expiredKeys: total('expired_keys'),
+    keyspaceHits: total('keyspace_hits'),
+    keyspaceMisses: total('keyspace_misses'),
+    uptimeSeconds: first.has('uptime_in_seconds') ? Number(first.get('uptime_in_seconds')) : null
   }
 }
 
