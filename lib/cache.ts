@@ -408,8 +408,9 @@ export class CacheManager implements FastifyCache {
       if (bytes !== null) {
         try {
           return this.codec.decodeValue(bytes).value as T
-        } catch {
-          // Unreadable: run the callback, whose result replaces it.
+        } catch (err) {
+          // Unreadable like any other entry: counted and logged; the callback's result replaces it.
+          this.countFailure(err, 'get', load.fullKey)
         }
       }
       return this.runAndStore(load)

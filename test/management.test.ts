@@ -104,8 +104,13 @@ t.test('memory store', async (t) => {
     t.match(res.body, /^# HELP fastify_redis_cache_hits_total /)
   })
 
-  t.test('no dashboard page yet, whatever the flag says', async (t) => {
-    t.equal((await app.inject('/cache/dashboard')).statusCode, 404)
+  t.test('the dashboard page is served and carries no data', async (t) => {
+    const res = await app.inject('/cache/dashboard')
+    t.equal(res.statusCode, 200)
+    t.equal(res.headers['content-type'], 'text/html; charset=utf-8')
+    t.equal(res.headers['cache-control'], 'no-store')
+    t.match(res.headers['content-security-policy'], /default-src 'none'; script-src 'sha256-/)
+    t.notMatch(res.body, /"hits":/, 'no figures in the HTML')
   })
 
   t.test('management answers are never route-cached', async (t) => {
