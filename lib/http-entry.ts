@@ -8,7 +8,8 @@
 //
 // The head stays uncompressed so a hit reads headers without touching the body.
 import { createHash } from 'node:crypto'
-import { CacheDeserializationError } from './errors'
+import { validateHeaderName, validateHeaderValue } from 'node:http'
+import { CacheDeserializationError, CacheSerializationError } from './errors'
 import { Codec, type Envelope, KIND_RESPONSE } from './serializer'
 
 export type ReplayHeaders = Record<string, string | string[]>
@@ -40,22 +41,34 @@ const NOT_REPLAYED = new Set([
   'cache-status'
 ])
 
+// What Node accepts as a header name (an RFC 9110 token) and as a header value.
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/
+
 /** A strong validator from the body bytes: the same on every instance for the same bytes. */
 export function strongEtag (body: Buffer): string {
   return `"${createHash('sha1').update(body).digest('base64url')}"`
 }
 
-/** The headers worth replaying, as the head of an entry. */
+/**
+ * The headers worth replaying, as the head of an entry. Throws CacheSerializationError on a name
+ * or value Node would refuse to send: a line break in one would otherwise come back from the
+ * cache as an extra header (say, a Set-Cookie) that Node never let through.
+ */
 export function encodeHead (status: number, headers: Record<string, string | number | string[] | undefined>): Buffer {
   let text = String(status)
   for (const name of Object.keys(headers)) {
     if (NOT_REPLAYED.has(name)) continue
     const value = headers[name]
     if (value === undefined) continue
-    if (Array.isArray(value)) {
-      for (const item of value) text += `\n${name}:${item}`
-    } else {
-      text += `\n${name}:${value}`
+    for (const item of Array.isArray(value) ? value : [value]) {
+      try {
+        validateHeaderName(name)
+        validateHeaderValue(name, String(item))
+      } catch (err) {
+        throw new CacheSerializationError(`Response header ${JSON.stringify(name)} cannot be stored: ${(err as Error).message}`, { cause: err })
+      }
+      text += `\n${name}:${item}`
     }
   }
   const head = Buffer.allocUnsafe(4 + Buffer.byteLength(text, 'latin1'))
@@ -73,15 +86,20 @@ export function decodeEntry (bytes: Buffer): HttpEntry {
   }
   const lines = payload.toString('latin1', 4, 4 + headLength).split('\n')
   const status = Number(lines[0])
-  if (!Number.isInteger(status) || status < 100 || status > 599) {
+  // Only final statuses are ever stored: a 1xx would leave the client waiting for another one.
+  if (!Number.isInteger(status) || status < 200 || status > 599) {
     throw new CacheDeserializationError('Stored response entry has no valid status')
   }
   const headers: ReplayHeaders = {}
   for (let i = 1; i < lines.length; i++) {
     const colon = lines[i].indexOf(':')
-    if (colon <= 0) throw new CacheDeserializationError('Stored response entry has a malformed header')
     const name = lines[i].slice(0, colon)
     const value = lines[i].slice(colon + 1)
+    // Forged or corrupt bytes: a name or value Node refuses would fail the reply with a 500, and
+    // a header that is never stored (Transfer-Encoding, say) would break the response framing.
+    if (colon <= 0 || !HEADER_NAME.test(name) || !HEADER_VALUE.test(value) || NOT_REPLAYED.has(name.toLowerCase())) {
+      throw new CacheDeserializationError('Stored response entry has a malformed header')
+    }
     const previous = headers[name]
     if (previous === undefined) headers[name] = value
     else if (Array.isArray(previous)) previous.push(value)

@@ -5,7 +5,6 @@
 // hook at all. The hit path is one store read and a send of the stored bytes: headers and body
 // come from one value, and the body is never parsed or re-serialized.
 import { randomBytes } from 'node:crypto'
-import { gunzipSync } from 'node:zlib'
 import type {
   FastifyInstance,
   FastifyReply,
@@ -19,7 +18,7 @@ import type { CacheManager } from './cache'
 import { CacheConfigError, RedisConnectionError } from './errors'
 import { decodeEntry, encodeHead, etagMatches, type HttpEntry, strongEtag } from './http-entry'
 import { boundedKey, DEFAULT_NAMESPACE, defaultRouteKey, validateKey, validateNamespace, validateStaleSeconds, validateTags } from './keys'
-import { ENCODING_GZIP, isFreshBytes, KIND_RESPONSE } from './serializer'
+import { Codec, ENCODING_GZIP, isFreshBytes, KIND_RESPONSE } from './serializer'
 import type { Lease } from './single-flight'
 
 type Outcome = 'HIT' | 'MISS' | 'STALE' | 'BYPASS'
@@ -142,17 +141,24 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
         if (entry !== null) {
           const age = Date.now() - entry.envelope.storedAt
           const fresh = entry.envelope.freshFor * 1000
+          // sendEntry gives undefined when the body cannot be read back: then this is a miss.
           if (age < fresh) {
-            countHit(route, (bytes as Buffer).length)
-            return sendEntry(request, reply, entry, 'HIT', `hit; ttl=${Math.floor((fresh - age) / 1000)}`)
+            const sent = sendEntry(request, reply, entry, 'HIT', `hit; ttl=${Math.floor((fresh - age) / 1000)}`)
+            if (sent !== undefined) {
+              countHit(route, (bytes as Buffer).length)
+              return sent
+            }
+          } else if (age < fresh + route.staleWhileRevalidate * 1000) {
+            const sent = sendEntry(request, reply, entry, 'STALE', `hit; fwd=stale; ttl=${Math.floor((fresh - age) / 1000)}`)
+            if (sent !== undefined) {
+              countHit(route, (bytes as Buffer).length)
+              refreshInBackground(request, state.fullKey)
+              return sent
+            }
+          } else {
+            state.stale = entry
+            state.status = 'fwd=stale'
           }
-          if (age < fresh + route.staleWhileRevalidate * 1000) {
-            countHit(route, (bytes as Buffer).length)
-            refreshInBackground(request, state.fullKey)
-            return sendEntry(request, reply, entry, 'STALE', `hit; fwd=stale; ttl=${Math.floor((fresh - age) / 1000)}`)
-          }
-          state.stale = entry
-          state.status = 'fwd=stale'
         }
       }
       cache.stats.misses++
@@ -209,7 +215,8 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
         flight?.settle(null)
         lease?.release()
         if (state.stale !== null && reply.statusCode >= 500 && isWithinStaleIfError(route, state.stale)) {
-          return serveStaleOnError(request, reply, state.stale)
+          const body = bodyOf(request, state.stale)
+          if (body !== null) return serveStaleOnError(request, reply, state.stale, body)
         }
         decided(request, reply, 'MISS', `${state.status}; detail=${refusal}`)
         return payload
@@ -339,41 +346,60 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
       .finally(() => refreshing.delete(fullKey))
   }
 
-  function serveStaleOnError (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry): Buffer | null {
+  function serveStaleOnError (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry, body: Buffer): Buffer | null {
     cache.stats.hits++
     reply.removeHeader('content-type')
     const age = Date.now() - entry.envelope.storedAt
-    return replay(request, reply, entry, `hit; fwd=stale; detail=error; ttl=${Math.floor((entry.envelope.freshFor * 1000 - age) / 1000)}`, 'STALE')
+    return replay(request, reply, entry, body, `hit; fwd=stale; detail=error; ttl=${Math.floor((entry.envelope.freshFor * 1000 - age) / 1000)}`, 'STALE')
   }
 
-  /** Answers from an entry in onRequest; the handler does not run. */
-  function sendEntry (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry, outcome: Outcome, status: string): FastifyReply {
+  /**
+   * Answers from an entry in onRequest; the handler does not run. Undefined, with the reply
+   * untouched, when the entry's body cannot be read back.
+   */
+  function sendEntry (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry, outcome: Outcome, status: string): FastifyReply | undefined {
+    const body = bodyOf(request, entry)
+    if (body === null) return undefined
     const state = request[kState] as RequestState
     state.answered = true
     state.untyped = entry.headers['content-type'] === undefined
-    return reply.send(replay(request, reply, entry, status, outcome))
+    return reply.send(replay(request, reply, entry, body, status, outcome))
   }
 
-  /** Sets status and headers from an entry and returns the body to send. */
-  function replay (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry, status: string, outcome: Outcome): Buffer | null {
+  /**
+   * The body to send from an entry: the stored bytes, gunzipped for a client that does not take
+   * gzip. Null when they cannot be gunzipped (a corrupt or truncated entry): it is then
+   * unreadable like any other, so dropped and counted, and the request is a miss.
+   */
+  function bodyOf (request: FastifyRequest, entry: HttpEntry): Buffer | null {
+    if (entry.envelope.encoding !== ENCODING_GZIP || acceptsGzip(request.headers['accept-encoding'])) return entry.body
+    try {
+      return Codec.plain(entry.envelope, entry.body)
+    } catch (err) {
+      const fullKey = (request[kState] as RequestState).fullKey
+      cache.countFailure(err, 'get', fullKey)
+      cache.discard(fullKey)
+      return null
+    }
+  }
+
+  /** Sets status and headers from an entry and returns the body to send (from bodyOf). */
+  function replay (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry, body: Buffer, status: string, outcome: Outcome): Buffer | null {
     reply.code(entry.status)
     reply.headers(entry.headers)
     decided(request, reply, outcome, status)
     reply.header('age', Math.max(0, Math.floor((Date.now() - entry.envelope.storedAt) / 1000)))
-    let body = entry.body
     let etag = entry.headers.etag as string | undefined
     if (entry.envelope.encoding === ENCODING_GZIP) {
       // Same bytes for every client that takes gzip; decompressed once for those that do not.
       reply.header('vary', appendVary(entry.headers.vary, 'accept-encoding'))
-      if (acceptsGzip(request.headers['accept-encoding'])) {
+      if (body === entry.body) {
         reply.header('content-encoding', 'gzip')
         // A strong validator must differ between content codings (RFC 9110 8.8.3).
         if (etag !== undefined) {
           etag = etag.replace(/"$/, '-gzip"')
           reply.header('etag', etag)
         }
-      } else {
-        body = gunzipSync(body)
       }
     }
     const ifNoneMatch = request.headers['if-none-match']
@@ -399,7 +425,6 @@ function setCacheHeaders (reply: FastifyReply, outcome: Outcome, status: string)
   reply.header('x-cache', outcome)
   reply.header('cache-status', `${CACHE_NAME}; ${status}`)
 }
-
 
 /** Why a response must not be stored, or null when it may be. */
 function unstorable (route: CompiledRoute, reply: FastifyReply, payload: unknown): string | null {
