@@ -43,7 +43,11 @@ interface RequestState {
 
 interface Flight {
   promise: Promise<Buffer | null>
-  settle (bytes: Buffer | null): void
+  /**
+   * Hands the result to the waiters. The flight stays findable until `stored` settles, so a
+   * request arriving before the entry lands in the store still gets this result.
+   */
+  settle (bytes: Buffer | null, stored?: Promise<unknown>): void
 }
 
 interface CompiledRoute {
@@ -245,15 +249,16 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
       } catch (err) {
         cache.countFailure(err, 'set', state.fullKey)
       }
-      flight?.settle(bytes)
       if (bytes !== null) {
         // Hits of a gzipped entry depend on Accept-Encoding: say so from the first response.
         if (bytes[1] === ENCODING_GZIP) reply.header('vary', appendVary(reply.getHeader('vary') as string | undefined, 'accept-encoding'))
         // Not awaited: the response does not depend on it, and the write is queued on the same
         // connection ahead of any later read, so the next request already sees it.
-        cache.storeBytes(state.fullKey, bytes, route.keepFor, tags).catch(() => {}).finally(() => lease?.release())
+        const stored = cache.storeBytes(state.fullKey, bytes, route.keepFor, tags).catch(() => {}).finally(() => lease?.release())
+        flight?.settle(bytes, stored)
         decided(request, reply, 'MISS', `${state.status}; stored`)
       } else {
+        flight?.settle(null)
         lease?.release()
         decided(request, reply, 'MISS', `${state.status}; detail=${failure}`)
       }
@@ -277,6 +282,8 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
 
   function makeBust (bust: CompiledBust): onSendHookHandler {
     return async function bustAfterSuccess (request, reply, payload) {
+      // Reads never bust, even on a route that also takes writes.
+      if (request.method === 'GET' || request.method === 'HEAD') return payload
       if (reply.statusCode < 200 || reply.statusCode >= 300) return payload
       const work: Array<Promise<number>> = []
       try {
@@ -304,9 +311,11 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
     const promise = new Promise<Buffer | null>((resolve) => { settle = resolve })
     const flight: Flight = {
       promise,
-      settle (bytes) {
-        if (flights.get(fullKey) === flight) flights.delete(fullKey)
+      settle (bytes, stored) {
         settle(bytes)
+        const forget = (): void => { if (flights.get(fullKey) === flight) flights.delete(fullKey) }
+        if (stored === undefined) forget()
+        else stored.finally(forget)
       }
     }
     flights.set(fullKey, flight)
@@ -346,8 +355,8 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
       .finally(() => refreshing.delete(fullKey))
   }
 
+  // Counted as the miss it was (the handler ran); the answer says it came from the old entry.
   function serveStaleOnError (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry, body: Buffer): Buffer | null {
-    cache.stats.hits++
     reply.removeHeader('content-type')
     const age = Date.now() - entry.envelope.storedAt
     return replay(request, reply, entry, body, `hit; fwd=stale; detail=error; ttl=${Math.floor((entry.envelope.freshFor * 1000 - age) / 1000)}`, 'STALE')
