@@ -10,7 +10,7 @@
 import { createHash } from 'node:crypto'
 import { validateHeaderName, validateHeaderValue } from 'node:http'
 import { CacheDeserializationError, CacheSerializationError } from './errors'
-import { Codec, type Envelope, KIND_RESPONSE } from './serializer'
+import { Codec, type Envelope, HEADER_BYTES, KIND_RESPONSE } from './serializer'
 
 export type ReplayHeaders = Record<string, string | string[]>
 
@@ -20,6 +20,71 @@ export interface HttpEntry {
   /** As stored: gzipped when `envelope.encoding` says so. */
   body: Buffer
   envelope: Envelope
+  /** Size of the stored bytes: with `envelope.storedAt`, which version of the entry this is. */
+  storedSize: number
+  /** The body gunzipped, once some client needed it so. */
+  plain?: Buffer
+  /** For a gzipped body: its Vary (with Accept-Encoding) and the ETag of the gzip coding. */
+  gzipVary?: string
+  gzipEtag?: string
+}
+
+/**
+ * Decoded entries by key, for the version last read (stored-at time and size), so a hit of an
+ * unchanged entry skips decoding its head and gunzipping its body. Bounded in entries and bytes;
+ * the oldest decoded goes first.
+ */
+export class DecodedEntries {
+  private readonly entries = new Map<string, HttpEntry>()
+  private readonly maxEntries: number
+  private readonly maxBytes: number
+  private bytes = 0
+
+  constructor (maxEntries: number, maxBytes: number) {
+    this.maxEntries = maxEntries
+    this.maxBytes = maxBytes
+  }
+
+  /** The decoded entry when `bytes` are the version already decoded for `key`. */
+  get (key: string, bytes: Buffer): HttpEntry | undefined {
+    const entry = this.entries.get(key)
+    if (entry === undefined || entry.storedSize !== bytes.length || bytes.length < HEADER_BYTES || entry.envelope.storedAt !== bytes.readUIntBE(3, 6)) return undefined
+    return entry
+  }
+
+  remember (key: string, entry: HttpEntry): void {
+    this.forget(key)
+    // Its own copy: a reply from ioredis is a slice of a large read buffer.
+    entry.body = Buffer.from(entry.body)
+    this.entries.set(key, entry)
+    this.bytes += entry.body.length
+    this.trim()
+  }
+
+  /** The entry's body gunzipped, kept for the next client that does not take gzip. */
+  plainBody (key: string, entry: HttpEntry): Buffer {
+    if (entry.plain === undefined) {
+      entry.plain = Codec.plain(entry.envelope, entry.body)
+      if (this.entries.get(key) === entry) {
+        this.bytes += entry.plain.length
+        this.trim()
+      }
+    }
+    return entry.plain
+  }
+
+  forget (key: string): void {
+    const entry = this.entries.get(key)
+    if (entry === undefined) return
+    this.entries.delete(key)
+    this.bytes -= entry.body.length + (entry.plain?.length ?? 0)
+  }
+
+  private trim (): void {
+    while (this.entries.size > this.maxEntries || this.bytes > this.maxBytes) {
+      this.forget(this.entries.keys().next().value as string)
+    }
+  }
 }
 
 // Never replayed from the cache: hop-by-hop headers, what Node computes per response, what is
@@ -105,7 +170,7 @@ export function decodeEntry (bytes: Buffer): HttpEntry {
     else if (Array.isArray(previous)) previous.push(value)
     else headers[name] = [previous, value]
   }
-  return { status, headers, body: payload.subarray(4 + headLength), envelope }
+  return { status, headers, body: payload.subarray(4 + headLength), envelope, storedSize: bytes.length }
 }
 
 /** RFC 9110 13.1.2: If-None-Match uses the weak comparison; `*` matches any current entry. */

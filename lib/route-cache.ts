@@ -16,9 +16,9 @@ import type {
 import type { RouteCacheBustOptions, RouteCacheOptions } from '../types'
 import type { CacheManager } from './cache'
 import { CacheConfigError, RedisConnectionError } from './errors'
-import { decodeEntry, encodeHead, etagMatches, type HttpEntry, strongEtag } from './http-entry'
+import { DecodedEntries, decodeEntry, encodeHead, etagMatches, type HttpEntry, strongEtag } from './http-entry'
 import { boundedKey, DEFAULT_NAMESPACE, defaultRouteKey, validateKey, validateNamespace, validateStaleSeconds, validateTags } from './keys'
-import { Codec, ENCODING_GZIP, isFreshBytes, KIND_RESPONSE } from './serializer'
+import { ENCODING_GZIP, isFreshBytes, KIND_RESPONSE } from './serializer'
 import type { Lease } from './single-flight'
 
 type Outcome = 'HIT' | 'MISS' | 'STALE' | 'BYPASS'
@@ -70,6 +70,9 @@ export const CACHE_NAME = 'fastify-redis-cache'
 // How long requests that found another request already fetching their entry wait for it
 // before running the handler themselves.
 const COLLAPSE_WAIT_MS = 5000
+// Decoded heads and gunzipped bodies of recently hit entries, so hits skip that work.
+const DECODED_MAX_ENTRIES = 1024
+const DECODED_MAX_BYTES = 16 * 1024 * 1024
 // A background refresh is a request the plugin sends to itself; this header, with a secret
 // made per process, marks it so that no client can force one.
 const REFRESH_HEADER = 'x-fastify-redis-cache-refresh'
@@ -89,7 +92,9 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
   const flights = new Map<string, Flight>()
   // Entries being refreshed in the background, so each is refreshed once at a time.
   const refreshing = new Set<string>()
-  const decoded = new WeakMap<Buffer, HttpEntry>()
+  const decoded = new DecodedEntries(DECODED_MAX_ENTRIES, DECODED_MAX_BYTES)
+  // Checked once: building the debug line's fields costs an allocation on every request.
+  const debug = log.level === 'debug' || log.level === 'trace'
 
   fastify.decorateRequest(kState, null)
 
@@ -102,7 +107,6 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
     if (methods.includes('GET') || methods.includes('HEAD')) {
       addHook(routeOptions, 'onRequest', makeOnRequest(route))
       addHook(routeOptions, 'onSend', makeOnSend(route))
-      addHook(routeOptions, 'onRequestAbort', releaseFlight)
       // A hijacked reply skips onSend: its flight and lock are released when the response ends.
       addHook(routeOptions, 'onResponse', releaseFlight)
     }
@@ -324,12 +328,11 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
 
   /** Reads a stored response; an unreadable one is a miss: deleted, counted, logged. */
   function readEntry (bytes: Buffer, fullKey: string): HttpEntry | null {
-    // The local tier hands out the same Buffer on every hit: decode its head once.
-    const known = decoded.get(bytes)
+    const known = decoded.get(fullKey, bytes)
     if (known !== undefined) return known
     try {
       const entry = decodeEntry(bytes)
-      decoded.set(bytes, entry)
+      decoded.remember(fullKey, entry)
       return entry
     } catch (err) {
       cache.countFailure(err, 'get', fullKey)
@@ -382,10 +385,11 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
    */
   function bodyOf (request: FastifyRequest, entry: HttpEntry): Buffer | null {
     if (entry.envelope.encoding !== ENCODING_GZIP || acceptsGzip(request.headers['accept-encoding'])) return entry.body
+    const fullKey = (request[kState] as RequestState).fullKey
     try {
-      return Codec.plain(entry.envelope, entry.body)
+      return decoded.plainBody(fullKey, entry)
     } catch (err) {
-      const fullKey = (request[kState] as RequestState).fullKey
+      decoded.forget(fullKey)
       cache.countFailure(err, 'get', fullKey)
       cache.discard(fullKey)
       return null
@@ -401,12 +405,13 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
     let etag = entry.headers.etag as string | undefined
     if (entry.envelope.encoding === ENCODING_GZIP) {
       // Same bytes for every client that takes gzip; decompressed once for those that do not.
-      reply.header('vary', appendVary(entry.headers.vary, 'accept-encoding'))
+      entry.gzipVary ??= appendVary(entry.headers.vary, 'accept-encoding')
+      reply.header('vary', entry.gzipVary)
       if (body === entry.body) {
         reply.header('content-encoding', 'gzip')
         // A strong validator must differ between content codings (RFC 9110 8.8.3).
         if (etag !== undefined) {
-          etag = etag.replace(/"$/, '-gzip"')
+          etag = entry.gzipEtag ??= etag.replace(/"$/, '-gzip"')
           reply.header('etag', etag)
         }
       }
@@ -421,7 +426,7 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
 
   function decided (request: FastifyRequest, reply: FastifyReply, outcome: Outcome, status: string): void {
     setCacheHeaders(reply, outcome, status)
-    log.debug({ url: request.url, key: request[kState]?.fullKey, outcome, status }, 'fastify-redis-cache: route cache decision')
+    if (debug) log.debug({ url: request.url, key: request[kState]?.fullKey, outcome, status }, 'fastify-redis-cache: route cache decision')
   }
 
   function bypass (state: RequestState, status: string): void {
@@ -500,7 +505,7 @@ function waitFor (promise: Promise<Buffer | null>): Promise<Buffer | null> {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
 }
 
-type HookName = 'onRequest' | 'onSend' | 'onRequestAbort' | 'onResponse'
+type HookName = 'onRequest' | 'onSend' | 'onResponse'
 
 /** Appends a route-level hook without mutating arrays Fastify shares with the HEAD route. */
 function addHook<T> (routeOptions: RouteOptions, name: HookName, hook: T): void {
