@@ -358,14 +358,14 @@ export class CacheManager implements FastifyCache {
   }
 
   /** Stores encoded bytes unless they exceed `maxEntrySize`. Never throws unless `throwOnError`. */
-  async storeBytes (fullKey: string, bytes: Buffer, ttl: number, tags: readonly string[]): Promise<boolean> {
+  async storeBytes (fullKey: string, bytes: Buffer, ttl: number, tags: readonly string[], field?: string): Promise<boolean> {
     if (bytes.length > this.maxEntrySize) {
       this.stats.oversized++
       this.log.warn({ key: fullKey, bytes: bytes.length, maxEntrySize: this.maxEntrySize }, 'fastify-redis-cache: entry larger than maxEntrySize, not stored')
       return false
     }
     try {
-      await this.store.set(fullKey, bytes, ttl, tags)
+      await this.store.set(fullKey, bytes, ttl, tags, field)
     } catch (err) {
       return this.failed(err, 'set', fullKey, false)
     }

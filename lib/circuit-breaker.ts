@@ -56,11 +56,12 @@ export class GuardedStore implements CacheStore {
   }
 
   // The hot path: the same as call() without a closure per read.
-  async get (key: string): Promise<Buffer | null> {
+  async get (key: string, field?: string): Promise<Buffer | null> {
     if (this.state !== 'closed') throw new RedisConnectionError(OPEN_ERROR_MESSAGE)
     let bytes: Buffer | null
     try {
-      bytes = await (this.options.commandTimeout > 0 ? this.withTimeout(this.inner.get(key), this.options.commandTimeout) : this.inner.get(key))
+      const read = this.inner.get(key, field)
+      bytes = await (this.options.commandTimeout > 0 ? this.withTimeout(read, this.options.commandTimeout) : read)
     } catch (err) {
       this.failed(err)
       throw err
@@ -69,8 +70,8 @@ export class GuardedStore implements CacheStore {
     return bytes
   }
 
-  set (key: string, value: Buffer, ttl: number, tags: readonly string[]): Promise<void> {
-    return this.call(() => this.inner.set(key, value, ttl, tags))
+  set (key: string, value: Buffer, ttl: number, tags: readonly string[], field?: string): Promise<void> {
+    return this.call(() => this.inner.set(key, value, ttl, tags, field))
   }
 
   delete (keys: readonly string[]): Promise<number> {
@@ -146,7 +147,15 @@ export class GuardedStore implements CacheStore {
 
   /** One PING after `resetTimeout` open; calls keep failing fast until it answers. */
   private probe (): void {
-    if (this.probing) return
+    // Closed meanwhile (a reconnect, an answered ping): nothing to probe.
+    if (this.state === 'closed') return
+    // The last probe is still waiting for its answer (an explicit ping failed meanwhile and
+    // scheduled this one): look again later, or a failure of that probe while open would leave
+    // the circuit open with no probe to come.
+    if (this.probing) {
+      this.probeTimer = setTimeout(() => this.probe(), this.options.resetTimeout).unref()
+      return
+    }
     this.probing = true
     this.transition('half-open')
     this.ping().catch(() => {}).finally(() => { this.probing = false })

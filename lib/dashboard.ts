@@ -24,7 +24,7 @@ export const DASHBOARD_HTML = `<!doctype html>
   .big { font-size: 40px; font-weight: 600; }
   dl { display: grid; grid-template-columns: auto 1fr; gap: 4px 12px; margin: 0; }
   dt { color: var(--muted); }
-  dd { margin: 0; text-align: right; font-variant-numeric: tabular-nums; }
+  dd { margin: 0; text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
   table { width: 100%; border-collapse: collapse; font-variant-numeric: tabular-nums; }
   th, td { text-align: right; padding: 4px 6px; border-bottom: 1px solid #334155; }
   th:first-child, td:first-child { text-align: left; }
@@ -75,7 +75,7 @@ export const DASHBOARD_HTML = `<!doctype html>
     <dl>
       <dt>Read</dt><dd id="bytes-read">-</dd>
       <dt>Written</dt><dd id="bytes-written">-</dd>
-      <dt>Compression ratio</dt><dd id="compression">-</dd>
+      <dt title="compressed size / original size of compressed values">Compression</dt><dd id="compression">-</dd>
       <dt>Local tier</dt><dd id="local">-</dd>
     </dl>
   </section>
@@ -212,7 +212,7 @@ export const DASHBOARD_HTML = `<!doctype html>
   function clearNamespace (name) {
     if (!window.confirm('Clear every entry of namespace "' + name + '"?')) return
     request('DELETE', 'clear?namespace=' + encodeURIComponent(name)).then(function (res) {
-      if (res.status === 401) return askForToken('The token was refused.')
+      if (res.status === 401) return askForToken(token === null ? '' : 'The token was refused.')
       return res.json().then(function (body) {
         text('clear-result', res.ok ? 'Cleared ' + body.cleared + ' entries of ' + name + '.' : 'Clear failed: ' + body.message)
         poll()

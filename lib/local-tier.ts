@@ -165,7 +165,9 @@ export class TieredStore implements CacheStore {
     return this.inner.connected
   }
 
-  async get (key: string): Promise<Buffer | null> {
+  async get (key: string, field?: string): Promise<Buffer | null> {
+    // Variants of routes that vary on request headers are not kept locally.
+    if (field !== undefined) return this.inner.get(key, field)
     const cached = this.local.get(key)
     if (cached !== undefined) return cached
     const seen = this.invalidations
@@ -174,9 +176,10 @@ export class TieredStore implements CacheStore {
     return bytes
   }
 
-  async set (key: string, value: Buffer, ttl: number, tags: readonly string[]): Promise<void> {
-    await this.inner.set(key, value, ttl, tags)
-    this.local.set(key, value)
+  async set (key: string, value: Buffer, ttl: number, tags: readonly string[], field?: string): Promise<void> {
+    await this.inner.set(key, value, ttl, tags, field)
+    if (field === undefined) this.local.set(key, value)
+    else this.local.delete(key)
     this.publish({ o: this.instance, k: [key] })
   }
 

@@ -33,6 +33,10 @@ interface RequestState {
   /** RFC 9211 parameters after the cache name, e.g. `fwd=uri-miss; stored`. */
   status: string
   fullKey: string
+  /** The variant's field in the hash at `fullKey`, for a route with `vary`. */
+  field: string | undefined
+  /** `fullKey` plus the variant: what this process's flights and decoded entries go by. */
+  entryId: string
   /** The expired entry kept for stale-if-error. */
   stale: HttpEntry | null
   /** Set when this request runs the handler for others waiting on the same entry. */
@@ -117,7 +121,7 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
 
   function makeOnRequest (route: CompiledRoute): onRequestHookHandler {
     return async function answerFromCache (request, reply) {
-      const state: RequestState = { outcome: 'MISS', answered: false, untyped: false, status: 'fwd=uri-miss', fullKey: '', stale: null, flight: null, lease: null }
+      const state: RequestState = { outcome: 'MISS', answered: false, untyped: false, status: 'fwd=uri-miss', fullKey: '', field: undefined, entryId: '', stale: null, flight: null, lease: null }
       request[kState] = state
       // A route for several methods: only GET and HEAD are answered from or stored in the cache.
       if (request.method !== 'GET' && request.method !== 'HEAD') {
@@ -129,7 +133,10 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
         return
       }
       try {
-        state.fullKey = cache.layout.entry(routeKey(route, request), route.namespace)
+        const { key, field } = routeKey(route, request)
+        state.fullKey = cache.layout.entry(key, route.namespace)
+        state.field = field
+        state.entryId = field === undefined ? state.fullKey : `${state.fullKey}\n${field}`
       } catch (err) {
         log.warn({ err, url: request.url }, 'fastify-redis-cache: cannot build the cache key; request not cached')
         bypass(state, 'fwd=bypass; detail=key')
@@ -139,13 +146,15 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
       if (!isRefresh) {
         let bytes: Buffer | null
         try {
-          bytes = await cache.store.get(state.fullKey)
+          bytes = await cache.store.get(state.fullKey, state.field)
         } catch (err) {
           cache.countFailure(err, 'get', state.fullKey)
+          // A key of the other shape (the route's vary setting changed since it was stored).
+          if (err instanceof Error && err.message.startsWith('WRONGTYPE')) cache.discard(state.fullKey)
           bypass(state, 'fwd=bypass; detail=unavailable')
           return
         }
-        const entry = bytes === null ? null : readEntry(bytes, state.fullKey)
+        const entry = bytes === null ? null : readEntry(bytes, state)
         if (entry !== null) {
           const age = Date.now() - entry.envelope.storedAt
           const fresh = entry.envelope.freshFor * 1000
@@ -160,7 +169,7 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
             const sent = sendEntry(request, reply, entry, 'STALE', `hit; fwd=stale; ttl=${Math.floor((fresh - age) / 1000)}`)
             if (sent !== undefined) {
               countHit(route, (bytes as Buffer).length)
-              refreshInBackground(request, state.fullKey)
+              refreshInBackground(request, state.entryId)
               return sent
             }
           } else {
@@ -173,23 +182,23 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
       cache.stats.namespaceMiss(route.namespace)
       if (request.method === 'HEAD') return
 
-      const running = flights.get(state.fullKey)
+      const running = flights.get(state.entryId)
       if (running !== undefined && !isRefresh) {
         const bytes = await waitFor(running.promise)
-        const entry = bytes === null ? null : readEntry(bytes, state.fullKey)
+        const entry = bytes === null ? null : readEntry(bytes, state)
         if (entry !== null) return sendEntry(request, reply, entry, 'MISS', 'fwd=uri-miss; collapsed')
         // The request ahead produced nothing storable, or took too long: run the handler.
         return
       }
-      const flight = state.flight = startFlight(state.fullKey)
+      const flight = state.flight = startFlight(state.entryId)
       // Other instances may be fetching the same entry: one of them runs the handler.
-      const lease = await cache.flight.acquire(state.fullKey)
+      const lease = await cache.flight.acquire(state.fullKey, state.field)
       if (lease !== null) {
         state.lease = lease
         return
       }
-      const bytes = await cache.flight.waitFor(state.fullKey, isFreshBytes)
-      const entry = bytes === null ? null : readEntry(bytes, state.fullKey)
+      const bytes = await cache.flight.waitFor(state.fullKey, isFreshBytes, state.field)
+      const entry = bytes === null ? null : readEntry(bytes, state)
       if (entry !== null) {
         state.flight = null
         flight.settle(bytes)
@@ -258,7 +267,7 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
         if (bytes[1] === ENCODING_GZIP) reply.header('vary', appendVary(reply.getHeader('vary') as string | undefined, 'accept-encoding'))
         // Not awaited: the response does not depend on it, and the write is queued on the same
         // connection ahead of any later read, so the next request already sees it.
-        const stored = cache.storeBytes(state.fullKey, bytes, route.keepFor, tags).catch(() => {}).finally(() => lease?.release())
+        const stored = cache.storeBytes(state.fullKey, bytes, route.keepFor, tags, state.field).catch(() => {}).finally(() => lease?.release())
         flight?.settle(bytes, stored)
         decided(request, reply, 'MISS', `${state.status}; stored`)
       } else {
@@ -327,16 +336,16 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
   }
 
   /** Reads a stored response; an unreadable one is a miss: deleted, counted, logged. */
-  function readEntry (bytes: Buffer, fullKey: string): HttpEntry | null {
-    const known = decoded.get(fullKey, bytes)
+  function readEntry (bytes: Buffer, state: RequestState): HttpEntry | null {
+    const known = decoded.get(state.entryId, bytes)
     if (known !== undefined) return known
     try {
       const entry = decodeEntry(bytes)
-      decoded.remember(fullKey, entry)
+      decoded.remember(state.entryId, entry)
       return entry
     } catch (err) {
-      cache.countFailure(err, 'get', fullKey)
-      cache.discard(fullKey)
+      cache.countFailure(err, 'get', state.fullKey)
+      cache.discard(state.fullKey)
       return null
     }
   }
@@ -348,14 +357,14 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
   }
 
   /** Replays the refresh request in-process so the handler runs and its response is stored. */
-  function refreshInBackground (request: FastifyRequest, fullKey: string): void {
-    if (refreshing.has(fullKey)) return
-    refreshing.add(fullKey)
+  function refreshInBackground (request: FastifyRequest, entryId: string): void {
+    if (refreshing.has(entryId)) return
+    refreshing.add(entryId)
     const headers = { ...request.headers, [REFRESH_HEADER]: refreshSecret }
     delete headers['if-none-match']
     fastify.inject({ method: 'GET', url: request.url, headers })
       .catch((err: unknown) => log.warn({ err, url: request.url }, 'fastify-redis-cache: background refresh failed'))
-      .finally(() => refreshing.delete(fullKey))
+      .finally(() => refreshing.delete(entryId))
   }
 
   // Counted as the miss it was (the handler ran); the answer says it came from the old entry.
@@ -385,11 +394,11 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
    */
   function bodyOf (request: FastifyRequest, entry: HttpEntry): Buffer | null {
     if (entry.envelope.encoding !== ENCODING_GZIP || acceptsGzip(request.headers['accept-encoding'])) return entry.body
-    const fullKey = (request[kState] as RequestState).fullKey
+    const { fullKey, entryId } = request[kState] as RequestState
     try {
-      return decoded.plainBody(fullKey, entry)
+      return decoded.plainBody(entryId, entry)
     } catch (err) {
-      decoded.forget(fullKey)
+      decoded.forget(entryId)
       cache.countFailure(err, 'get', fullKey)
       cache.discard(fullKey)
       return null
@@ -466,15 +475,21 @@ function isWithinStaleIfError (route: CompiledRoute, entry: HttpEntry): boolean 
   return age < (entry.envelope.freshFor + route.staleIfError) * 1000
 }
 
-function routeKey (route: CompiledRoute, request: FastifyRequest): string {
-  let key = route.key === undefined
-    ? defaultRouteKey(request.url)
+/**
+ * The entry's key, and for a route that varies on request headers, the variant: the field of
+ * the hash at that key where this combination of header values is stored.
+ */
+function routeKey (route: CompiledRoute, request: FastifyRequest): { key: string, field: string | undefined } {
+  const key = route.key === undefined
+    ? boundedKey(defaultRouteKey(request.url))
     : validateKey(typeof route.key === 'function' ? route.key(request) : route.key)
+  if (route.vary.length === 0) return { key, field: undefined }
+  let field = ''
   for (const header of route.vary) {
     const value = request.headers[header]
-    key += `\n${header}:${value === undefined ? '' : String(value)}`
+    field += `${header}:${value === undefined ? '' : String(value)}\n`
   }
-  return boundedKey(key)
+  return { key, field: boundedKey(field) }
 }
 
 /** Whether Accept-Encoding allows gzip: an explicit `gzip` (or `x-gzip`) entry wins over `*`. */

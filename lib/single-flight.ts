@@ -39,9 +39,9 @@ export class SingleFlight {
    * A lease when this caller should do the work, or null when another instance is doing it.
    * When Redis cannot be asked, the caller just does the work.
    */
-  async acquire (fullKey: string): Promise<Lease | null> {
+  async acquire (fullKey: string, field?: string): Promise<Lease | null> {
     if (this.settings === false) return NO_LEASE
-    const lockKey = this.lockPrefix + fullKey
+    const lockKey = this.lockKey(fullKey, field)
     const token = randomBytes(12).toString('base64url')
     let acquired: boolean
     try {
@@ -58,17 +58,17 @@ export class SingleFlight {
    * for stale serving is not the holder's result). Returns its bytes, or null when the caller
    * should do the work itself.
    */
-  async waitFor (fullKey: string, usable: (bytes: Buffer) => boolean): Promise<Buffer | null> {
+  async waitFor (fullKey: string, usable: (bytes: Buffer) => boolean, field?: string): Promise<Buffer | null> {
     /* c8 ignore next: acquire() never hands out null without settings */
     if (this.settings === false) return null
-    const lockKey = this.lockPrefix + fullKey
+    const lockKey = this.lockKey(fullKey, field)
     const deadline = Date.now() + this.settings.wait
     let pause = FIRST_POLL_MS
     try {
       while (Date.now() < deadline) {
         await sleep(Math.min(pause, Math.max(0, deadline - Date.now())))
         pause = Math.min(pause * 2, MAX_POLL_MS)
-        const [bytes, locked] = await Promise.all([this.store.get(fullKey), this.store.exists([lockKey])])
+        const [bytes, locked] = await Promise.all([this.store.get(fullKey, field), this.store.exists([lockKey])])
         if (bytes !== null && usable(bytes)) return bytes
         if (locked === 0) return null
       }
@@ -76,6 +76,10 @@ export class SingleFlight {
       // Redis failed while waiting: do the work.
     }
     return null
+  }
+
+  private lockKey (fullKey: string, field: string | undefined): string {
+    return field === undefined ? this.lockPrefix + fullKey : `${this.lockPrefix}${fullKey}\n${field}`
   }
 }
 

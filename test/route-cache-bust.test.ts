@@ -5,7 +5,7 @@ import { Readable } from 'node:stream'
 import t from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { RedisConnectionError } from '../lib/errors'
-import { LEVEL, rawClient, uniquePrefix } from './helpers/app'
+import { LEVEL, rawClient, uniquePrefix, until } from './helpers/app'
 import { startRedis } from './helpers/redis-server'
 import { listen, onRedis, type RouteApp, routeApp, sharedRedis } from './helpers/route-app'
 
@@ -314,13 +314,41 @@ t.test('every rule over real HTTP, across two instances sharing Redis', async (t
   t.same(a.cache.getStatistics().sets + b.cache.getStatistics().sets, 2, 'only /ok and the hostile query were stored')
 })
 
-t.test('bust.keys reaches the entries of a route with vary', { todo: 'vary variants live under key + "\\n" + header values, which bust.keys and fastify.cache.delete do not reach' }, async (t) => {
-  const server = await redis()
-  const { app } = await routeApp(t, onRedis(server), (app) => {
-    app.get('/greet', { config: { cache: { ttl: 60, key: 'greet', vary: ['accept-language'] } } }, async (req) => ({ lang: req.headers['accept-language'] }))
-    app.post('/greet', { config: { cache: { bust: { keys: ['greet'] } } } }, async () => ({ ok: true }))
+for (const store of ['redis', 'memory'] as const) {
+  t.test(`the variants of a route with vary live under its key, which delete, exists and bust.keys reach (${store})`, async (t) => {
+    const server = store === 'redis' ? await redis() : undefined
+    const { app, cache } = await routeApp(t, server === undefined ? { redis: false } : onRedis(server), (app) => {
+      app.get('/greet', { config: { cache: { ttl: 60, key: 'greet', vary: ['accept-language'] } } }, async (req) => ({ lang: req.headers['accept-language'] }))
+      app.post('/greet', { config: { cache: { bust: { keys: ['greet'] } } } }, async () => ({ ok: true }))
+    })
+    const greet = (lang: string) => app.inject({ url: '/greet', headers: { 'accept-language': lang } })
+    t.equal((await greet('en')).headers['x-cache'], 'MISS')
+    t.equal((await greet('fr')).headers['x-cache'], 'MISS')
+    t.same((await greet('en')).json(), { lang: 'en' })
+    t.same((await greet('fr')).json(), { lang: 'fr' })
+    t.equal((await greet('fr')).headers['x-cache'], 'HIT')
+    t.equal(await cache.exists('greet'), 1, 'both variants are one entry at the route\'s key')
+
+    await app.inject({ method: 'POST', url: '/greet' })
+    t.equal(await cache.exists('greet'), 0)
+    t.equal((await greet('en')).headers['x-cache'], 'MISS', 'the bust reached the en variant')
+    t.equal((await greet('fr')).headers['x-cache'], 'MISS', 'and the fr one')
+
+    t.equal(await cache.delete('greet'), 1)
+    t.equal((await greet('en')).headers['x-cache'], 'MISS', 'delete reaches the variants too')
   })
-  await app.inject({ url: '/greet', headers: { 'accept-language': 'en' } })
-  await app.inject({ method: 'POST', url: '/greet' })
-  t.equal((await app.inject({ url: '/greet', headers: { 'accept-language': 'en' } })).headers['x-cache'], 'MISS')
+}
+
+t.test('a key stored with the other shape (vary added to a route) is dropped and stored anew', async (t) => {
+  const server = await redis()
+  const { app, cache } = await routeApp(t, onRedis(server), (app) => {
+    app.get('/shape', { config: { cache: { ttl: 60, key: 'shape', vary: ['accept-language'] } } }, async () => ({ ok: true }))
+  })
+  await cache.set('shape', 'a plain value')
+  const first = await app.inject('/shape')
+  t.equal(first.statusCode, 200)
+  t.equal(first.headers['x-cache'], 'BYPASS', 'the read failed on the plain value')
+  await until(async () => (await cache.exists('shape')) === 0, 2000, 'the plain value to be dropped')
+  t.equal((await app.inject('/shape')).headers['x-cache'], 'MISS')
+  t.equal((await app.inject('/shape')).headers['x-cache'], 'HIT')
 })

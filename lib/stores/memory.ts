@@ -7,6 +7,8 @@ import type { CacheStore, RateWindow } from './store'
 interface Item {
   value: Buffer
   expiresAt: number // ms since the epoch; every entry the cache writes has a TTL
+  /** Set for a hash (the variants of a route that varies on request headers). */
+  fields?: Map<string, Buffer>
 }
 
 const SWEEP_INTERVAL_MS = 30_000
@@ -26,12 +28,23 @@ export class MemoryStore implements CacheStore {
     this.sweeper = setInterval(() => this.sweep(), SWEEP_INTERVAL_MS).unref()
   }
 
-  async get (key: string): Promise<Buffer | null> {
-    return this.live(key)?.value ?? null
+  async get (key: string, field?: string): Promise<Buffer | null> {
+    const item = this.live(key)
+    if (item === undefined) return null
+    return field === undefined ? (item.fields === undefined ? item.value : null) : item.fields?.get(field) ?? null
   }
 
-  async set (key: string, value: Buffer, ttl: number, tags: readonly string[]): Promise<void> {
-    this.items.set(key, { value, expiresAt: Date.now() + ttl * 1000 })
+  async set (key: string, value: Buffer, ttl: number, tags: readonly string[], field?: string): Promise<void> {
+    const expiresAt = Date.now() + ttl * 1000
+    if (field === undefined) {
+      this.items.set(key, { value, expiresAt })
+    } else {
+      const existing = this.live(key)
+      const item = existing?.fields === undefined ? { value: Buffer.alloc(0), expiresAt, fields: new Map<string, Buffer>() } : existing
+      item.fields?.set(field, value)
+      item.expiresAt = Math.max(item.expiresAt, expiresAt)
+      this.items.set(key, item)
+    }
     for (const tag of tags) {
       const tagKey = this.layout.tag(tag)
       let members = this.tags.get(tagKey)

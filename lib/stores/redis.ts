@@ -21,6 +21,12 @@ redis.call('SADD', KEYS[1], ARGV[1])
 if redis.call('TTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return 1`)
 
+// Stores one field of a hash; the hash lives at least as long as its freshest field needs.
+const FIELD_SET = lua(`
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+return 1`)
+
 // Takes a tag's members and removes the set in one step, so an entry filed under the tag
 // afterwards lands in a fresh set instead of being lost.
 const TAG_POP = lua(`
@@ -61,19 +67,17 @@ export class RedisStore implements CacheStore {
     return this.client.status === 'ready'
   }
 
-  get (key: string): Promise<Buffer | null> {
-    return this.client.getBuffer(key)
+  get (key: string, field?: string): Promise<Buffer | null> {
+    return field === undefined ? this.client.getBuffer(key) : this.client.hgetBuffer(key, field)
   }
 
-  async set (key: string, value: Buffer, ttl: number, tags: readonly string[]): Promise<void> {
+  async set (key: string, value: Buffer, ttl: number, tags: readonly string[], field?: string): Promise<void> {
+    const write = field === undefined ? this.client.set(key, value, 'EX', ttl) : this.script(FIELD_SET, key, field, value, ttl)
     if (tags.length === 0) {
-      await this.client.set(key, value, 'EX', ttl)
+      await write
       return
     }
-    await Promise.all([
-      this.client.set(key, value, 'EX', ttl),
-      ...tags.map((tag) => this.script(TAG_ADD, this.layout.tag(tag), key, ttl))
-    ])
+    await Promise.all([write, ...tags.map((tag) => this.script(TAG_ADD, this.layout.tag(tag), key, ttl))])
   }
 
   async delete (keys: readonly string[]): Promise<number> {
@@ -151,7 +155,7 @@ export class RedisStore implements CacheStore {
   async close (): Promise<void> {}
 
   /** EVALSHA, loading the script with EVAL when the server does not know it yet. */
-  private async script (script: LuaScript, key: string, ...args: Array<string | number>): Promise<unknown> {
+  private async script (script: LuaScript, key: string, ...args: Array<string | number | Buffer>): Promise<unknown> {
     try {
       return await this.client.evalsha(script.sha, 1, key, ...args)
     } catch (err) {

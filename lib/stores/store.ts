@@ -13,9 +13,16 @@ export interface CacheStore {
   readonly kind: 'memory' | 'redis'
   /** Whether commands can be expected to succeed now. */
   readonly connected: boolean
-  get (key: string): Promise<Buffer | null>
-  /** Stores `value` for `ttl` seconds and files the key under each tag. */
-  set (key: string, value: Buffer, ttl: number, tags: readonly string[]): Promise<void>
+  /**
+   * The value at `key`, or with `field`, one field of the hash at `key` (the variants of a route
+   * that varies on request headers live in one hash, so key-level operations reach them all).
+   */
+  get (key: string, field?: string): Promise<Buffer | null>
+  /**
+   * Stores `value` for `ttl` seconds (with `field`, in the hash at `key`, which then lives at
+   * least `ttl` seconds) and files the key under each tag.
+   */
+  set (key: string, value: Buffer, ttl: number, tags: readonly string[], field?: string): Promise<void>
   delete (keys: readonly string[]): Promise<number>
   exists (keys: readonly string[]): Promise<number>
   expire (key: string, seconds: number): Promise<boolean>
