@@ -1,0 +1,279 @@
+// Cross-instance single-flight and busting with several app instances on one real Redis: a miss
+// seen by many instances at once runs the handler (or getOrSet callback) once; waiters fall back
+// to their own run when the lock holder dies (its lock expires), when their wait runs out, or
+// when the holder's result is not storable. SingleFlight on its own covers the rest.
+import t from 'tap'
+import Fastify, { type FastifyInstance } from 'fastify'
+import fastifyRedisCache from '../index'
+import type { CacheManager } from '../lib/cache'
+import { SingleFlight } from '../lib/single-flight'
+import type { CacheStore } from '../lib/stores/store'
+import type { CacheOptions } from '../types'
+import { captureLogs, rawClient, sleep, uniquePrefix, until } from './helpers/app'
+import { startRedis, type RedisServer } from './helpers/redis-server'
+
+let server: RedisServer
+t.before(async () => { server = await startRedis() })
+t.teardown(() => server?.stop())
+
+interface Fleet {
+  apps: FastifyInstance[]
+  caches: CacheManager[]
+  prefix: string
+  /** Handler runs, over all instances. */
+  runs: () => number
+}
+
+interface Behaviour {
+  delay: number
+  /** What the handler does on its nth run (1-based). */
+  reply?: (run: number, reply: import('fastify').FastifyReply) => unknown
+}
+
+/** `count` app instances sharing one Redis and one prefix, each with the same cached route. */
+async function fleet (t: tap.Test, count: number, options: CacheOptions, behaviour: Behaviour): Promise<Fleet> {
+  const prefix = uniquePrefix('flight')
+  let runs = 0
+  const apps: FastifyInstance[] = []
+  for (let i = 0; i < count; i++) {
+    const logs = captureLogs()
+    const app = Fastify({ logger: { level: 'warn', stream: logs.stream } })
+    t.teardown(() => app.close())
+    await app.register(fastifyRedisCache, { redis: { url: server.url }, prefix, routes: false, ...options })
+    app.get('/report', { config: { cache: { ttl: 60 } } }, async (_request, reply) => {
+      const run = ++runs
+      await sleep(behaviour.delay)
+      return behaviour.reply === undefined ? { report: 'ready', run } : behaviour.reply(run, reply)
+    })
+    app.get('/greeting', { config: { cache: { ttl: 60, vary: ['accept-language'] } } }, async (request) => {
+      ++runs
+      await sleep(behaviour.delay)
+      return { lang: request.headers['accept-language'] }
+    })
+    app.get('/items', { config: { cache: { ttl: 60, namespace: 'items', key: 'list' } } }, async () => ({ items: [...items] }))
+    app.post('/items', { config: { cache: { bust: { namespace: 'items', keys: ['list'] } } } }, async (request) => {
+      items.push((request.body as { name: string }).name)
+      return { ok: true }
+    })
+    await app.ready()
+    apps.push(app)
+  }
+  const items: string[] = ['a']
+  return { apps, caches: apps.map((app) => app.cache as CacheManager), prefix, runs: () => runs }
+}
+
+/** `perInstance` concurrent GETs on every instance. */
+function storm (apps: FastifyInstance[], perInstance: number, url = '/report'): Promise<Array<import('light-my-request').Response>> {
+  return Promise.all(apps.flatMap((app) => Array.from({ length: perInstance }, () => app.inject(url))))
+}
+
+t.test('concurrent misses on three instances run the handler once', async (t) => {
+  const { apps, runs } = await fleet(t, 3, {}, { delay: 300 })
+  const responses = await storm(apps, 5)
+  t.equal(runs(), 1, 'one handler run for 15 requests on 3 instances')
+  t.ok(responses.every((r) => r.statusCode === 200), 'all answered')
+  t.ok(responses.every((r) => r.body === responses[0].body), 'with the same body')
+  const statuses = responses.map((r) => String(r.headers['cache-status']))
+  t.equal(statuses.filter((s) => s.includes('stored')).length, 1, 'one request stored the entry')
+  t.equal(statuses.filter((s) => s.includes('collapsed')).length, 14, 'the others got its result')
+  t.ok(responses.every((r) => r.headers['x-cache'] === 'MISS'))
+  const after = await storm(apps, 1)
+  t.same(after.map((r) => r.headers['x-cache']), ['HIT', 'HIT', 'HIT'])
+  t.equal(runs(), 1)
+})
+
+t.test('a route with vary: one handler run per variant across instances', async (t) => {
+  const { apps, runs } = await fleet(t, 3, {}, { delay: 300 })
+  const langs = apps.flatMap(() => ['en', 'fr', 'en', 'fr'])
+  const responses = await Promise.all(langs.map((lang, i) => apps[Math.floor(i / 4)].inject({ url: '/greeting', headers: { 'accept-language': lang } })))
+  t.equal(runs(), 2, 'one run for each of the two variants')
+  t.ok(responses.every((r, i) => r.statusCode === 200 && r.json().lang === langs[i]), 'each got its own variant')
+})
+
+t.test('getOrSet across instances runs the callback once', async (t) => {
+  const { caches, prefix } = await fleet(t, 3, {}, { delay: 0 })
+  let runs = 0
+  const callback = async (): Promise<{ value: number }> => {
+    runs++
+    await sleep(300)
+    return { value: 42 }
+  }
+  const answers = await Promise.all(caches.flatMap((cache) => [cache.getOrSet('shared', callback), cache.getOrSet('shared', callback)]))
+  t.equal(runs, 1)
+  t.same(answers, Array(6).fill({ value: 42 }))
+  const raw = rawClient(t, server.url)
+  t.same(await raw.keys(`${prefix}:#lock:*`), [], 'the lock is released')
+
+  // A callback that fails releases the lock: the waiters run their own callbacks.
+  let failures = 0
+  const failing = async (): Promise<string> => {
+    failures++
+    await sleep(200)
+    if (failures === 1) throw new Error('first one fails')
+    return 'second'
+  }
+  const first = caches[0].getOrSet('fragile', failing)
+  await until(async () => (await raw.exists(`${prefix}:#lock:${caches[0].redisKey('fragile')}`)) === 1, 2000, 'the lock')
+  const started = Date.now()
+  const others = caches.slice(1).map((cache) => cache.getOrSet('fragile', failing))
+  await t.rejects(first, { message: 'first one fails' })
+  t.same(await Promise.all(others), ['second', 'second'])
+  t.ok(Date.now() - started < 1500, 'without waiting out the lock wait')
+  t.ok(failures >= 2 && failures <= 3, `the waiters ran their own callbacks (${failures} runs)`)
+})
+
+t.test('a lock holder that died: waiters run the handler once its lock expires', async (t) => {
+  const { apps, caches, prefix, runs } = await fleet(t, 3, { lock: { ttl: 5000, wait: 3000 } }, { delay: 20 })
+  const raw = rawClient(t, server.url)
+  // What a crashed holder leaves behind: a lock nobody releases.
+  const lockKey = `${prefix}:#lock:${caches[0].redisKey('/report')}`
+  t.equal(await raw.set(lockKey, 'dead-holder', 'PX', 600, 'NX'), 'OK')
+  const started = Date.now()
+  const responses = await storm(apps, 2)
+  const took = Date.now() - started
+  t.ok(responses.every((r) => r.statusCode === 200), 'all answered')
+  t.ok(took >= 550 && took < 2500, `after the lock expired (${took} ms), well before the wait limit`)
+  t.ok(runs() >= 1 && runs() <= 3, `at most one run per instance (${runs()})`)
+  t.equal(await raw.get(lockKey), null, 'no lock left behind')
+  t.equal((await apps[0].inject('/report')).headers['x-cache'], 'HIT')
+})
+
+t.test('a wait that exceeds lock.wait gives up and runs the handler', async (t) => {
+  const { apps, caches, prefix, runs } = await fleet(t, 2, { lock: { ttl: 5000, wait: 300 } }, { delay: 10 })
+  const raw = rawClient(t, server.url)
+  const lockKey = `${prefix}:#lock:${caches[0].redisKey('/report')}`
+  await raw.set(lockKey, 'stuck-holder', 'PX', 60_000)
+  const started = Date.now()
+  const responses = await storm(apps, 3)
+  const took = Date.now() - started
+  t.ok(responses.every((r) => r.statusCode === 200))
+  t.ok(took >= 280 && took < 1500, `gave up after the wait (${took} ms)`)
+  t.equal(runs(), 2, 'one run per instance (the others collapse in process)')
+  t.equal(await raw.get(lockKey), 'stuck-holder', 'someone else\'s lock is never released by a waiter')
+})
+
+t.test('a holder whose response is not storable: waiters run their own handlers at once', async (t) => {
+  const { apps, caches, prefix, runs } = await fleet(t, 3, { lock: { ttl: 5000, wait: 3000 } }, {
+    delay: 300,
+    reply: (run, reply) => {
+      if (run === 1) reply.header('set-cookie', 'session=1')
+      return { run }
+    }
+  })
+  const raw = rawClient(t, server.url)
+  const lockKey = `${prefix}:#lock:${caches[0].redisKey('/report')}`
+  const started = Date.now()
+  const holder = apps[0].inject('/report')
+  await until(async () => (await raw.exists(lockKey)) === 1, 2000, 'the holder to take the lock')
+  const waiters = Promise.all(apps.slice(1).map((app) => app.inject('/report')))
+  const first = await holder
+  t.equal(first.headers['set-cookie'], 'session=1')
+  t.match(first.headers['cache-status'], /detail=set-cookie/)
+  const rest = await waiters
+  const took = Date.now() - started
+  t.ok(rest.every((r) => r.statusCode === 200 && r.headers['set-cookie'] === undefined), 'they ran their own handlers')
+  t.ok(took < 1500, `without waiting out the lock (${took} ms)`)
+  t.ok(runs() >= 2 && runs() <= 3, `the waiters ran the handler (${runs()} runs)`)
+})
+
+t.test('a holder whose handler fails: waiters run their own handlers', async (t) => {
+  const { apps, caches, prefix, runs } = await fleet(t, 2, { lock: { ttl: 5000, wait: 3000 } }, {
+    delay: 200,
+    reply: (run, reply) => run === 1 ? reply.code(500).send({ error: 'boom' }) : { run }
+  })
+  const raw = rawClient(t, server.url)
+  const lockKey = `${prefix}:#lock:${caches[0].redisKey('/report')}`
+  const started = Date.now()
+  const holder = apps[0].inject('/report')
+  await until(async () => (await raw.exists(lockKey)) === 1, 2000, 'the holder to take the lock')
+  const waiter = apps[1].inject('/report')
+  t.equal((await holder).statusCode, 500)
+  const answer = await waiter
+  t.equal(answer.statusCode, 200)
+  t.ok(Date.now() - started < 1500)
+  t.equal(runs(), 2)
+})
+
+t.test('lock: false: every instance runs its own handler', async (t) => {
+  const { apps, runs } = await fleet(t, 3, { lock: false }, { delay: 150 })
+  const responses = await storm(apps, 2)
+  t.ok(responses.every((r) => r.statusCode === 200))
+  t.equal(runs(), 3, 'once per instance: in-process collapsing only')
+})
+
+t.test('busting on one instance is seen by the others', async (t) => {
+  const { apps } = await fleet(t, 3, {}, { delay: 0 })
+  for (const app of apps) await app.inject('/items')
+  t.same((await storm(apps, 1, '/items')).map((r) => r.headers['x-cache']), ['HIT', 'HIT', 'HIT'])
+  const post = await apps[1].inject({ method: 'POST', url: '/items', payload: { name: 'b' } })
+  t.equal(post.statusCode, 200)
+  const after = await apps[2].inject('/items')
+  t.equal(after.headers['x-cache'], 'MISS', 'the next read anywhere misses')
+  t.same(after.json(), { items: ['a', 'b'] })
+  t.same((await apps[0].inject('/items')).json(), { items: ['a', 'b'] })
+})
+
+t.test('SingleFlight on its own', async (t) => {
+  const calls: string[] = []
+  let mode: 'ok' | 'fail' = 'ok'
+  let locked = 1
+  let entry: Buffer | null = null
+  const store = {
+    kind: 'redis',
+    acquireLock: async () => { calls.push('acquire'); if (mode === 'fail') throw new Error('down'); return false },
+    releaseLock: async () => { calls.push('release'); throw new Error('down') },
+    get: async () => { if (mode === 'fail') throw new Error('down'); return entry },
+    exists: async () => locked
+  } as unknown as CacheStore
+
+  t.test('Redis cannot be asked: the caller does the work', async (t) => {
+    const flight = new SingleFlight(store, 'p:#lock:', { ttl: 1000, wait: 1000 })
+    mode = 'fail'
+    const lease = await flight.acquire('p:ns:k')
+    t.not(lease, null)
+    await lease?.release()
+    t.same(calls, ['acquire'], 'the no-op lease touches nothing')
+    const started = Date.now()
+    t.equal(await flight.waitFor('p:ns:k', () => true), null, 'Redis failing while waiting: do the work')
+    t.ok(Date.now() - started < 200)
+    mode = 'ok'
+    calls.length = 0
+  })
+
+  t.test('a lease releases through the store and never throws', async (t) => {
+    const flight = new SingleFlight({ ...store, acquireLock: async () => true } as unknown as CacheStore, 'p:#lock:', { ttl: 1000, wait: 1000 })
+    const lease = await flight.acquire('p:ns:k')
+    await lease?.release()
+    t.same(calls, ['release'])
+  })
+
+  t.test('polls until a usable entry lands; an unusable one does not count', async (t) => {
+    const flight = new SingleFlight(store, 'p:#lock:', { ttl: 1000, wait: 2000 })
+    t.equal(await flight.acquire('p:ns:k'), null, 'someone else holds the lock')
+    entry = Buffer.from('old')
+    setTimeout(() => { entry = Buffer.from('new') }, 100)
+    const bytes = await flight.waitFor('p:ns:k', (b) => b.toString() === 'new')
+    t.same(bytes, Buffer.from('new'))
+  })
+
+  t.test('wait 0: nothing to wait for', async (t) => {
+    const flight = new SingleFlight(store, 'p:#lock:', { ttl: 1000, wait: 0 })
+    t.equal(await flight.waitFor('p:ns:k', () => false), null)
+  })
+
+  t.test('the lock disappears without an entry: do the work', async (t) => {
+    const flight = new SingleFlight(store, 'p:#lock:', { ttl: 1000, wait: 5000 })
+    entry = null
+    setTimeout(() => { locked = 0 }, 50)
+    const started = Date.now()
+    t.equal(await flight.waitFor('p:ns:k', () => true), null)
+    t.ok(Date.now() - started < 1000)
+  })
+
+  t.test('the memory store has nobody to coordinate with', async (t) => {
+    const flight = new SingleFlight({ ...store, kind: 'memory' } as unknown as CacheStore, 'p:#lock:', { ttl: 1000, wait: 1000 })
+    const lease = await flight.acquire('p:ns:k')
+    t.not(lease, null)
+    await lease?.release()
+  })
+})

@@ -1,0 +1,226 @@
+// Stale serving (RFC 5861) against a real Redis: staleWhileRevalidate and staleIfError on
+// getOrSet and on cached routes, and the maximum entry size. The clock is moved forward (Date.now
+// only) to age entries past their ttl; Redis keeps them by its own clock for ttl + the window.
+import t from 'tap'
+import Fastify, { type FastifyInstance } from 'fastify'
+import fastifyRedisCache from '../index'
+import type { CacheManager } from '../lib/cache'
+import type { CacheOptions } from '../types'
+import { captureLogs, type Logs, rawClient, sleep, uniquePrefix, until } from './helpers/app'
+import { startRedis, type RedisServer } from './helpers/redis-server'
+
+let server: RedisServer
+t.before(async () => { server = await startRedis() })
+t.teardown(() => server?.stop())
+
+/** Moves Date.now forward for one test; timers keep real time. */
+function clock (t: tap.Test): { advance: (seconds: number) => void } {
+  const realNow = Date.now
+  let offset = 0
+  Date.now = () => realNow() + offset
+  t.teardown(() => { Date.now = realNow })
+  return { advance: (seconds) => { offset += seconds * 1000 } }
+}
+
+interface App {
+  app: FastifyInstance
+  cache: CacheManager
+  logs: Logs
+}
+
+async function app (t: tap.Test, options: CacheOptions = {}, routes?: (app: FastifyInstance) => void): Promise<App> {
+  const logs = captureLogs()
+  const instance = Fastify({ logger: { level: 'warn', stream: logs.stream } })
+  t.teardown(() => instance.close())
+  await instance.register(fastifyRedisCache, { redis: { url: server.url }, prefix: uniquePrefix('stale'), routes: false, ...options })
+  routes?.(instance)
+  await instance.ready()
+  return { app: instance, cache: instance.cache as CacheManager, logs }
+}
+
+/** A callback that counts its runs and answers after `ms`. */
+function counted<T> (ms: number, answer: () => T): { run: () => Promise<T>, runs: () => number } {
+  let runs = 0
+  return {
+    run: async () => {
+      runs++
+      await sleep(ms)
+      return answer()
+    },
+    runs: () => runs
+  }
+}
+
+t.test('getOrSet staleWhileRevalidate: the old value at once, one background refresh', async (t) => {
+  const time = clock(t)
+  const { cache } = await app(t)
+  const opts = { ttl: 10, staleWhileRevalidate: 30 }
+  t.equal(await cache.getOrSet('k', () => 'v1', opts), 'v1')
+  t.equal(await cache.ttl('k'), 40, 'Redis keeps it for ttl + the window')
+
+  time.advance(11)
+  let version = 2
+  const refresh = counted(150, () => `v${version}`)
+  const started = Date.now()
+  const answers = await Promise.all(Array.from({ length: 5 }, () => cache.getOrSet('k', refresh.run, opts)))
+  t.same(answers, ['v1', 'v1', 'v1', 'v1', 'v1'], 'the stale value for every caller')
+  t.ok(Date.now() - started < 100, 'without waiting for the refresh')
+  t.equal(await cache.getOrSet('k', refresh.run, opts), 'v1', 'still stale while the refresh runs')
+  t.equal(await cache.get('k'), null, 'get does not return a value past its ttl')
+  await until(async () => (await cache.get('k')) === 'v2', 3000, 'the refreshed value')
+  t.equal(refresh.runs(), 1, 'one refresh for all of them')
+  t.equal(await cache.getOrSet('k', refresh.run, opts), 'v2', 'fresh again')
+
+  // A refresh that fails keeps the stale value, and the next call tries again.
+  time.advance(11)
+  const broken = counted(10, () => { throw new Error('backend down') })
+  t.equal(await cache.getOrSet('k', broken.run, opts), 'v2')
+  await until(() => broken.runs() === 1, 2000, 'the failed refresh')
+  await sleep(30)
+  t.equal(await cache.getOrSet('k', broken.run, opts), 'v2', 'still the stale value')
+  await until(() => broken.runs() === 2, 2000, 'another refresh attempt')
+
+  // Past the window the callback runs in the foreground.
+  time.advance(31)
+  version = 3
+  t.equal(await cache.getOrSet('k', refresh.run, opts), 'v3')
+})
+
+t.test('getOrSet staleIfError: the old value when the callback fails within the window', async (t) => {
+  const time = clock(t)
+  const { cache, logs } = await app(t)
+  const opts = { ttl: 10, staleIfError: 60 }
+  t.same(await cache.getOrSet('e', () => ({ n: 1 }), opts), { n: 1 })
+  t.same(await cache.getOrSet('e', () => ({ n: 1 }), opts), { n: 1 })
+  time.advance(11)
+  const fail = (): never => { throw new Error('backend down') }
+  t.same(await cache.getOrSet('e', fail, opts), { n: 1 }, 'stale value instead of the error')
+  t.equal(logs.find('serving the stale value').length, 1, 'logged')
+  t.same(await cache.getOrSet('e', () => ({ n: 2 }), opts), { n: 2 }, 'a working callback replaces it')
+  time.advance(11 + 61)
+  await t.rejects(cache.getOrSet('e', fail, opts), { message: 'backend down' }, 'past the window the error is thrown')
+  await t.rejects(cache.getOrSet('never', fail, opts), { message: 'backend down' }, 'nothing stale: the error is thrown')
+})
+
+t.test('getOrSet with both windows: revalidate first, then stale-if-error', async (t) => {
+  const time = clock(t)
+  const { cache } = await app(t)
+  const opts = { ttl: 10, staleWhileRevalidate: 5, staleIfError: 60 }
+  await cache.getOrSet('b', () => 'v1', opts)
+  t.equal(await cache.ttl('b'), 70, 'kept for the longer window')
+  time.advance(20)
+  t.equal(await cache.getOrSet('b', () => { throw new Error('down') }, opts), 'v1', 'past revalidate, within stale-if-error')
+})
+
+t.test('route staleIfError: an expired Redis entry is served when the handler fails', async (t) => {
+  const time = clock(t)
+  let mode: 'ok' | 'throw' | '503' = 'ok'
+  let runs = 0
+  const { app: instance, cache } = await app(t, {}, (app) => {
+    app.get('/sie', { config: { cache: { ttl: 10, staleIfError: 30 } } }, async (_request, reply) => {
+      runs++
+      if (mode === 'throw') throw new Error('database down')
+      if (mode === '503') return reply.code(503).send({ error: 'unavailable' })
+      return { version: runs }
+    })
+  })
+  const first = await instance.inject('/sie')
+  t.equal(first.headers['x-cache'], 'MISS')
+  t.same(first.json(), { version: 1 })
+  t.equal((await instance.inject('/sie')).headers['x-cache'], 'HIT')
+  t.equal(await cache.exists('/sie'), 1, 'the entry lives in Redis')
+  await sleep(50)
+
+  time.advance(11)
+  mode = 'throw'
+  const stale = await instance.inject('/sie')
+  t.equal(stale.statusCode, 200, 'not the 500')
+  t.equal(stale.headers['x-cache'], 'STALE')
+  t.match(stale.headers['cache-status'], /fwd=stale; detail=error/)
+  t.same(stale.json(), { version: 1 })
+  t.match(stale.headers['content-type'], /application\/json/)
+  t.equal(runs, 2, 'the handler ran and failed')
+
+  mode = '503'
+  const again = await instance.inject('/sie')
+  t.equal(again.statusCode, 200, 'a 5xx reply is covered too')
+  t.equal(again.headers['x-cache'], 'STALE')
+
+  mode = 'ok'
+  const fresh = await instance.inject('/sie')
+  t.equal(fresh.headers['x-cache'], 'MISS', 'a working handler replaces the entry')
+  t.same(fresh.json(), { version: 4 })
+  // Until its write (and lock release) lands, the request that stored an entry lends it to
+  // later requests: the clock jump below must not make one of those look late.
+  await until(async () => (await instance.inject('/sie')).headers['x-cache'] === 'HIT', 2000, 'the stored entry')
+  await sleep(50)
+
+  time.advance(11 + 31)
+  mode = 'throw'
+  const late = await instance.inject('/sie')
+  t.equal(late.statusCode, 500, 'past the window the failure goes through')
+  t.equal(late.headers['x-cache'], 'MISS')
+})
+
+t.test('route staleWhileRevalidate: STALE at once, one background refresh, then HIT', async (t) => {
+  const time = clock(t)
+  let runs = 0
+  const { app: instance } = await app(t, {}, (app) => {
+    app.get('/swr', { config: { cache: { ttl: 10, staleWhileRevalidate: 30 } } }, async () => {
+      runs++
+      await sleep(100)
+      return { version: runs }
+    })
+  })
+  t.same((await instance.inject('/swr')).json(), { version: 1 })
+  await until(async () => (await instance.inject('/swr')).headers['x-cache'] === 'HIT', 2000, 'the stored entry')
+  await sleep(50)
+  time.advance(11)
+  const started = Date.now()
+  const stale = await Promise.all(Array.from({ length: 5 }, () => instance.inject('/swr')))
+  t.ok(Date.now() - started < 100, 'answered without waiting for the handler')
+  t.same(stale.map((r) => r.headers['x-cache']), ['STALE', 'STALE', 'STALE', 'STALE', 'STALE'])
+  t.same(stale.map((r) => r.json()), Array(5).fill({ version: 1 }))
+  // Waiting without requests: a request that read the stale entry just before the refresh
+  // landed would start another one.
+  await until(() => runs === 2, 3000, 'the background refresh')
+  await sleep(200)
+  const hit = await instance.inject('/swr')
+  t.equal(hit.headers['x-cache'], 'HIT')
+  t.same(hit.json(), { version: 2 })
+  t.equal(runs, 2, 'one background refresh')
+})
+
+t.test('maxEntrySize: larger entries are not stored, and are counted', async (t) => {
+  const { app: instance, cache, logs } = await app(t, { maxEntrySize: 600, compression: { threshold: 256 } }, (app) => {
+    app.get('/big', { config: { cache: { ttl: 60, compress: false } } }, async () => ({ data: 'b'.repeat(2000) }))
+    app.get('/small', { config: { cache: { ttl: 60 } } }, async () => ({ data: 's'.repeat(100) }))
+  })
+  const raw = rawClient(t, server.url)
+  const big = 'x'.repeat(2000)
+  t.equal(await cache.set('big', big, { compress: false }), false, 'not stored')
+  t.equal(await raw.exists(cache.redisKey('big')), 0, 'nothing in Redis')
+  t.equal(cache.getStatistics().oversized, 1)
+  t.equal(logs.find('larger than maxEntrySize').length, 1, 'logged')
+  t.equal(await cache.set('zipped', big), true, 'the size counts after compression')
+  t.equal(await cache.get('zipped'), big)
+
+  let runs = 0
+  t.equal(await cache.getOrSet('gos', () => { runs++; return big }, { compress: false }), big, 'getOrSet still answers')
+  t.equal(await cache.getOrSet('gos', () => { runs++; return big }, { compress: false }), big)
+  t.equal(runs, 2, 'but stores nothing')
+  t.equal(cache.getStatistics().oversized, 3)
+
+  for (let i = 0; i < 2; i++) {
+    const res = await instance.inject('/big')
+    t.equal(res.statusCode, 200)
+    t.equal(res.headers['x-cache'], 'MISS', 'never a hit')
+    t.equal(res.json().data.length, 2000, 'the whole body')
+  }
+  // The second request may have been lent the first one's response while its write was on its
+  // way (and refused): then it stored nothing itself.
+  t.ok(cache.getStatistics().oversized >= 4, 'the route\'s entries were counted')
+  t.equal(await cache.exists('/big'), 0)
+  await instance.inject('/small')
+  t.equal((await instance.inject('/small')).headers['x-cache'], 'HIT', 'smaller ones are')
+})
