@@ -45,7 +45,10 @@ export function createClient (resolved: Exclude<ResolvedRedis, { kind: 'memory' 
       redisOptions: { ...clientDefaults(commandTimeout), ...redisOptions }
     })
   }
-  const options = { ...clientDefaults(commandTimeout), ...resolved.options }
+  // With Sentinel, follow a failover as soon as the sentinels announce it, not when the old
+  // master finally refuses writes.
+  const sentinel = resolved.options.sentinels === undefined ? {} : { failoverDetector: true }
+  const options = { ...clientDefaults(commandTimeout), ...sentinel, ...resolved.options }
   return resolved.url === undefined ? new Redis(options) : new Redis(resolved.url, options)
 }
 

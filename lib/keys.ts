@@ -23,6 +23,10 @@ export function validateKey (key: unknown): string {
   if (key.length * 3 > MAX_KEY_BYTES && Buffer.byteLength(key) > MAX_KEY_BYTES) {
     throw new CacheKeyError(`Cache key must be at most ${MAX_KEY_BYTES} bytes (got ${Buffer.byteLength(key)})`)
   }
+  // A lone surrogate has no UTF-8 form: two different ones would become the same Redis key.
+  if (!key.isWellFormed()) {
+    throw new CacheKeyError('Cache key must be well-formed Unicode (it has a lone surrogate)')
+  }
   return key
 }
 

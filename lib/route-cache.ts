@@ -15,7 +15,7 @@ import type {
 } from 'fastify'
 import type { RouteCacheBustOptions, RouteCacheOptions } from '../types'
 import type { CacheManager } from './cache'
-import { CacheConfigError, RedisConnectionError } from './errors'
+import { CacheConfigError, CacheDeserializationError, RedisConnectionError } from './errors'
 import { DecodedEntries, decodeEntry, encodeHead, etagMatches, type HttpEntry, strongEtag } from './http-entry'
 import { boundedKey, DEFAULT_NAMESPACE, defaultRouteKey, validateKey, validateNamespace, validateStaleSeconds, validateTags } from './keys'
 import { ENCODING_GZIP, isFreshBytes, KIND_RESPONSE } from './serializer'
@@ -154,7 +154,7 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
           bypass(state, 'fwd=bypass; detail=unavailable')
           return
         }
-        const entry = bytes === null ? null : readEntry(bytes, state)
+        const entry = bytes === null ? null : readEntry(bytes, state, route)
         if (entry !== null) {
           const age = Date.now() - entry.envelope.storedAt
           const fresh = entry.envelope.freshFor * 1000
@@ -185,7 +185,7 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
       const running = flights.get(state.entryId)
       if (running !== undefined && !isRefresh) {
         const bytes = await waitFor(running.promise)
-        const entry = bytes === null ? null : readEntry(bytes, state)
+        const entry = bytes === null ? null : readEntry(bytes, state, route)
         if (entry !== null) return sendEntry(request, reply, entry, 'MISS', 'fwd=uri-miss; collapsed')
         // The request ahead produced nothing storable, or took too long: run the handler.
         return
@@ -198,7 +198,7 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
         return
       }
       const bytes = await cache.flight.waitFor(state.fullKey, isFreshBytes, state.field)
-      const entry = bytes === null ? null : readEntry(bytes, state)
+      const entry = bytes === null ? null : readEntry(bytes, state, route)
       if (entry !== null) {
         state.flight = null
         flight.settle(bytes)
@@ -268,8 +268,9 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
         // Not awaited: the response does not depend on it, and the write is queued on the same
         // connection ahead of any later read, so the next request already sees it.
         const stored = cache.storeBytes(state.fullKey, bytes, route.keepFor, tags, state.field).catch(() => {}).finally(() => lease?.release())
+        // Waiters get the response either way; only an entry within maxEntrySize is stored.
         flight?.settle(bytes, stored)
-        decided(request, reply, 'MISS', `${state.status}; stored`)
+        decided(request, reply, 'MISS', `${state.status}; ${bytes.length > cache.maxEntrySize ? 'detail=size' : 'stored'}`)
       } else {
         flight?.settle(null)
         lease?.release()
@@ -336,11 +337,13 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
   }
 
   /** Reads a stored response; an unreadable one is a miss: deleted, counted, logged. */
-  function readEntry (bytes: Buffer, state: RequestState): HttpEntry | null {
+  function readEntry (bytes: Buffer, state: RequestState, route: CompiledRoute): HttpEntry | null {
     const known = decoded.get(state.entryId, bytes)
     if (known !== undefined) return known
     try {
       const entry = decodeEntry(bytes)
+      // A status this route never stores is forged or stale bytes, not an answer to replay.
+      if (!route.statuses.has(entry.status)) throw new CacheDeserializationError(`Stored response has status ${entry.status}, which this route does not store`)
       decoded.remember(state.entryId, entry)
       return entry
     } catch (err) {

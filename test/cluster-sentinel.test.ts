@@ -82,9 +82,10 @@ async function app (t: tap.Test, sentinelPort: number): Promise<{ app: FastifyIn
     instance.redis.cache.disconnect()
   })
   await instance.register(fastifyRedisCache, {
-    // failoverDetector: the client follows Sentinel's +switch-master at once; without it, it
-    // stays on the demoted master until Sentinel reconfigures that one (about 10 s here).
-    redis: { sentinels: [{ host: HOST, port: sentinelPort }], name: NAME, failoverDetector: true },
+    // The plugin turns on ioredis's failoverDetector for Sentinel: the client follows
+    // +switch-master at once; without it, it stays on the demoted master until Sentinel
+    // reconfigures that one (about 10 s here).
+    redis: { sentinels: [{ host: HOST, port: sentinelPort }], name: NAME },
     prefix: uniquePrefix('sentinel'),
     routes: false,
     commandTimeout: 300,

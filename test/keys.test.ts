@@ -44,7 +44,9 @@ t.test('validateKey', async (t) => {
     [Symbol('s'), /got symbol\)/],
     ['a'.repeat(1025), /at most 1024 bytes \(got 1025\)/],
     ['€'.repeat(342), /at most 1024 bytes \(got 1026\)/],
-    ['😀'.repeat(257), /at most 1024 bytes \(got 1028\)/]
+    ['😀'.repeat(257), /at most 1024 bytes \(got 1028\)/],
+    ['a\ud800', /well-formed Unicode/],
+    ['\udc00b', /well-formed Unicode/]
   ]
   for (const [key, message] of bad) {
     t.throws(() => validateKey(key), { name: 'CacheKeyError', message }, String(typeof key === 'string' ? key.slice(0, 5) : typeof key))

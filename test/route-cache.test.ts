@@ -835,7 +835,8 @@ t.test('unreadable entries are misses: deleted, counted, never a 5xx', async (t)
     ['a value, not a response', cache.codec.encode(Buffer.from('"v"'), 0, 60, false).bytes],
     ['a truncated head', valid.subarray(0, 20)],
     ['a bad status', cache.codec.encode(Buffer.from(''), KIND_RESPONSE, 60, false, encodeHeadText('abc')).bytes],
-    ['a malformed header', cache.codec.encode(Buffer.from(''), KIND_RESPONSE, 60, false, encodeHeadText('200\nno colon')).bytes]
+    ['a malformed header', cache.codec.encode(Buffer.from(''), KIND_RESPONSE, 60, false, encodeHeadText('200\nno colon')).bytes],
+    ['a status the route never stores (its statuses are [201])', valid]
   ]
   for (const [what, bytes] of corrupt) {
     await raw.set(key, bytes)
