@@ -76,3 +76,22 @@ export async function buildApp (cacheOptions: CacheOptions = {}, serverOptions: 
 
   return app
 }
+
+export interface ServerSettings {
+  port: number
+  host: string
+  logLevel: string
+}
+
+/** What `npm start` takes from the environment: PORT (3000), HOST (127.0.0.1), LOG_LEVEL (info). */
+export function serverSettings (env: NodeJS.ProcessEnv): ServerSettings {
+  return { port: Number(env.PORT ?? 3000), host: env.HOST ?? '127.0.0.1', logLevel: env.LOG_LEVEL ?? 'info' }
+}
+
+/** The line the demo logs at start: where it listens and which store the cache runs on. */
+export function startupMessage (app: FastifyInstance, settings: ServerSettings, env: NodeJS.ProcessEnv): string {
+  const store = app.cache.getStatistics().store === 'redis'
+    ? `Redis (${env.REDIS_URL ?? env.REDIS_HOST})`
+    : 'in-process memory (set REDIS_URL to use Redis)'
+  return `demo items API on http://${settings.host}:${settings.port}/items, cache store: ${store}`
+}

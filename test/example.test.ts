@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { join } from 'node:path'
 import t from 'tap'
-import { buildApp } from '../example/app'
+import { buildApp, serverSettings, startupMessage } from '../example/app'
 import { freePort, startRedis } from './helpers/redis-server'
 
 for (const store of ['memory', 'redis'] as const) {
@@ -16,6 +16,13 @@ for (const store of ['memory', 'redis'] as const) {
       await redis?.stop()
     })
     t.equal(app.cache.getStatistics().store, store)
+    const settings = serverSettings({})
+    t.same(settings, { port: 3000, host: '127.0.0.1', logLevel: 'info' })
+    t.equal(
+      startupMessage(app, settings, { REDIS_URL: redis?.url }),
+      `demo items API on http://127.0.0.1:3000/items, cache store: ${redis === undefined ? 'in-process memory (set REDIS_URL to use Redis)' : `Redis (${redis.url})`}`
+    )
+    t.same(serverSettings({ PORT: '8080', HOST: '0.0.0.0', LOG_LEVEL: 'warn' }), { port: 8080, host: '0.0.0.0', logLevel: 'warn' })
 
     const first = await app.inject('/items')
     t.equal(first.headers['x-cache'], 'MISS')

@@ -5,11 +5,12 @@ import { createHash } from 'node:crypto'
 import { Readable } from 'node:stream'
 import { gunzipSync, gzipSync } from 'node:zlib'
 import t from 'tap'
-import type { FastifyInstance, RouteOptions } from 'fastify'
+import Fastify, { type FastifyInstance, type RouteOptions } from 'fastify'
+import fastifyRedisCache from '../index'
 import { CacheConfigError, CacheDeserializationError, CacheSerializationError } from '../lib/errors'
 import { Codec, KIND_RESPONSE } from '../lib/serializer'
-import { decodeEntry, encodeHead, etagMatches, strongEtag } from '../lib/http-entry'
-import { rawClient, until } from './helpers/app'
+import { DecodedEntries, decodeEntry, encodeHead, etagMatches, type HttpEntry, strongEtag } from '../lib/http-entry'
+import { captureLogs, LEVEL, rawClient, until } from './helpers/app'
 import { listen, onRedis, rawRequest, routeApp, sharedRedis } from './helpers/route-app'
 
 const redis = sharedRedis(t)
@@ -1013,4 +1014,51 @@ t.test('http-entry: the stored head, its checks, and validators', async (t) => {
   t.ok(etagMatches(`"x", "y",${etag}`, etag))
   t.notOk(etagMatches('"x", "y"', etag))
   t.notOk(etagMatches('', etag))
+})
+
+t.test('DEBUG=true logs every route cache decision, early replies included', async (t) => {
+  const logs = captureLogs()
+  const app = Fastify({ logger: { level: 'info', stream: logs.stream } })
+  t.teardown(() => app.close())
+  process.env.DEBUG = 'true'
+  t.teardown(() => { delete process.env.DEBUG })
+  await app.register(fastifyRedisCache, { redis: false, routes: false })
+  app.get('/d', {
+    onRequest: async (request, reply) => { if (request.headers['x-deny'] !== undefined) return reply.code(401).send({ denied: true }) },
+    config: { cache: { ttl: 60 } }
+  }, async () => ({ ok: true }))
+  await app.inject('/d')
+  await app.inject('/d')
+  await app.inject({ url: '/d', headers: { 'x-deny': '1' } })
+  const decisions = logs.find('route cache decision', LEVEL.debug)
+  t.same(decisions.map((line) => line.outcome), ['MISS', 'HIT', 'BYPASS'])
+  t.equal(decisions[0].key, 'cache:default:/d')
+  t.equal(decisions[2].key, undefined, 'the early reply came before any key was made')
+})
+
+t.test('decoded entries are bounded in entries and bytes, oldest first', async (t) => {
+  const codec = new Codec(undefined, { enabled: true, threshold: 1, level: 1 })
+  const stored = (body: string): Buffer => codec.encode(Buffer.from(body), KIND_RESPONSE, 60, undefined, encodeHead(200, {})).bytes
+  const entries = new DecodedEntries(2, 10_000)
+  const a = stored('a'.repeat(100))
+  const b = stored('b'.repeat(100))
+  const c = stored('c'.repeat(300))
+  entries.remember('a', decodeEntry(a))
+  entries.remember('b', decodeEntry(b))
+  t.ok(entries.get('a', a))
+  entries.remember('c', decodeEntry(c))
+  t.equal(entries.get('a', a), undefined, 'the oldest went past maxEntries')
+  t.ok(entries.get('b', b))
+  t.equal(entries.get('b', c), undefined, 'another version of the bytes is not the one decoded')
+  t.equal(entries.plainBody('c', entries.get('c', c) as HttpEntry).toString(), 'c'.repeat(300))
+
+  const small = new DecodedEntries(10, 150)
+  const big = stored('x'.repeat(1000))
+  const entry = decodeEntry(big)
+  small.remember('big', entry)
+  t.ok(small.get('big', big), 'its stored (gzipped) size fits')
+  t.equal(small.plainBody('big', entry).length, 1000, 'the gunzipped body is still handed out')
+  t.equal(small.get('big', big), undefined, 'but it pushed the entry past maxBytes')
+  const loose = decodeEntry(stored('y'.repeat(50)))
+  t.equal(small.plainBody('not remembered', loose).toString(), 'y'.repeat(50), 'an entry not remembered is gunzipped too')
 })

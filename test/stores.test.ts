@@ -49,6 +49,20 @@ t.test('memory store', async (t) => {
     t.equal(await store.expire('m:ns:a', 10), false, 'nor can it be revived')
   })
 
+  t.test('hash fields (the variants of a route with vary) and plain values do not mix', async (t) => {
+    const store = memory(t)
+    await store.set('plain', Buffer.from('p'), 60, [])
+    await store.set('hash', Buffer.from('a'), 60, [], 'a')
+    await store.set('hash', Buffer.from('b'), 30, [], 'b')
+    t.equal(String(await store.get('hash', 'a')), 'a')
+    t.equal(String(await store.get('hash', 'b')), 'b')
+    t.equal(await store.get('hash', 'c'), null)
+    t.equal(await store.get('hash'), null, 'a hash read as a plain value is a miss')
+    t.equal(await store.get('plain', 'a'), null, 'a plain value read as a hash is a miss')
+    t.equal(await store.ttl('hash'), 60, 'the hash lives as long as its longest field')
+    t.equal(await store.delete(['hash']), 1, 'one key for all its fields')
+  })
+
   t.test('expire and ttl', async (t) => {
     const time = clock(t)
     const store = memory(t)
