@@ -23,6 +23,7 @@ for (const store of ['memory', 'redis'] as const) {
       `demo items API on http://127.0.0.1:3000/items, cache store: ${redis === undefined ? 'in-process memory (set REDIS_URL to use Redis)' : `Redis (${redis.url})`}`
     )
     t.same(serverSettings({ PORT: '8080', HOST: '0.0.0.0', LOG_LEVEL: 'warn' }), { port: 8080, host: '0.0.0.0', logLevel: 'warn' })
+    if (redis !== undefined) t.match(startupMessage(app, settings, { REDIS_HOST: 'redis.internal' }), /cache store: Redis \(redis\.internal\)$/)
 
     const first = await app.inject('/items')
     t.equal(first.headers['x-cache'], 'MISS')
