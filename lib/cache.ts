@@ -29,7 +29,7 @@ import {
 import { type Codec, type Envelope, isFresh, isFreshBytes, KIND_VALUE } from './serializer'
 import { type LockSettings, SingleFlight } from './single-flight'
 import type { Statistics } from './statistics'
-import type { CacheStore } from './stores/store'
+import { type CacheStore, unknownInfo } from './stores/store'
 
 export interface CacheManagerOptions {
   store: CacheStore
@@ -226,21 +226,15 @@ export class CacheManager implements FastifyCache {
   }
 
   async info (): Promise<CacheInfo> {
+    return this.readInfo(this.throwOnError)
+  }
+
+  /** `info` with its own failure policy: the management routes answer while Redis is down. */
+  async readInfo (throwOnError: boolean): Promise<CacheInfo> {
     try {
       return await this.store.info()
     } catch (err) {
-      return this.failed(err, 'info', '', {
-        store: this.store.kind,
-        redisVersion: null,
-        usedMemory: null,
-        usedMemoryHuman: null,
-        connectedClients: null,
-        evictedKeys: null,
-        expiredKeys: null,
-        keyspaceHits: null,
-        keyspaceMisses: null,
-        uptimeSeconds: null
-      })
+      return this.failed(err, 'info', '', unknownInfo(this.store.kind), throwOnError)
     }
   }
 

@@ -9,7 +9,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import type { FastifyError, FastifyPluginAsync, FastifyReply, FastifyRequest, FastifySchema, preHandlerHookHandler } from 'fastify'
-import type { CacheInfo } from '../types'
 import type { CacheManager } from './cache'
 import { DASHBOARD_CSP, DASHBOARD_HTML } from './dashboard'
 import { cacheErrorHandler } from './error-handler'
@@ -152,26 +151,6 @@ export function bearerChecker (token: string): (authorization: string | undefine
   }
 }
 
-async function safeInfo (cache: CacheManager): Promise<CacheInfo> {
-  try {
-    return await cache.info()
-  } catch {
-    // With throwOnError the failure was already counted and logged by the cache.
-    return {
-      store: cache.store.kind,
-      redisVersion: null,
-      usedMemory: null,
-      usedMemoryHuman: null,
-      connectedClients: null,
-      evictedKeys: null,
-      expiredKeys: null,
-      keyspaceHits: null,
-      keyspaceMisses: null,
-      uptimeSeconds: null
-    }
-  }
-}
-
 /** The Redis client's state (ioredis `status`), looking through store wrappers; `ready` for memory. */
 export function connectionStatus (store: CacheStore): string {
   if (store instanceof RedisStore) return store.client.status
@@ -254,7 +233,7 @@ const protectedRoutes: FastifyPluginAsync<ManagementOptions> = async function pr
       response: { 200: StatsReplySchema, ...unauthorized }
     })
   }, async () => {
-    const info = await safeInfo(cache)
+    const info = await cache.readInfo(false)
     return {
       statistics: cache.getStatistics(),
       redis: { ...info, connected: cache.store.connected, status: connectionStatus(cache.store) }
@@ -332,7 +311,7 @@ const protectedRoutes: FastifyPluginAsync<ManagementOptions> = async function pr
       }
     })
   }, async (_request, reply) => {
-    const info = await safeInfo(cache)
+    const info = await cache.readInfo(false)
     const text = renderMetrics({ statistics: cache.getStatistics(), info, connected: cache.store.connected })
     return reply.type(METRICS_CONTENT_TYPE).send(text)
   })

@@ -2,7 +2,7 @@
 // (TTL, namespaces, clear, tags, rate-limit windows) for one process only.
 import type { CacheInfo } from '../../types'
 import type { KeyLayout } from '../keys'
-import type { CacheStore, RateWindow } from './store'
+import { type CacheStore, type RateWindow, unknownInfo } from './store'
 
 interface Item {
   value: Buffer
@@ -135,18 +135,7 @@ export class MemoryStore implements CacheStore {
   async info (): Promise<CacheInfo> {
     let usedMemory = 0
     for (const [key, item] of this.items) usedMemory += key.length + item.value.length
-    return {
-      store: 'memory',
-      redisVersion: null,
-      usedMemory,
-      usedMemoryHuman: null,
-      connectedClients: null,
-      evictedKeys: null,
-      expiredKeys: null,
-      keyspaceHits: null,
-      keyspaceMisses: null,
-      uptimeSeconds: null
-    }
+    return { ...unknownInfo('memory'), usedMemory }
   }
 
   async close (): Promise<void> {

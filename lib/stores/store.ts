@@ -9,6 +9,22 @@ export interface RateWindow {
   resetMs: number
 }
 
+/** Server information where the store cannot tell (the memory store, Redis down). */
+export function unknownInfo (store: CacheInfo['store']): CacheInfo {
+  return {
+    store,
+    redisVersion: null,
+    usedMemory: null,
+    usedMemoryHuman: null,
+    connectedClients: null,
+    evictedKeys: null,
+    expiredKeys: null,
+    keyspaceHits: null,
+    keyspaceMisses: null,
+    uptimeSeconds: null
+  }
+}
+
 export interface CacheStore {
   readonly kind: 'memory' | 'redis'
   /** Whether commands can be expected to succeed now. */
