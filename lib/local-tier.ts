@@ -1,4 +1,4 @@
-// The local tier: an in-process LRU of stored bytes in front of Redis, for hot entries.
+// The local tier: an in-process cache of stored bytes in front of Redis (CLOCK eviction, close to LRU), for hot entries.
 //
 // Coherence: every change made through any instance (set, delete, expire, bust, clear, tag
 // invalidation) is published on `${prefix}:#invalidate`, and every instance drops the named
@@ -24,6 +24,8 @@ export interface LocalTierOptions {
 interface LocalEntry {
   bytes: Buffer
   expiresAt: number
+  /** Hit since it was last queued: spared once at eviction time (second chance). */
+  used: boolean
 }
 
 // What an entry costs beyond its key and bytes, so that maxBytes bounds the process's memory and
@@ -33,7 +35,11 @@ interface LocalEntry {
 // entries of about 400 bytes): about 900 bytes.
 const ENTRY_OVERHEAD_BYTES = 1024
 
-/** A bounded LRU: Map iteration order is insertion order, so a hit re-inserts its entry last. */
+/**
+ * A bounded cache with CLOCK (second-chance) eviction, close to LRU: Map iteration order is
+ * insertion order, a hit only marks its entry, and eviction re-queues marked entries instead of
+ * dropping them. A hit costs a flag, not a Map delete and insert.
+ */
 export class LocalTier {
   private readonly entries = new Map<string, LocalEntry>()
   private readonly options: LocalTierOptions
@@ -56,8 +62,7 @@ export class LocalTier {
       this.delete(key)
       return undefined
     }
-    this.entries.delete(key)
-    this.entries.set(key, entry)
+    entry.used = true
     return entry.bytes
   }
 
@@ -71,12 +76,18 @@ export class LocalTier {
     if (size > this.options.maxBytes) return
     const freshUntil = bytes.readUIntBE(3, 6) + bytes.readUInt32BE(9) * 1000
     const expiresAt = Math.min(freshUntil, Date.now() + this.options.ttl * 1000)
-    this.entries.set(key, { bytes: ownCopy(bytes), expiresAt })
+    this.entries.set(key, { bytes: ownCopy(bytes), expiresAt, used: false })
     this.bytes += size
     while (this.entries.size > this.options.maxEntries || this.bytes > this.options.maxBytes) {
-      const oldest = this.entries.keys().next().value as string
-      this.delete(oldest)
-      this.stats.evictions++
+      const [oldest, candidate] = this.entries.entries().next().value as [string, LocalEntry]
+      this.entries.delete(oldest)
+      if (candidate.used) {
+        candidate.used = false
+        this.entries.set(oldest, candidate)
+      } else {
+        this.bytes -= cost(oldest, candidate.bytes)
+        this.stats.evictions++
+      }
     }
   }
 

@@ -19,6 +19,7 @@ import { CacheConfigError, CacheDeserializationError, RedisConnectionError } fro
 import { DecodedEntries, decodeEntry, encodeHead, etagMatches, type HttpEntry, strongEtag } from './http-entry'
 import { boundedKey, DEFAULT_NAMESPACE, defaultRouteKey, validateKey, validateNamespace, validateStaleSeconds, validateTags } from './keys'
 import { ENCODING_GZIP, isFreshBytes, KIND_RESPONSE } from './serializer'
+import { TieredStore } from './local-tier'
 import type { Lease } from './single-flight'
 
 type Outcome = 'HIT' | 'MISS' | 'STALE' | 'BYPASS'
@@ -97,6 +98,8 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
   // Entries being refreshed in the background, so each is refreshed once at a time.
   const refreshing = new Set<string>()
   const decoded = new DecodedEntries(DECODED_MAX_ENTRIES, DECODED_MAX_BYTES)
+  // The local tier, read synchronously on the hit path when it is on.
+  const local = cache.store instanceof TieredStore ? cache.store.local : undefined
   // Checked once: building the debug line's fields costs an allocation on every request.
   const debug = log.level === 'debug' || log.level === 'trace'
 
@@ -120,16 +123,20 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
   })
 
   function makeOnRequest (route: CompiledRoute): onRequestHookHandler {
-    return async function answerFromCache (request, reply) {
+    // Callback style, so a hit from the local tier is answered synchronously: no promise and no
+    // microtask on the fastest path. Fastify ignores done() once a hook has replied.
+    return function answerFromCache (request, reply, done) {
       const state: RequestState = { outcome: 'MISS', answered: false, untyped: false, status: 'fwd=uri-miss', fullKey: '', field: undefined, entryId: '', stale: null, flight: null, lease: null }
       request[kState] = state
       // A route for several methods: only GET and HEAD are answered from or stored in the cache.
       if (request.method !== 'GET' && request.method !== 'HEAD') {
         bypass(state, 'fwd=method')
+        done()
         return
       }
       if (!route.allowAuthorization && request.headers.authorization !== undefined) {
         bypass(state, 'fwd=request; detail=authorization')
+        done()
         return
       }
       try {
@@ -140,150 +147,181 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
       } catch (err) {
         log.warn({ err, url: request.url }, 'fastify-redis-cache: cannot build the cache key; request not cached')
         bypass(state, 'fwd=bypass; detail=key')
+        done()
         return
       }
       const isRefresh = request.headers[REFRESH_HEADER] === refreshSecret
-      if (!isRefresh) {
-        let bytes: Buffer | null
-        try {
-          bytes = await cache.store.get(state.fullKey, state.field)
-        } catch (err) {
-          cache.countFailure(err, 'get', state.fullKey)
-          // A key of the other shape (the route's vary setting changed since it was stored).
-          if (err instanceof Error && err.message.startsWith('WRONGTYPE')) cache.discard(state.fullKey)
-          bypass(state, 'fwd=bypass; detail=unavailable')
-          return
-        }
-        const entry = bytes === null ? null : readEntry(bytes, state, route)
-        if (entry !== null) {
-          const age = Date.now() - entry.envelope.storedAt
-          const fresh = entry.envelope.freshFor * 1000
-          // sendEntry gives undefined when the body cannot be read back: then this is a miss.
-          if (age < fresh) {
-            const sent = sendEntry(request, reply, entry, 'HIT', `hit; ttl=${Math.floor((fresh - age) / 1000)}`)
-            if (sent !== undefined) {
-              countHit(route, (bytes as Buffer).length)
-              return sent
-            }
-          } else if (age < fresh + route.staleWhileRevalidate * 1000) {
-            const sent = sendEntry(request, reply, entry, 'STALE', `hit; fwd=stale; ttl=${Math.floor((fresh - age) / 1000)}`)
-            if (sent !== undefined) {
-              countHit(route, (bytes as Buffer).length)
-              refreshInBackground(request, state.entryId)
-              return sent
-            }
-          } else {
-            state.stale = entry
-            state.status = 'fwd=stale'
-          }
-        }
+      if (!isRefresh && local !== undefined && state.field === undefined) {
+        const bytes = local.get(state.fullKey)
+        if (bytes !== undefined && answerFromEntry(route, request, reply, state, bytes)) return
       }
-      cache.stats.misses++
-      cache.stats.namespaceMiss(route.namespace)
-      if (request.method === 'HEAD') return
+      lookUp(route, request, reply, state, isRefresh).then(() => done(), done)
+    }
+  }
 
-      const running = flights.get(state.entryId)
-      if (running !== undefined && !isRefresh) {
-        const bytes = await waitFor(running.promise)
-        const entry = bytes === null ? null : readEntry(bytes, state, route)
-        if (entry !== null) return sendEntry(request, reply, entry, 'MISS', 'fwd=uri-miss; collapsed')
-        // The request ahead produced nothing storable, or took too long: run the handler.
+  /**
+   * Answers from stored bytes when they are fresh, or stale within staleWhileRevalidate (then
+   * refreshing them in the background). False when the request goes on to the handler; an
+   * expired entry is kept for staleIfError.
+   */
+  function answerFromEntry (route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, state: RequestState, bytes: Buffer): boolean {
+    const entry = readEntry(bytes, state, route)
+    if (entry === null) return false
+    const age = Date.now() - entry.envelope.storedAt
+    const fresh = entry.envelope.freshFor * 1000
+    // sendEntry gives undefined when the body cannot be read back: then this is a miss.
+    if (age < fresh) {
+      if (sendEntry(request, reply, entry, 'HIT', `hit; ttl=${Math.floor((fresh - age) / 1000)}`) === undefined) return false
+      countHit(route, bytes.length)
+      return true
+    }
+    if (age < fresh + route.staleWhileRevalidate * 1000) {
+      if (sendEntry(request, reply, entry, 'STALE', `hit; fwd=stale; ttl=${Math.floor((fresh - age) / 1000)}`) === undefined) return false
+      countHit(route, bytes.length)
+      refreshInBackground(request, state.entryId)
+      return true
+    }
+    state.stale = entry
+    state.status = 'fwd=stale'
+    return false
+  }
+
+  /** The store read, and on a miss the single-flight within this process and across instances. */
+  async function lookUp (route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, state: RequestState, isRefresh: boolean): Promise<void> {
+    if (!isRefresh) {
+      let bytes: Buffer | null
+      try {
+        bytes = await cache.store.get(state.fullKey, state.field)
+      } catch (err) {
+        cache.countFailure(err, 'get', state.fullKey)
+        // A key of the other shape (the route's vary setting changed since it was stored).
+        if (err instanceof Error && err.message.startsWith('WRONGTYPE')) cache.discard(state.fullKey)
+        bypass(state, 'fwd=bypass; detail=unavailable')
         return
       }
-      const flight = state.flight = startFlight(state.entryId)
-      // Other instances may be fetching the same entry: one of them runs the handler.
-      const lease = await cache.flight.acquire(state.fullKey, state.field)
-      if (lease !== null) {
-        state.lease = lease
-        return
-      }
-      const bytes = await cache.flight.waitFor(state.fullKey, isFreshBytes, state.field)
+      if (bytes !== null && answerFromEntry(route, request, reply, state, bytes)) return
+    }
+    cache.stats.misses++
+    cache.stats.namespaceMiss(route.namespace)
+    if (request.method === 'HEAD') return
+
+    const running = flights.get(state.entryId)
+    if (running !== undefined && !isRefresh) {
+      const bytes = await waitFor(running.promise)
       const entry = bytes === null ? null : readEntry(bytes, state, route)
-      if (entry !== null) {
-        state.flight = null
-        flight.settle(bytes)
-        return sendEntry(request, reply, entry, 'MISS', 'fwd=uri-miss; collapsed')
-      }
+      if (entry !== null) sendEntry(request, reply, entry, 'MISS', 'fwd=uri-miss; collapsed')
+      // Otherwise the request ahead produced nothing storable, or took too long: run the handler.
+      return
+    }
+    const flight = state.flight = startFlight(state.entryId)
+    // Other instances may be fetching the same entry: one of them runs the handler.
+    const lease = await cache.flight.acquire(state.fullKey, state.field)
+    if (lease !== null) {
+      state.lease = lease
+      return
+    }
+    const bytes = await cache.flight.waitFor(state.fullKey, isFreshBytes, state.field)
+    const entry = bytes === null ? null : readEntry(bytes, state, route)
+    if (entry !== null) {
+      state.flight = null
+      flight.settle(bytes)
+      sendEntry(request, reply, entry, 'MISS', 'fwd=uri-miss; collapsed')
     }
   }
 
   function makeOnSend (route: CompiledRoute): onSendHookHandler {
-    return async function storeResponse (request, reply, payload) {
-      const state = request[kState]
-      // An earlier onRequest hook replied (say, a 401) before the cache looked.
-      if (state === null) {
-        decided(request, reply, 'BYPASS', 'fwd=request; detail=early-reply')
-        return payload
-      }
-      if (state.answered) {
-        if (state.untyped) reply.removeHeader('content-type')
-        return payload
-      }
-      if (state.outcome === 'BYPASS') {
-        decided(request, reply, 'BYPASS', state.status)
-        return payload
-      }
-      const flight = state.flight
-      const lease = state.lease
-      state.flight = null
-      state.lease = null
-      const refusal = request.method === 'HEAD' ? 'method' : unstorable(route, reply, payload)
-      if (refusal !== null) {
-        flight?.settle(null)
-        lease?.release()
-        if (state.stale !== null && reply.statusCode >= 500 && isWithinStaleIfError(route, state.stale)) {
-          const body = bodyOf(request, state.stale)
-          if (body !== null) return serveStaleOnError(request, reply, state.stale, body)
-        }
-        decided(request, reply, 'MISS', `${state.status}; detail=${refusal}`)
-        return payload
-      }
-
-      const body = payload === null || payload === undefined ? Buffer.alloc(0) : Buffer.isBuffer(payload) ? payload : Buffer.from(payload as string)
-      if (!reply.hasHeader('etag')) reply.header('etag', strongEtag(body))
-      if (route.maxAge !== undefined && !reply.hasHeader('cache-control')) {
-        reply.header('cache-control', `${request.headers.authorization === undefined ? 'public' : 'private'}, max-age=${route.maxAge}`)
-      }
-      // The entry is split on these request headers: say so to every cache downstream.
-      for (const header of route.vary) reply.header('vary', appendVary(reply.getHeader('vary') as string | undefined, header))
-      let tags: string[] = []
-      let bytes: Buffer | null = null
-      let failure = 'tags'
+    // Callback style: nothing here waits (the store write is not awaited), so no promise and no
+    // microtask per response, hits included.
+    return function storeResponse (request, reply, payload, done) {
+      let send: unknown
       try {
-        if (route.tags !== undefined) tags = validateTags(typeof route.tags === 'function' ? route.tags(request) : route.tags)
-        failure = 'headers'
-        bytes = cache.encode(body, {
-          kind: KIND_RESPONSE,
-          freshFor: route.ttl,
-          // A body the handler already encoded is never gzipped a second time.
-          compress: reply.hasHeader('content-encoding') ? false : route.compress,
-          head: encodeHead(reply.statusCode, reply.getHeaders())
-        })
+        send = responseToSend(route, request, reply, payload)
+      /* c8 ignore start: nothing in responseToSend throws; the guard keeps a bug from hanging the reply */
       } catch (err) {
-        cache.countFailure(err, 'set', state.fullKey)
+        done(err as Error)
+        return
       }
-      if (bytes !== null) {
-        // Hits of a gzipped entry depend on Accept-Encoding: say so from the first response.
-        if (bytes[1] === ENCODING_GZIP) reply.header('vary', appendVary(reply.getHeader('vary') as string | undefined, 'accept-encoding'))
-        // Not awaited: the response does not depend on it, and the write is queued on the same
-        // connection ahead of any later read, so the next request already sees it.
-        const stored = cache.storeBytes(state.fullKey, bytes, route.keepFor, tags, state.field).catch(() => {}).finally(() => lease?.release())
-        // Waiters get the response either way; only an entry within maxEntrySize is stored.
-        flight?.settle(bytes, stored)
-        decided(request, reply, 'MISS', `${state.status}; ${bytes.length > cache.maxEntrySize ? 'detail=size' : 'stored'}`)
-      } else {
-        flight?.settle(null)
-        lease?.release()
-        decided(request, reply, 'MISS', `${state.status}; detail=${failure}`)
-      }
-      const ifNoneMatch = request.headers['if-none-match']
-      // As on hits, only a 200 becomes a 304 (RFC 9110 13.1.1: preconditions apply to 2xx only).
-      if (ifNoneMatch !== undefined && reply.statusCode === 200 && etagMatches(ifNoneMatch, reply.getHeader('etag') as string)) {
-        reply.code(304)
-        return null
-      }
-      return body
+      /* c8 ignore stop */
+      done(null, send)
     }
+  }
+
+  /** onSend's work on a cached route: headers, storing a miss, 304s. Returns the payload to send. */
+  function responseToSend (route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, payload: unknown): unknown {
+    const state = request[kState]
+    // An earlier onRequest hook replied (say, a 401) before the cache looked.
+    if (state === null) {
+      decided(request, reply, 'BYPASS', 'fwd=request; detail=early-reply')
+      return payload
+    }
+    if (state.answered) {
+      if (state.untyped) reply.removeHeader('content-type')
+      return payload
+    }
+    if (state.outcome === 'BYPASS') {
+      decided(request, reply, 'BYPASS', state.status)
+      return payload
+    }
+    const flight = state.flight
+    const lease = state.lease
+    state.flight = null
+    state.lease = null
+    const refusal = request.method === 'HEAD' ? 'method' : unstorable(route, reply, payload)
+    if (refusal !== null) {
+      flight?.settle(null)
+      lease?.release()
+      if (state.stale !== null && reply.statusCode >= 500 && isWithinStaleIfError(route, state.stale)) {
+        const body = bodyOf(request, state.stale)
+        if (body !== null) return serveStaleOnError(request, reply, state.stale, body)
+      }
+      decided(request, reply, 'MISS', `${state.status}; detail=${refusal}`)
+      return payload
+    }
+
+    const body = payload === null || payload === undefined ? Buffer.alloc(0) : Buffer.isBuffer(payload) ? payload : Buffer.from(payload as string)
+    if (!reply.hasHeader('etag')) reply.header('etag', strongEtag(body))
+    if (route.maxAge !== undefined && !reply.hasHeader('cache-control')) {
+      reply.header('cache-control', `${request.headers.authorization === undefined ? 'public' : 'private'}, max-age=${route.maxAge}`)
+    }
+    // The entry is split on these request headers: say so to every cache downstream.
+    for (const header of route.vary) reply.header('vary', appendVary(reply.getHeader('vary') as string | undefined, header))
+    let tags: string[] = []
+    let bytes: Buffer | null = null
+    let failure = 'tags'
+    try {
+      if (route.tags !== undefined) tags = validateTags(typeof route.tags === 'function' ? route.tags(request) : route.tags)
+      failure = 'headers'
+      bytes = cache.encode(body, {
+        kind: KIND_RESPONSE,
+        freshFor: route.ttl,
+        // A body the handler already encoded is never gzipped a second time.
+        compress: reply.hasHeader('content-encoding') ? false : route.compress,
+        head: encodeHead(reply.statusCode, reply.getHeaders())
+      })
+    } catch (err) {
+      cache.countFailure(err, 'set', state.fullKey)
+    }
+    if (bytes !== null) {
+      // Hits of a gzipped entry depend on Accept-Encoding: say so from the first response.
+      if (bytes[1] === ENCODING_GZIP) reply.header('vary', appendVary(reply.getHeader('vary') as string | undefined, 'accept-encoding'))
+      // Not awaited: the response does not depend on it, and the write is queued on the same
+      // connection ahead of any later read, so the next request already sees it.
+      const stored = cache.storeBytes(state.fullKey, bytes, route.keepFor, tags, state.field).catch(() => {}).finally(() => lease?.release())
+      // Waiters get the response either way; only an entry within maxEntrySize is stored.
+      flight?.settle(bytes, stored)
+      decided(request, reply, 'MISS', `${state.status}; ${bytes.length > cache.maxEntrySize ? 'detail=size' : 'stored'}`)
+    } else {
+      flight?.settle(null)
+      lease?.release()
+      decided(request, reply, 'MISS', `${state.status}; detail=${failure}`)
+    }
+    const ifNoneMatch = request.headers['if-none-match']
+    // As on hits, only a 200 becomes a 304 (RFC 9110 13.1.1: preconditions apply to 2xx only).
+    if (ifNoneMatch !== undefined && reply.statusCode === 200 && etagMatches(ifNoneMatch, reply.getHeader('etag') as string)) {
+      reply.code(304)
+      return null
+    }
+    return body
   }
 
   // A request that ends before its response (aborted) or without onSend (hijacked) settles its
