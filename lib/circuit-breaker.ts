@@ -9,7 +9,7 @@ import type { CacheInfo } from '../types'
 
 export type CircuitState = 'closed' | 'open' | 'half-open'
 
-export interface CircuitBreakerOptions {
+export interface GuardOptions {
   failureThreshold: number
   /** Milliseconds the circuit stays open before a probe. */
   resetTimeout: number
@@ -33,11 +33,11 @@ export class GuardedStore implements CacheStore {
   private failures = 0
   private probing = false
   private probeTimer: NodeJS.Timeout | undefined
-  private readonly options: CircuitBreakerOptions
+  private readonly options: GuardOptions
   private readonly events: BreakerEvents
   private readonly healthTimer: NodeJS.Timeout
 
-  constructor (inner: CacheStore, options: CircuitBreakerOptions, events: BreakerEvents) {
+  constructor (inner: CacheStore, options: GuardOptions, events: BreakerEvents) {
     this.inner = inner
     this.kind = inner.kind
     this.options = options

@@ -14,7 +14,7 @@ import type { Statistics } from './statistics'
 import type { RedisClient } from './stores/redis'
 import type { CacheStore, RateWindow } from './stores/store'
 
-export interface LocalTierOptions {
+export interface LocalTierBounds {
   maxEntries: number
   maxBytes: number
   /** Seconds an entry may stay at most. */
@@ -42,11 +42,11 @@ const ENTRY_OVERHEAD_BYTES = 1024
  */
 export class LocalTier {
   private readonly entries = new Map<string, LocalEntry>()
-  private readonly options: LocalTierOptions
+  private readonly options: LocalTierBounds
   private readonly stats: Statistics
   bytes = 0
 
-  constructor (options: LocalTierOptions, stats: Statistics) {
+  constructor (options: LocalTierBounds, stats: Statistics) {
     this.options = options
     this.stats = stats
   }

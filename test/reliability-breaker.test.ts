@@ -5,7 +5,7 @@
 import t from 'tap'
 import Fastify from 'fastify'
 import fastifyRedisCache from '../index'
-import { GuardedStore, type CircuitBreakerOptions, type CircuitState } from '../lib/circuit-breaker'
+import { GuardedStore, type GuardOptions, type CircuitState } from '../lib/circuit-breaker'
 import { RedisConnectionError } from '../lib/errors'
 import type { CacheStore, RateWindow } from '../lib/stores/store'
 import type { CacheInfo } from '../types'
@@ -75,7 +75,7 @@ interface Guarded {
   transitions: Array<[CircuitState, CircuitState]>
 }
 
-function guarded (t: tap.Test, options: Partial<CircuitBreakerOptions> = {}): Guarded {
+function guarded (t: tap.Test, options: Partial<GuardOptions> = {}): Guarded {
   const inner = new ScriptedStore()
   const transitions: Array<[CircuitState, CircuitState]> = []
   const store = new GuardedStore(inner, {
