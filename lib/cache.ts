@@ -396,9 +396,8 @@ export class CacheManager implements FastifyCache {
 
   /** Runs the callback once across instances (see single-flight.ts) and stores its result. */
   private async load<T> (load: Load<T>): Promise<T> {
-    const lease = await this.flight.acquire(load.fullKey)
-    if (lease === null) {
-      const bytes = await this.flight.waitFor(load.fullKey, isFreshBytes)
+    const { lease, bytes } = await this.flight.claim(load.fullKey, isFreshBytes)
+    if (lease === undefined) {
       if (bytes !== null) {
         try {
           return this.codec.decodeValue(bytes).value as T

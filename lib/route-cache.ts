@@ -215,12 +215,12 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
     }
     const flight = state.flight = startFlight(state.entryId)
     // Other instances may be fetching the same entry: one of them runs the handler.
-    const lease = await cache.flight.acquire(state.fullKey, state.field)
-    if (lease !== null) {
-      state.lease = lease
+    const claim = await cache.flight.claim(state.fullKey, isFreshBytes, state.field)
+    if (claim.lease !== undefined) {
+      state.lease = claim.lease
       return
     }
-    const bytes = await cache.flight.waitFor(state.fullKey, isFreshBytes, state.field)
+    const bytes = claim.bytes
     const entry = bytes === null ? null : readEntry(bytes, state, route)
     if (entry !== null) {
       state.flight = null

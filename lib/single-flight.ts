@@ -19,6 +19,12 @@ export interface Lease {
   release (): Promise<void>
 }
 
+/**
+ * The outcome of a claim: a lease (do the work, then release it), or the bytes another
+ * instance stored (use them), or neither (bytes null: do the work, there is nobody to wait for).
+ */
+export type Claim = { lease: Lease, bytes?: undefined } | { lease?: undefined, bytes: Buffer | null }
+
 const FIRST_POLL_MS = 5
 const MAX_POLL_MS = 100
 const NO_LEASE: Lease = { release: async () => {} }
@@ -36,21 +42,33 @@ export class SingleFlight {
   }
 
   /**
-   * A lease when this caller should do the work, or null when another instance is doing it.
-   * When Redis cannot be asked, the caller just does the work.
+   * Called after a miss: takes the lock, or waits for the instance that holds it. When Redis
+   * cannot be asked, the caller just does the work.
    */
-  async acquire (fullKey: string, field?: string): Promise<Lease | null> {
-    if (this.settings === false) return NO_LEASE
+  async claim (fullKey: string, usable: (bytes: Buffer) => boolean, field?: string): Promise<Claim> {
+    if (this.settings === false) return { lease: NO_LEASE }
     const lockKey = this.lockKey(fullKey, field)
     const token = randomBytes(12).toString('base64url')
     let acquired: boolean
     try {
       acquired = await this.store.acquireLock(lockKey, token, this.settings.ttl)
     } catch {
-      return NO_LEASE
+      return { lease: NO_LEASE }
     }
-    if (!acquired) return null
-    return { release: () => this.store.releaseLock(lockKey, token).catch(() => {}) }
+    if (!acquired) return { bytes: await this.waitFor(fullKey, usable, field) }
+    const lease: Lease = { release: () => this.store.releaseLock(lockKey, token).catch(() => {}) }
+    // The previous holder may have stored its result and let go between the caller's miss and
+    // this lock: look once more, or the work would run twice.
+    try {
+      const bytes = await this.store.get(fullKey, field)
+      if (bytes !== null && usable(bytes)) {
+        await lease.release()
+        return { bytes }
+      }
+    } catch {
+      // Redis failed: do the work.
+    }
+    return { lease }
   }
 
   /**
@@ -58,11 +76,9 @@ export class SingleFlight {
    * for stale serving is not the holder's result). Returns its bytes, or null when the caller
    * should do the work itself.
    */
-  async waitFor (fullKey: string, usable: (bytes: Buffer) => boolean, field?: string): Promise<Buffer | null> {
-    /* c8 ignore next: acquire() never hands out null without settings */
-    if (this.settings === false) return null
+  private async waitFor (fullKey: string, usable: (bytes: Buffer) => boolean, field: string | undefined): Promise<Buffer | null> {
     const lockKey = this.lockKey(fullKey, field)
-    const deadline = Date.now() + this.settings.wait
+    const deadline = Date.now() + (this.settings as LockSettings).wait
     let pause = FIRST_POLL_MS
     try {
       while (Date.now() < deadline) {

@@ -215,65 +215,138 @@ t.test('busting on one instance is seen by the others', async (t) => {
 
 t.test('SingleFlight on its own', async (t) => {
   const calls: string[] = []
-  let mode: 'ok' | 'fail' = 'ok'
+  let acquireFails = false
+  let getFails = false
+  let acquired = false
   let locked = 1
   let entry: Buffer | null = null
   const store = {
     kind: 'redis',
-    acquireLock: async () => { calls.push('acquire'); if (mode === 'fail') throw new Error('down'); return false },
+    acquireLock: async () => { calls.push('acquire'); if (acquireFails) throw new Error('down'); return acquired },
     releaseLock: async () => { calls.push('release'); throw new Error('down') },
-    get: async () => { if (mode === 'fail') throw new Error('down'); return entry },
+    get: async () => { if (getFails) throw new Error('down'); return entry },
     exists: async () => locked
   } as unknown as CacheStore
-
-  t.test('Redis cannot be asked: the caller does the work', async (t) => {
-    const flight = new SingleFlight(store, 'p:#lock:', { ttl: 1000, wait: 1000 })
-    mode = 'fail'
-    const lease = await flight.acquire('p:ns:k')
-    t.not(lease, null)
-    await lease?.release()
-    t.same(calls, ['acquire'], 'the no-op lease touches nothing')
-    const started = Date.now()
-    t.equal(await flight.waitFor('p:ns:k', () => true), null, 'Redis failing while waiting: do the work')
-    t.ok(Date.now() - started < 200)
-    mode = 'ok'
+  const reset = (): void => {
     calls.length = 0
+    acquireFails = getFails = acquired = false
+    locked = 1
+    entry = null
+  }
+
+  t.test('Redis cannot be asked for the lock: the caller does the work', async (t) => {
+    t.teardown(reset)
+    const flight = new SingleFlight(store, 'p:#lock:', { ttl: 1000, wait: 1000 })
+    acquireFails = true
+    const claim = await flight.claim('p:ns:k', () => true)
+    t.ok(claim.lease, 'a lease')
+    await claim.lease?.release()
+    t.same(calls, ['acquire'], 'the no-op lease touches nothing')
   })
 
-  t.test('a lease releases through the store and never throws', async (t) => {
-    const flight = new SingleFlight({ ...store, acquireLock: async () => true } as unknown as CacheStore, 'p:#lock:', { ttl: 1000, wait: 1000 })
-    const lease = await flight.acquire('p:ns:k')
-    await lease?.release()
-    t.same(calls, ['release'])
+  t.test('Redis failing while waiting: the caller does the work', async (t) => {
+    t.teardown(reset)
+    const flight = new SingleFlight(store, 'p:#lock:', { ttl: 1000, wait: 1000 })
+    getFails = true
+    const started = Date.now()
+    t.same(await flight.claim('p:ns:k', () => true), { bytes: null })
+    t.ok(Date.now() - started < 200)
+  })
+
+  t.test('the lock taken and nothing stored yet: a lease that releases through the store and never throws', async (t) => {
+    t.teardown(reset)
+    const flight = new SingleFlight(store, 'p:#lock:', { ttl: 1000, wait: 1000 })
+    acquired = true
+    const claim = await flight.claim('p:ns:k', () => true)
+    t.ok(claim.lease)
+    await claim.lease?.release()
+    t.same(calls, ['acquire', 'release'])
+  })
+
+  t.test('the lock taken, but the entry landed meanwhile: the lock is let go and the entry used', async (t) => {
+    t.teardown(reset)
+    const flight = new SingleFlight(store, 'p:#lock:', { ttl: 1000, wait: 1000 })
+    acquired = true
+    entry = Buffer.from('landed')
+    const claim = await flight.claim('p:ns:k', (b) => b.toString() === 'landed')
+    t.same(claim, { bytes: Buffer.from('landed') })
+    t.same(calls, ['acquire', 'release'])
+  })
+
+  t.test('the lock taken, and the second look fails or finds an unusable entry: do the work', async (t) => {
+    t.teardown(reset)
+    const flight = new SingleFlight(store, 'p:#lock:', { ttl: 1000, wait: 1000 })
+    acquired = true
+    getFails = true
+    t.ok((await flight.claim('p:ns:k', () => true)).lease)
+    getFails = false
+    entry = Buffer.from('stale')
+    t.ok((await flight.claim('p:ns:k', () => false)).lease)
   })
 
   t.test('polls until a usable entry lands; an unusable one does not count', async (t) => {
+    t.teardown(reset)
     const flight = new SingleFlight(store, 'p:#lock:', { ttl: 1000, wait: 2000 })
-    t.equal(await flight.acquire('p:ns:k'), null, 'someone else holds the lock')
     entry = Buffer.from('old')
     setTimeout(() => { entry = Buffer.from('new') }, 100)
-    const bytes = await flight.waitFor('p:ns:k', (b) => b.toString() === 'new')
-    t.same(bytes, Buffer.from('new'))
+    t.same(await flight.claim('p:ns:k', (b) => b.toString() === 'new'), { bytes: Buffer.from('new') })
   })
 
   t.test('wait 0: nothing to wait for', async (t) => {
+    t.teardown(reset)
     const flight = new SingleFlight(store, 'p:#lock:', { ttl: 1000, wait: 0 })
-    t.equal(await flight.waitFor('p:ns:k', () => false), null)
+    t.same(await flight.claim('p:ns:k', () => false), { bytes: null })
   })
 
   t.test('the lock disappears without an entry: do the work', async (t) => {
+    t.teardown(reset)
     const flight = new SingleFlight(store, 'p:#lock:', { ttl: 1000, wait: 5000 })
-    entry = null
     setTimeout(() => { locked = 0 }, 50)
     const started = Date.now()
-    t.equal(await flight.waitFor('p:ns:k', () => true), null)
+    t.same(await flight.claim('p:ns:k', () => true), { bytes: null })
     t.ok(Date.now() - started < 1000)
   })
 
   t.test('the memory store has nobody to coordinate with', async (t) => {
+    t.teardown(reset)
     const flight = new SingleFlight({ ...store, kind: 'memory' } as unknown as CacheStore, 'p:#lock:', { ttl: 1000, wait: 1000 })
-    const lease = await flight.acquire('p:ns:k')
-    t.not(lease, null)
-    await lease?.release()
+    const claim = await flight.claim('p:ns:k', () => true)
+    t.ok(claim.lease)
+    await claim.lease?.release()
+    t.same(calls, [], 'no lock asked for')
   })
+})
+
+t.test('a miss that raced another instance\'s store does not run the work again (real Redis)', async (t) => {
+  const server = await startRedis()
+  t.teardown(() => server.stop())
+  const prefix = uniquePrefix('race')
+  const apps: FastifyInstance[] = []
+  let runs = 0
+  for (let i = 0; i < 2; i++) {
+    const app = Fastify()
+    t.teardown(() => app.close())
+    await app.register(fastifyRedisCache, { redis: { url: server.url }, prefix, routes: false })
+    app.get('/race', { config: { cache: { ttl: 60 } } }, async () => { runs++; return { run: runs } })
+    await app.ready()
+    apps.push(app)
+  }
+  const [a, b] = apps
+  // A's read misses; before A claims the lock, B misses too, stores and lets go.
+  const store = (a.cache as unknown as CacheManager).store
+  const read = store.get.bind(store)
+  let race: (() => Promise<unknown>) | null = () => b.inject('/race')
+  store.get = async (key, field) => {
+    const bytes = await read(key, field)
+    const run = race
+    race = null
+    if (run !== null) await run()
+    return bytes
+  }
+  const res = await a.inject('/race')
+  t.same(res.json(), { run: 1 }, 'A answered with B\'s response')
+  t.match(res.headers['cache-status'], /collapsed/)
+  race = () => b.cache.getOrSet('value', () => { runs++; return 'from b' })
+  t.equal(await a.cache.getOrSet('value', () => { runs++; return 'from a' }), 'from b', 'getOrSet took B\'s value')
+  t.equal(runs, 2, 'each piece of work ran once')
 })
