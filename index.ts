@@ -35,7 +35,7 @@ const plugin: FastifyPluginAsync<CacheOptions> = async function fastifyRedisCach
     store = memory
   } else {
     const connectTimeout = config.redis.kind === 'standalone' ? config.redis.options.connectTimeout : undefined
-    const client = await openConnection(fastify, config.redis, config.commandTimeout, connectTimeout ?? DEFAULTS.connectTimeout)
+    const client = await openConnection(fastify, log, config.redis, config.commandTimeout, connectTimeout ?? DEFAULTS.connectTimeout)
     const breaker = config.circuitBreaker
     const guarded = new GuardedStore(new RedisStore(client, layout), {
       failureThreshold: breaker === false ? Infinity : breaker.failureThreshold,
@@ -58,7 +58,7 @@ const plugin: FastifyPluginAsync<CacheOptions> = async function fastifyRedisCach
 
   const cache = new CacheManager({
     store,
-    prefix: config.prefix,
+    layout,
     defaultTtl: config.defaultTtl,
     maxTtl: config.maxTtl,
     codec: new Codec(config.serializer, config.compression),

@@ -18,7 +18,7 @@ import { type CacheError, RateLimitError, toCacheError } from './errors'
 import { TieredStore } from './local-tier'
 import {
   DEFAULT_NAMESPACE,
-  KeyLayout,
+  type KeyLayout,
   validateKey,
   validateKeys,
   validateNamespace,
@@ -33,7 +33,7 @@ import { type CacheStore, unknownInfo } from './stores/store'
 
 export interface CacheManagerOptions {
   store: CacheStore
-  prefix: string
+  layout: KeyLayout
   defaultTtl: number
   maxTtl: number
   codec: Codec
@@ -92,7 +92,7 @@ export class CacheManager implements FastifyCache {
   constructor (options: CacheManagerOptions) {
     this.store = options.store
     this.stats = options.stats
-    this.layout = new KeyLayout(options.prefix)
+    this.layout = options.layout
     this.codec = options.codec
     this.defaultTtl = options.defaultTtl
     this.maxTtl = options.maxTtl

@@ -8,7 +8,7 @@
 // and ioredis keeps reconnecting in the background. Commands never queue while disconnected
 // (`enableOfflineQueue: false`), so an outage costs a fast failure, not a pile of waiting requests.
 import { fastifyRedis } from '@fastify/redis'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import { Cluster, Redis, type RedisOptions } from 'ioredis'
 import type { ResolvedRedis } from './config'
 import { RedisConnectionError } from './errors'
@@ -59,12 +59,12 @@ export function createClient (resolved: Exclude<ResolvedRedis, { kind: 'memory' 
  */
 export async function openConnection (
   fastify: FastifyInstance,
+  log: FastifyBaseLogger,
   resolved: Exclude<ResolvedRedis, { kind: 'memory' }>,
   commandTimeout: number,
   startTimeout: number
 ): Promise<RedisClient> {
   const client = resolved.kind === 'client' ? resolved.client : createClient(resolved, commandTimeout)
-  const log = fastify.log.child({ plugin: 'fastify-redis-cache' })
   const own = resolved.kind !== 'client' || resolved.closeClient
   if (own) {
     fastify.addHook('onClose', async () => {
