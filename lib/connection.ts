@@ -26,6 +26,9 @@ export function reconnectDelay (attempt: number): number {
 function clientDefaults (commandTimeout: number): RedisOptions {
   return {
     enableAutoPipelining: true,
+    // The store batches its reads itself (see RedisStore.get): going through auto-pipelining
+    // again would only add its cost, and queue each batch behind the pipeline in flight.
+    autoPipeliningIgnoredCommands: ['get', 'mget'],
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
     commandTimeout,

@@ -17,6 +17,8 @@ export type ReplayHeaders = Record<string, string | string[]>
 export interface HttpEntry {
   status: number
   headers: ReplayHeaders
+  /** The names in `headers`, listed once. */
+  headerNames: string[]
   /** As stored: gzipped when `envelope.encoding` says so. */
   body: Buffer
   envelope: Envelope
@@ -27,6 +29,11 @@ export interface HttpEntry {
   /** For a gzipped body: its Vary (with Accept-Encoding) and the ETag of the gzip coding. */
   gzipVary?: string
   gzipEtag?: string
+  /** Header values of hits that change once a second, with the second they were made for. */
+  hitTtl?: number
+  hitStatus?: string
+  ageSeconds?: number
+  age?: string
 }
 
 /**
@@ -170,7 +177,7 @@ export function decodeEntry (bytes: Buffer): HttpEntry {
     else if (Array.isArray(previous)) previous.push(value)
     else headers[name] = [previous, value]
   }
-  return { status, headers, body: payload.subarray(4 + headLength), envelope, storedSize: bytes.length }
+  return { status, headers, headerNames: Object.keys(headers), body: payload.subarray(4 + headLength), envelope, storedSize: bytes.length }
 }
 
 /** RFC 9110 13.1.2: If-None-Match uses the weak comparison; `*` matches any current entry. */

@@ -57,6 +57,10 @@ interface Flight {
 
 interface CompiledRoute {
   namespace: string
+  /** `redisKey('', namespace)`: a route's entry keys are this plus the key. */
+  keyPrefix: string
+  /** Full keys of the default (URL) key by request URL, so a hit builds no string. */
+  urlKeys: Map<string, string>
   ttl: number
   /** How long the store keeps an entry: `ttl` plus the longer stale window. */
   keepFor: number
@@ -75,6 +79,10 @@ export const CACHE_NAME = 'fastify-redis-cache'
 // How long requests that found another request already fetching their entry wait for it
 // before running the handler themselves.
 const COLLAPSE_WAIT_MS = 5000
+// URLs per route whose full keys are remembered, and the longest URL remembered: a bounded
+// memo, refilled when full, for the URLs that are hit again and again.
+const URL_KEYS_MAX = 1024
+const URL_KEY_MAX_LENGTH = 512
 // Decoded heads and gunzipped bodies of recently hit entries, so hits skip that work.
 const DECODED_MAX_ENTRIES = 1024
 const DECODED_MAX_BYTES = 16 * 1024 * 1024
@@ -114,8 +122,6 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
     if (methods.includes('GET') || methods.includes('HEAD')) {
       addHook(routeOptions, 'onRequest', makeOnRequest(route))
       addHook(routeOptions, 'onSend', makeOnSend(route))
-      // A hijacked reply skips onSend: its flight and lock are released when the response ends.
-      addHook(routeOptions, 'onResponse', releaseFlight)
     }
     if (options.bust !== undefined) {
       addHook(routeOptions, 'onSend', makeBust(compileBust(options.bust, route.namespace, where)))
@@ -140,10 +146,12 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
         return
       }
       try {
-        const { key, field } = routeKey(route, request)
-        state.fullKey = cache.layout.entry(key, route.namespace)
-        state.field = field
-        state.entryId = field === undefined ? state.fullKey : `${state.fullKey}\n${field}`
+        state.fullKey = route.key === undefined ? urlKey(route, request.url) : route.keyPrefix + validateKey(typeof route.key === 'function' ? route.key(request) : route.key)
+        state.entryId = state.fullKey
+        if (route.vary.length > 0) {
+          state.field = variantOf(route, request)
+          state.entryId = `${state.fullKey}\n${state.field}`
+        }
       } catch (err) {
         log.warn({ err, url: request.url }, 'fastify-redis-cache: cannot build the cache key; request not cached')
         bypass(state, 'fwd=bypass; detail=key')
@@ -167,16 +175,17 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
   function answerFromEntry (route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, state: RequestState, bytes: Buffer): boolean {
     const entry = readEntry(bytes, state, route)
     if (entry === null) return false
-    const age = Date.now() - entry.envelope.storedAt
+    const now = Date.now()
+    const age = now - entry.envelope.storedAt
     const fresh = entry.envelope.freshFor * 1000
     // sendEntry gives undefined when the body cannot be read back: then this is a miss.
     if (age < fresh) {
-      if (sendEntry(request, reply, entry, 'HIT', `hit; ttl=${Math.floor((fresh - age) / 1000)}`) === undefined) return false
+      if (sendEntry(request, reply, entry, 'HIT', hitStatus(entry, Math.floor((fresh - age) / 1000)), now) === undefined) return false
       countHit(route, bytes.length)
       return true
     }
     if (age < fresh + route.staleWhileRevalidate * 1000) {
-      if (sendEntry(request, reply, entry, 'STALE', `hit; fwd=stale; ttl=${Math.floor((fresh - age) / 1000)}`) === undefined) return false
+      if (sendEntry(request, reply, entry, 'STALE', `${CACHE_NAME}; hit; fwd=stale; ttl=${Math.floor((fresh - age) / 1000)}`, now) === undefined) return false
       countHit(route, bytes.length)
       refreshInBackground(request, state.entryId)
       return true
@@ -209,11 +218,15 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
     if (running !== undefined && !isRefresh) {
       const bytes = await waitFor(running.promise)
       const entry = bytes === null ? null : readEntry(bytes, state, route)
-      if (entry !== null) sendEntry(request, reply, entry, 'MISS', 'fwd=uri-miss; collapsed')
+      if (entry !== null) sendEntry(request, reply, entry, 'MISS', COLLAPSED_STATUS, Date.now())
       // Otherwise the request ahead produced nothing storable, or took too long: run the handler.
       return
     }
     const flight = state.flight = startFlight(state.entryId)
+    // A hijacked reply ends without onSend: its waiters must still be let go. (An aborted one
+    // still reaches onSend when its handler is done, and its waiters get that response.) A
+    // listener on misses only: hits pay nothing for it.
+    reply.raw.once('close', () => { if (reply.sent) releaseFlight(state) })
     // Other instances may be fetching the same entry: one of them runs the handler.
     const claim = await cache.flight.claim(state.fullKey, isFreshBytes, state.field)
     if (claim.lease !== undefined) {
@@ -225,7 +238,7 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
     if (entry !== null) {
       state.flight = null
       flight.settle(bytes)
-      sendEntry(request, reply, entry, 'MISS', 'fwd=uri-miss; collapsed')
+      sendEntry(request, reply, entry, 'MISS', COLLAPSED_STATUS, Date.now())
     }
   }
 
@@ -324,12 +337,11 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
     return body
   }
 
-  // A request that ends before its response (aborted) or without onSend (hijacked) settles its
-  // flight and releases its lock so waiters do not hang.
-  function releaseFlight (request: FastifyRequest): void {
-    const state = request[kState]
-    state?.flight?.settle(null)
-    state?.lease?.release()
+  // Settles the flight and releases the lock of a reply that never reached onSend (after onSend
+  // both are null already), so waiters do not hang.
+  function releaseFlight (state: RequestState): void {
+    state.flight?.settle(null)
+    state.lease?.release()
   }
 
   function makeBust (bust: CompiledBust): onSendHookHandler {
@@ -411,21 +423,22 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
   // Counted as the miss it was (the handler ran); the answer says it came from the old entry.
   function serveStaleOnError (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry, body: Buffer): Buffer | null {
     reply.removeHeader('content-type')
-    const age = Date.now() - entry.envelope.storedAt
-    return replay(request, reply, entry, body, `hit; fwd=stale; detail=error; ttl=${Math.floor((entry.envelope.freshFor * 1000 - age) / 1000)}`, 'STALE')
+    const now = Date.now()
+    const age = now - entry.envelope.storedAt
+    return replay(request, reply, entry, body, 'STALE', `${CACHE_NAME}; hit; fwd=stale; detail=error; ttl=${Math.floor((entry.envelope.freshFor * 1000 - age) / 1000)}`, now)
   }
 
   /**
    * Answers from an entry in onRequest; the handler does not run. Undefined, with the reply
    * untouched, when the entry's body cannot be read back.
    */
-  function sendEntry (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry, outcome: Outcome, status: string): FastifyReply | undefined {
+  function sendEntry (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry, outcome: Outcome, cacheStatus: string, now: number): FastifyReply | undefined {
     const body = bodyOf(request, entry)
     if (body === null) return undefined
     const state = request[kState] as RequestState
     state.answered = true
     state.untyped = entry.headers['content-type'] === undefined
-    return reply.send(replay(request, reply, entry, body, status, outcome))
+    return reply.send(replay(request, reply, entry, body, outcome, cacheStatus, now))
   }
 
   /**
@@ -446,12 +459,17 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
     }
   }
 
-  /** Sets status and headers from an entry and returns the body to send (from bodyOf). */
-  function replay (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry, body: Buffer, status: string, outcome: Outcome): Buffer | null {
+  /**
+   * Sets status and headers from an entry and returns the body to send (from bodyOf).
+   * `cacheStatus` is the whole Cache-Status value.
+   */
+  function replay (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry, body: Buffer, outcome: Outcome, cacheStatus: string, now: number): Buffer | null {
     reply.code(entry.status)
-    reply.headers(entry.headers)
-    decided(request, reply, outcome, status)
-    reply.header('age', Math.max(0, Math.floor((Date.now() - entry.envelope.storedAt) / 1000)))
+    for (const name of entry.headerNames) reply.header(name, entry.headers[name])
+    reply.header('x-cache', outcome)
+    reply.header('cache-status', cacheStatus)
+    if (debug) log.debug({ url: request.url, key: request[kState]?.fullKey, outcome, status: cacheStatus }, 'fastify-redis-cache: route cache decision')
+    reply.header('age', ageOf(entry, now))
     let etag = entry.headers.etag as string | undefined
     if (entry.envelope.encoding === ENCODING_GZIP) {
       // Same bytes for every client that takes gzip; decompressed once for those that do not.
@@ -474,8 +492,10 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
     return body
   }
 
+  /** The cache headers of an answer not replayed from an entry; `status` without the cache name. */
   function decided (request: FastifyRequest, reply: FastifyReply, outcome: Outcome, status: string): void {
-    setCacheHeaders(reply, outcome, status)
+    reply.header('x-cache', outcome)
+    reply.header('cache-status', `${CACHE_NAME}; ${status}`)
     if (debug) log.debug({ url: request.url, key: request[kState]?.fullKey, outcome, status }, 'fastify-redis-cache: route cache decision')
   }
 
@@ -485,9 +505,28 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
   }
 }
 
-function setCacheHeaders (reply: FastifyReply, outcome: Outcome, status: string): void {
-  reply.header('x-cache', outcome)
-  reply.header('cache-status', `${CACHE_NAME}; ${status}`)
+const COLLAPSED_STATUS = `${CACHE_NAME}; fwd=uri-miss; collapsed`
+
+/**
+ * The Cache-Status of a fresh hit with `ttl` seconds left. It changes once a second: made once
+ * per second per entry, not per hit.
+ */
+function hitStatus (entry: HttpEntry, ttl: number): string {
+  if (entry.hitTtl !== ttl || entry.hitStatus === undefined) {
+    entry.hitTtl = ttl
+    entry.hitStatus = `${CACHE_NAME}; hit; ttl=${ttl}`
+  }
+  return entry.hitStatus
+}
+
+/** The Age header of an entry, in whole seconds; likewise made once per second. */
+function ageOf (entry: HttpEntry, now: number): string {
+  const age = Math.max(0, Math.floor((now - entry.envelope.storedAt) / 1000))
+  if (entry.ageSeconds !== age || entry.age === undefined) {
+    entry.ageSeconds = age
+    entry.age = String(age)
+  }
+  return entry.age
 }
 
 /** Why a response must not be stored, or null when it may be. */
@@ -517,20 +556,29 @@ function isWithinStaleIfError (route: CompiledRoute, entry: HttpEntry): boolean 
 }
 
 /**
- * The entry's key, and for a route that varies on request headers, the variant: the field of
- * the hash at that key where this combination of header values is stored.
+ * For a route that varies on request headers, the variant: the field of the hash at the entry's
+ * key where this combination of header values is stored.
  */
-function routeKey (route: CompiledRoute, request: FastifyRequest): { key: string, field: string | undefined } {
-  const key = route.key === undefined
-    ? boundedKey(defaultRouteKey(request.url))
-    : validateKey(typeof route.key === 'function' ? route.key(request) : route.key)
-  if (route.vary.length === 0) return { key, field: undefined }
+function variantOf (route: CompiledRoute, request: FastifyRequest): string {
   let field = ''
   for (const header of route.vary) {
     const value = request.headers[header]
     field += `${header}:${value === undefined ? '' : String(value)}\n`
   }
-  return { key, field: boundedKey(field) }
+  return boundedKey(field)
+}
+
+/** The full key of the default key: the path plus the sorted query, remembered per URL. */
+function urlKey (route: CompiledRoute, url: string): string {
+  let fullKey = route.urlKeys.get(url)
+  if (fullKey === undefined) {
+    fullKey = route.keyPrefix + boundedKey(defaultRouteKey(url))
+    if (url.length <= URL_KEY_MAX_LENGTH) {
+      if (route.urlKeys.size >= URL_KEYS_MAX) route.urlKeys.clear()
+      route.urlKeys.set(url, fullKey)
+    }
+  }
+  return fullKey
 }
 
 /** Whether Accept-Encoding allows gzip: an explicit `gzip` (or `x-gzip`) entry wins over `*`. */
@@ -561,7 +609,7 @@ function waitFor (promise: Promise<Buffer | null>): Promise<Buffer | null> {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
 }
 
-type HookName = 'onRequest' | 'onSend' | 'onResponse'
+type HookName = 'onRequest' | 'onSend'
 
 /** Appends a route-level hook without mutating arrays Fastify shares with the HEAD route. */
 function addHook<T> (routeOptions: RouteOptions, name: HookName, hook: T): void {
@@ -591,8 +639,11 @@ function compileRoute (options: RouteCacheOptions, where: string, cache: CacheMa
     }
     // max-age=0 is meaningful: stored downstream, revalidated before each use.
     if (options.maxAge !== false) validateStaleSeconds(options.maxAge, 'maxAge')
+    const namespace = options.namespace === undefined ? DEFAULT_NAMESPACE : validateNamespace(options.namespace)
     return {
-      namespace: options.namespace === undefined ? DEFAULT_NAMESPACE : validateNamespace(options.namespace),
+      namespace,
+      keyPrefix: cache.layout.entry('', namespace),
+      urlKeys: new Map(),
       ttl,
       keepFor: ttl + Math.max(staleWhileRevalidate, staleIfError),
       staleWhileRevalidate,
