@@ -15,7 +15,7 @@ import type {
 } from '../types'
 import { GuardedStore } from './circuit-breaker'
 import { type CacheError, RateLimitError, toCacheError } from './errors'
-import { TieredStore } from './local-tier'
+import { type LocalTier, TieredStore } from './local-tier'
 import {
   DEFAULT_NAMESPACE,
   type KeyLayout,
@@ -86,6 +86,8 @@ export class CacheManager implements FastifyCache {
   // getOrSet entries being refreshed in the background (stale-while-revalidate).
   private readonly refreshing = new Set<string>()
   private readonly decoded = new WeakMap<Buffer, { value: unknown, envelope: Envelope }>()
+  // The local tier, which getOrSet reads synchronously first.
+  private readonly local: LocalTier | undefined
   private lastFailureLog = 0
   private suppressedFailures = 0
 
@@ -100,6 +102,7 @@ export class CacheManager implements FastifyCache {
     this.maxEntrySize = options.maxEntrySize
     this.log = options.log
     this.flight = new SingleFlight(this.store, this.layout.lockPrefix, options.lock)
+    this.local = this.store instanceof TieredStore ? this.store.local : undefined
   }
 
   redisKey (key: string, namespace?: string): string {
@@ -148,6 +151,10 @@ export class CacheManager implements FastifyCache {
     const staleWhileRevalidate = validateStaleSeconds(opts?.staleWhileRevalidate, 'staleWhileRevalidate')
     const staleIfError = validateStaleSeconds(opts?.staleIfError, 'staleIfError')
     if (typeof callback !== 'function') throw new TypeError('getOrSet needs a callback function')
+    if (opts?.forceRefresh !== true) {
+      const hit = this.localHit(fullKey)
+      if (hit !== undefined) return hit.value as T
+    }
     const load: Load<T> = { fullKey, callback, ttl, keepFor: ttl + Math.max(staleWhileRevalidate, staleIfError), tags, compress: opts?.compress }
     if (opts?.forceRefresh === true) return this.runAndStore(load)
 
@@ -296,6 +303,20 @@ export class CacheManager implements FastifyCache {
   resolveTtl (ttl: number | undefined): number {
     if (ttl === undefined) return this.defaultTtl
     return Math.min(validateSeconds(ttl, 'ttl'), this.maxTtl)
+  }
+
+  /**
+   * A fresh value held by the local tier and already decoded, without a promise or a lookup:
+   * the hot path of getOrSet. Undefined sends the caller down the full lookup.
+   */
+  private localHit (fullKey: string): { value: unknown } | undefined {
+    const bytes = this.local?.get(fullKey)
+    if (bytes === undefined) return undefined
+    const decoded = this.decoded.get(bytes)
+    if (decoded === undefined || !isFresh(decoded.envelope)) return undefined
+    this.stats.hits++
+    this.stats.bytesRead += bytes.length
+    return decoded
   }
 
   /**

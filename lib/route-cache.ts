@@ -512,21 +512,21 @@ const COLLAPSED_STATUS = `${CACHE_NAME}; fwd=uri-miss; collapsed`
  * per second per entry, not per hit.
  */
 function hitStatus (entry: HttpEntry, ttl: number): string {
-  if (entry.hitTtl !== ttl || entry.hitStatus === undefined) {
+  if (entry.hitTtl !== ttl) {
     entry.hitTtl = ttl
     entry.hitStatus = `${CACHE_NAME}; hit; ttl=${ttl}`
   }
-  return entry.hitStatus
+  return entry.hitStatus as string
 }
 
 /** The Age header of an entry, in whole seconds; likewise made once per second. */
 function ageOf (entry: HttpEntry, now: number): string {
   const age = Math.max(0, Math.floor((now - entry.envelope.storedAt) / 1000))
-  if (entry.ageSeconds !== age || entry.age === undefined) {
+  if (entry.ageSeconds !== age) {
     entry.ageSeconds = age
     entry.age = String(age)
   }
-  return entry.age
+  return entry.age as string
 }
 
 /** Why a response must not be stored, or null when it may be. */

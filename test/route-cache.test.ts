@@ -188,6 +188,25 @@ t.test('default key: path plus sorted query; the entry lives under redisKey(key,
   t.equal(seen.length, 6)
 })
 
+t.test('default key: right for every URL, past the per-route memo of keys and for long URLs', async (t) => {
+  const server = await redis()
+  const { app } = await routeApp(t, onRedis(server), (app) => {
+    app.get('/n', { config: { cache: { ttl: 60 } } }, async (req) => ({ q: (req.query as Query).q }))
+  })
+  // More distinct URLs than the memo holds (1024): it starts over, and keys stay right.
+  for (let i = 0; i < 1100; i++) t.equal((await app.inject(`/n?q=${i}`)).headers['x-cache'], 'MISS')
+  for (const i of [0, 1023, 1099]) {
+    const hit = await app.inject(`/n?q=${i}`)
+    t.equal(hit.headers['x-cache'], 'HIT')
+    t.same(hit.json(), { q: String(i) }, `URL ${i} keeps its own entry`)
+  }
+  const long = `/n?q=${'x'.repeat(600)}`
+  t.equal((await app.inject(long)).headers['x-cache'], 'MISS')
+  const longHit = await app.inject(long)
+  t.equal(longHit.headers['x-cache'], 'HIT', 'a long URL, never remembered, is keyed the same each time')
+  t.same(longHit.json(), { q: 'x'.repeat(600) })
+})
+
 t.test('key: a string, a function of the request; a throwing or invalid key bypasses', async (t) => {
   const server = await redis()
   let fixed = 0

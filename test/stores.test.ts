@@ -189,6 +189,34 @@ t.test('redis store', async (t) => {
     t.equal(client.status, 'ready', 'close leaves the connection to its owner')
   })
 
+  t.test('the reads of one event-loop turn go out as one MGET, each key once', async (t) => {
+    await store.set(key('b1'), value('one'), 30, [])
+    await store.set(key('b2'), value('two'), 30, [])
+    const calls = async (command: string): Promise<number> => {
+      const line = (await client.info('commandstats')).split('\r\n').find((l) => l.startsWith(`cmdstat_${command}:`))
+      return line === undefined ? 0 : Number(/calls=(\d+)/.exec(line)?.[1])
+    }
+    const [mgetBefore, getBefore] = [await calls('mget'), await calls('get')]
+    const reads = await Promise.all([store.get(key('b1')), store.get(key('b2')), store.get(key('b1')), store.get(key('none'))])
+    t.same(reads, [value('one'), value('two'), value('one'), null], 'each caller gets its own key\'s value')
+    t.equal(await calls('mget') - mgetBefore, 1, 'one MGET for the whole turn')
+    t.equal(await calls('get') - getBefore, 0)
+
+    const [first, second] = await Promise.all([store.get(key('b2')), store.get(key('b2'))])
+    t.same(first, value('two'))
+    t.equal(first, second, 'concurrent reads of one key share one reply')
+    t.equal(await calls('get') - getBefore, 1, 'a turn with one key sends a plain GET')
+
+    const down = rawClient(t, server.url)
+    await down.ping()
+    const offline = new RedisStore(down, new KeyLayout(prefix))
+    down.disconnect()
+    const failed = await Promise.allSettled([offline.get(key('b1')), offline.get(key('b2'))])
+    t.same(failed.map((r) => r.status), ['rejected', 'rejected'], 'a failed batch fails every read in it')
+    const single = await Promise.allSettled([offline.get(key('b1'))])
+    t.equal(single[0].status, 'rejected')
+  })
+
   t.test('locks belong to their owner', async (t) => {
     const lock = `${prefix}:#lock:x`
     t.equal(await store.acquireLock(lock, 'owner', 5000), true)
