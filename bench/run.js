@@ -32,6 +32,8 @@ const HELP = `usage: node run.js [options]
   --only a,b,...     only these benchmarks (names as in the table; ratios need both sides)
   --entries N        distinct entries of the memory step (default 100000)
   --skip-memory      leave out the memory step
+  --memory-only      run only the memory step (with its control run unless
+                     --skip-memory-control); writes nothing unless --write
   --skip-memory-control
                      leave out its control run (the same load without a local tier)
   --write            write results.json and results.md (default for full runs)
@@ -148,6 +150,7 @@ function parseOptions () {
       only: { type: 'string' },
       entries: { type: 'string' },
       'skip-memory': { type: 'boolean', default: false },
+      'memory-only': { type: 'boolean', default: false },
       'skip-memory-control': { type: 'boolean', default: false },
       write: { type: 'boolean' },
       'no-write': { type: 'boolean', default: false },
@@ -166,6 +169,8 @@ function parseOptions () {
     return n
   }
   const quick = values.quick
+  const memoryOnly = values['memory-only']
+  if (memoryOnly && (values['skip-memory'] || values.only)) throw new Error('--memory-only goes with neither --skip-memory nor --only')
   const options = {
     quick,
     rounds: Math.round(number(values.rounds, quick ? 1 : 3, 'rounds')),
@@ -174,10 +179,11 @@ function parseOptions () {
     entries: Math.round(number(values.entries, 100_000, 'entries')),
     memory: !values['skip-memory'],
     memoryControl: !quick && !values['skip-memory-control'],
-    write: values['no-write'] ? false : values.write ?? !quick,
+    // A partial run must not overwrite the full results.
+    write: values['no-write'] ? false : values.write ?? !(quick || memoryOnly),
     strict: values.strict
   }
-  options.benches = BENCHES
+  options.benches = memoryOnly ? [] : BENCHES
   if (values.only) {
     const names = values.only.split(',').map((s) => s.trim()).filter(Boolean)
     const unknown = names.filter((name) => !BENCHES.some((b) => b.name === name))
@@ -347,8 +353,16 @@ async function memoryStep (redisUrl, options, servers) {
     local: local && Object.keys(local).length > 0 ? local : null,
     tier: withTier.after.tier ?? null,
     snapshots: { withTier: { before: withTier.before.memory, after: withTier.after.memory }, control: control && { before: control.before.memory, after: control.after.memory } },
+    where: { withTier: whereDelta(withTier), control: control && whereDelta(control) },
     passes: { withTier: withTier.passes, control: control?.passes ?? null }
   }
+}
+
+/** Growth of each V8 space and kind of mapping between the two snapshots of a run (see server.js). */
+function whereDelta ({ before, after }) {
+  if (!before.where || !after.where) return null
+  const diff = (from, to) => Object.fromEntries(Object.keys(to ?? {}).map((key) => [key, to[key] - (from?.[key] ?? 0)]))
+  return { spaces: diff(before.where.spaces, after.where.spaces), maps: after.where.maps && diff(before.where.maps, after.where.maps) }
 }
 
 /** Two passes of `entries` distinct URLs through one fresh server; memory read before and after. */
@@ -388,6 +402,15 @@ async function loadDistinctEntries (variant, redisUrl, { entries, connections },
 
 const fmtInt = (n) => (n === undefined || n === null || Number.isNaN(n) ? 'n/a' : Math.round(n).toLocaleString('en-US'))
 const fmtMiB = (bytes) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`
+const snapshotDeltas = ({ before, after }) => `${fmtMiB(after.heapTotal - before.heapTotal)} / ${fmtMiB(after.external - before.external)}`
+/** Rows of V8 space growth and of malloc heap against anonymous mappings, when the server told them. */
+function whereCells (label, where) {
+  if (!where) return []
+  const spaces = Object.entries(where.spaces).filter(([, bytes]) => Math.abs(bytes) >= 64 * 1024)
+  const rows = [[`V8 spaces grown, ${label}`, spaces.length === 0 ? 'none' : spaces.map(([name, bytes]) => `${name} ${fmtMiB(bytes)}`).join(', ')]]
+  if (where.maps) rows.push([`malloc heap / anonymous / other maps grown, ${label}`, `${fmtMiB(where.maps.heap)} / ${fmtMiB(where.maps.anonymous)} / ${fmtMiB(where.maps.other)}`])
+  return rows
+}
 const fmtRatio = (r) => (r === null ? 'n/a' : `${r.toFixed(2)}x`)
 
 /** The installed version of a package, also of one whose exports hide its package.json. */
@@ -497,9 +520,15 @@ function report (summary) {
       ['RSS before / after', `${fmtMiB(memory.rssBefore)} / ${fmtMiB(memory.rssAfter)}`],
       ['RSS delta with the local tier', deltas(memory.rssDelta, memory.heapUsedDelta, memory.arrayBuffersDelta)],
       ...(memory.controlRssDelta === null ? [] : [['RSS delta, same load, no local tier', deltas(memory.controlRssDelta, memory.controlHeapUsedDelta, memory.controlArrayBuffersDelta)]]),
+      // Where the RSS goes: heap reserved by V8 against heap used, and native memory outside the heap.
+      ['heap total / external deltas with the tier', snapshotDeltas(memory.snapshots.withTier)],
+      ...(memory.snapshots.control ? [['heap total / external deltas, no local tier', snapshotDeltas(memory.snapshots.control)]] : []),
+      ...whereCells('with the tier', memory.where.withTier),
+      ...whereCells('no local tier', memory.where.control),
       ['local tier maxBytes / maxEntries', `${fmtMiB(memory.maxBytes)} / ${fmtInt(memory.maxEntries)}`],
       ['local tier as it counts itself', memory.local ? (memory.local.bytes !== undefined ? `${fmtInt(memory.local.entries)} entries, ${fmtMiB(memory.local.bytes)}` : JSON.stringify(memory.local)) : 'none reported'],
       ...(memory.tier ? [['local tier buffers / ArrayBuffers behind them', `${fmtMiB(memory.tier.bufferBytes)} / ${fmtMiB(memory.tier.backingBytes)}`]] : []),
+      ...(memory.tier?.segments === undefined ? [] : [['local tier segments (all / hit, so left to the GC when emptied)', `${fmtInt(memory.tier.segments)} / ${fmtInt(memory.tier.exposedSegments)}`]]),
       ['hits / misses', `${fmtInt(memory.hits)} / ${fmtInt(memory.misses)}`],
       ['local tier RSS (delta less the control\'s)', fmtMiB(tierRss)],
       ['local tier RSS within maxBytes', pass ? 'PASS' : 'FAIL']
@@ -510,13 +539,19 @@ function report (summary) {
   const configLine = `${config.rounds} round(s) x ${config.duration} s per variant, ${config.connections} connections, pipelining 1, medians of the rounds; load average at start ${machine.loadAverageAtStart}`
   const versionsLine = Object.entries(machine.packages).map(([k, v]) => `${k} ${v}`).join(', ')
 
+  // A --memory-only run has no throughput rows: only the memory table then.
+  const throughput = rows.length === 0
+    ? []
+    : [
+        '',
+        textTable(headers, cells, align),
+        '',
+        textTable(targetHeaders, targetCells, ['l', 'r', 'r', 'l']),
+        '',
+        textTable(['ratio (informational)', 'value'], infoCells, ['l', 'r'])
+      ]
   const text = [
-    '',
-    textTable(headers, cells, align),
-    '',
-    textTable(targetHeaders, targetCells, ['l', 'r', 'r', 'l']),
-    '',
-    textTable(['ratio (informational)', 'value'], infoCells, ['l', 'r']),
+    ...throughput,
     ...(memoryCells ? ['', textTable(['memory step', 'value'], memoryCells, ['l', 'l'])] : []),
     '',
     `machine: ${machineLine}`,
@@ -585,12 +620,14 @@ async function main () {
       bench.bytes = check.bytes
     }
     const warmup = options.quick ? 0.5 : 1
-    process.stdout.write(`warming up (${warmup} s each)`)
-    for (const bench of options.benches) {
-      await measure(bench, serverOf(bench), { duration: warmup, connections: options.connections })
-      process.stdout.write('.')
+    if (options.benches.length > 0) {
+      process.stdout.write(`warming up (${warmup} s each)`)
+      for (const bench of options.benches) {
+        await measure(bench, serverOf(bench), { duration: warmup, connections: options.connections })
+        process.stdout.write('.')
+      }
+      process.stdout.write('\n')
     }
-    process.stdout.write('\n')
 
     const results = Object.fromEntries(options.benches.map((b) => [b.name, []]))
     for (let round = 0; round < options.rounds; round++) {
@@ -633,7 +670,7 @@ async function main () {
       writeFileSync(new URL('results.md', import.meta.url), md)
       console.log('wrote bench/results.json and bench/results.md')
     } else {
-      console.log('results not written (quick run; pass --write to write bench/results.json and results.md)')
+      console.log('results not written (partial run; pass --write to write bench/results.json and results.md)')
     }
 
     const failed = summary.ratio.targets.some((t) => !t.pass) || (memory && !memory.pass)

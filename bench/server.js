@@ -9,8 +9,10 @@
 // Started by run.js with an IPC channel: it reports `{ ready: true }` once it listens and its
 // cache is primed, shuts down on the message 'shutdown', on SIGTERM/SIGINT, and by itself when
 // the runner goes away. Started by hand, it prints `ready <port>` instead.
+import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { pathToFileURL } from 'node:url'
+import v8 from 'node:v8'
 import { makeDocument, SIZES } from './payloads.js'
 
 const rootRequire = createRequire(new URL('../package.json', import.meta.url))
@@ -94,7 +96,7 @@ async function main () {
         app.get('/__bench/memory', () => {
           globalThis.gc?.()
           globalThis.gc?.()
-          return { memory: process.memoryUsage(), statistics: app.cache.getStatistics(), gc: typeof globalThis.gc === 'function', tier: inspectLocalTier(app.cache) }
+          return { memory: process.memoryUsage(), statistics: app.cache.getStatistics(), gc: typeof globalThis.gc === 'function', tier: inspectLocalTier(app.cache), where: whereMemoryIs() }
         })
       } else {
         app.get('/data', { config: { cache: { ttl: TTL } } }, async () => doc)
@@ -190,27 +192,62 @@ async function deleteKeys (redisUrl, pattern) {
 
 /**
  * Diagnostic for the memory step, reading the local tier's internals when they look as
- * expected (a Map of `{ bytes: Buffer }` on `cache.store.local.entries`), else null: what the
- * entries' buffers hold and what the ArrayBuffers behind them keep alive.
+ * expected (views of the entries' bytes by slot on `cache.store.local.views`, their segments on
+ * `.homes`), else null: what the entries' views hold against the segments (ArrayBuffers) they
+ * keep alive, and how many of those segments had a view handed out by a hit.
  */
 function inspectLocalTier (cache) {
-  const entries = cache?.store?.local?.entries
-  if (!(entries instanceof Map)) return null
-  let keyChars = 0
+  const local = cache?.store?.local
+  if (!Array.isArray(local?.views) || !Array.isArray(local?.homes)) return null
+  let entries = 0
   let bufferBytes = 0
   let backingBytes = 0
   const seen = new Set()
-  for (const [key, entry] of entries) {
-    keyChars += String(key).length
-    const bytes = entry?.bytes
-    if (!Buffer.isBuffer(bytes)) continue
-    bufferBytes += bytes.length
-    if (!seen.has(bytes.buffer)) {
-      seen.add(bytes.buffer)
-      backingBytes += bytes.buffer.byteLength
+  const exposed = new Set()
+  local.views.forEach((view, slot) => {
+    if (!Buffer.isBuffer(view) || view.length === 0) return
+    entries++
+    bufferBytes += view.length
+    if (!seen.has(view.buffer)) {
+      seen.add(view.buffer)
+      backingBytes += view.buffer.byteLength
     }
+    if (local.homes[slot]?.exposed) exposed.add(view.buffer)
+  })
+  return { entries, bufferBytes, backingBytes, segments: local.segments, exposedSegments: exposed.size }
+}
+
+/**
+ * Diagnostic for the memory step: where the RSS is. V8's heap spaces as committed (new space
+ * grows with the survival rate of young objects; large objects hold big tables such as a Map's),
+ * and on Linux the resident memory of the malloc heap (`[heap]`, the brk area: small and mid-size
+ * allocations) against anonymous mappings (V8's pages, large allocations, other threads' malloc
+ * arenas), read from /proc/self/smaps; null where that file is missing.
+ */
+function whereMemoryIs () {
+  const spaces = {}
+  for (const space of v8.getHeapSpaceStatistics()) {
+    const name = space.space_name.replace(/_space$/, '')
+    if (space.space_size > 0) spaces[name] = space.space_size
   }
-  return { entries: entries.size, keyChars, bufferBytes, backingBytes }
+  let maps = null
+  try {
+    maps = { heap: 0, anonymous: 0, other: 0 }
+    let kind = 'other'
+    for (const line of readFileSync('/proc/self/smaps', 'utf8').split('\n')) {
+      // The rest (other): files mapped, the node binary's code among them, and stacks.
+      const mapping = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+ *(.*)$/.exec(line)
+      if (mapping) {
+        kind = mapping[1] === '[heap]' ? 'heap' : mapping[1] === '' ? 'anonymous' : 'other'
+        continue
+      }
+      const rss = /^Rss: +(\d+) kB/.exec(line)
+      if (rss) maps[kind] += Number(rss[1]) * 1024
+    }
+  } catch {
+    maps = null
+  }
+  return { spaces, maps }
 }
 
 function redisOptions (url) {

@@ -61,8 +61,10 @@ export class DecodedEntries {
 
   remember (key: string, entry: HttpEntry): void {
     this.forget(key)
-    // Its own copy: a reply from ioredis is a slice of a large read buffer.
+    // Its own copy, and nothing else of the stored bytes kept: a reply from ioredis is a slice
+    // of a large read buffer, a local-tier entry a view of a whole segment.
     entry.body = Buffer.from(entry.body)
+    entry.envelope = { ...entry.envelope, payload: entry.body }
     this.entries.set(key, entry)
     this.bytes += entry.body.length
     this.trim()

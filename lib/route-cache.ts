@@ -319,8 +319,11 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
       if (bytes[1] === ENCODING_GZIP) reply.header('vary', appendVary(reply.getHeader('vary') as string | undefined, 'accept-encoding'))
       // Not awaited: the response does not depend on it, and the write is queued on the same
       // connection ahead of any later read, so the next request already sees it.
-      const stored = cache.storeBytes(state.fullKey, bytes, route.keepFor, tags, state.field).catch(() => {}).finally(() => lease?.release())
-      // Waiters get the response either way; only an entry within maxEntrySize is stored.
+      const stored = cache.storeBytes(state.fullKey, bytes, route.keepFor, tags, state.field).catch(() => {})
+      stored.then(() => lease?.release(), () => {})
+      // Waiters get the response either way; only an entry within maxEntrySize is stored. The
+      // flight is findable until the entry is written, not until the lock is let go: a bust that
+      // follows the write must not find the old response still in flight.
       flight?.settle(bytes, stored)
       decided(request, reply, 'MISS', `${state.status}; ${bytes.length > cache.maxEntrySize ? 'detail=size' : 'stored'}`)
     } else {

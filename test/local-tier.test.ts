@@ -7,7 +7,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import fastifyRedisCache from '../index'
 import type { CacheManager } from '../lib/cache'
 import { LocalTier, TieredStore } from '../lib/local-tier'
-import { Codec, KIND_VALUE } from '../lib/serializer'
+import { Codec, HEADER_BYTES, KIND_VALUE } from '../lib/serializer'
 import { Statistics } from '../lib/statistics'
 import type { CacheOptions } from '../types'
 import { captureLogs, type Logs, rawClient, sleep, uniquePrefix, until } from './helpers/app'
@@ -226,7 +226,7 @@ t.test('the local tier is flushed when its subscription reconnects', async (t) =
   t.equal(await b.cache.get('k'), 'v2')
 })
 
-t.test('bounds: maxEntries, maxBytes, LRU order, evictions counted', async (t) => {
+t.test('bounds through the cache: maxEntries, LRU order, evictions counted', async (t) => {
   const [a] = await pair(t, { local: { maxEntries: 3 } })
   const key = (i: number): string => a.cache.redisKey(`k${i}`)
   for (let i = 1; i <= 3; i++) await a.cache.set(`k${i}`, i)
@@ -238,40 +238,320 @@ t.test('bounds: maxEntries, maxBytes, LRU order, evictions counted', async (t) =
   t.ok(a.tiered.local.get(key(1)) !== undefined)
   t.equal(a.cache.getStatistics().evictions, 1)
   t.equal(await a.cache.get('k2'), 2, 'still in Redis')
+})
 
+// The LocalTier itself: a log of segments with CLOCK eviction.
+
+const codec = new Codec(undefined, { enabled: false, threshold: 1024, level: 6 })
+
+// One time of storing for the envelopes below, so that equal arguments make equal bytes.
+const STORED_AT = Date.now()
+
+/** An envelope of exactly `size` bytes, its payload made of `fill`. */
+function envelope (size: number, fill = 'x', ttl = 60, storedAt = STORED_AT): Buffer {
+  return codec.encode(Buffer.alloc(size - HEADER_BYTES, fill), KIND_VALUE, ttl, false, undefined, storedAt).bytes
+}
+
+function tierOf (maxBytes: number, maxEntries = 1_000_000, ttl = 60): { tier: LocalTier, stats: Statistics } {
   const stats = new Statistics()
-  const codec = new Codec(undefined, { enabled: false, threshold: 1024, level: 6 })
-  const entry = (size: number, ttl = 60): Buffer => codec.encode(Buffer.alloc(size, 'x'), KIND_VALUE, ttl, false).bytes
-  // What one entry costs (its bytes plus a per-entry overhead) is the tier's business: measure it.
-  const costOf = (key: string, bytes: Buffer): number => {
-    const probe = new LocalTier({ maxEntries: 10, maxBytes: 1e9, ttl: 60 }, new Statistics())
-    probe.set(key, bytes)
-    return probe.bytes
-  }
-  const unit = costOf('a', entry(300))
-  t.ok(unit > 300, `an entry of 300 bytes costs ${unit}`)
-  const maxBytes = Math.floor(2.5 * unit)
-  const tier = new LocalTier({ maxEntries: 1000, maxBytes, ttl: 60 }, stats)
-  tier.set('a', entry(300))
-  tier.set('b', entry(300))
-  t.equal(tier.describe().entries, 2)
-  t.equal(tier.bytes, 2 * unit)
-  tier.set('c', entry(300))
-  t.equal(tier.describe().entries, 2, 'the bytes bound evicts')
-  t.equal(tier.get('a'), undefined, 'the oldest')
-  t.equal(stats.evictions, 1)
-  tier.set('huge', entry(3 * unit))
-  t.equal(tier.get('huge'), undefined, 'an entry larger than the whole tier is not kept')
-  t.equal(tier.describe().entries, 2, 'and evicts nothing')
+  return { tier: new LocalTier({ maxEntries, maxBytes, ttl }, stats), stats }
+}
+
+/** What an entry's objects are counted at beside its bytes: read off a tier holding it alone. */
+function overhead (key: string): number {
+  const { tier } = tierOf(1e9)
+  tier.set(key, envelope(100))
+  return tier.bytes - tier.segments * tier.segmentSize
+}
+
+const MiB = 1024 * 1024
+const KiB = 1024
+
+t.test('LocalTier: segments are sized from maxBytes', async (t) => {
+  t.equal(tierOf(64 * MiB).tier.segmentSize, 2 * MiB, 'a 32nd of maxBytes')
+  t.equal(tierOf(1024 * MiB).tier.segmentSize, 4 * MiB, 'at most 4 MiB')
+  t.equal(tierOf(1 * MiB).tier.segmentSize, 64 * KiB, 'at least 64 KiB')
+  t.equal(tierOf(256 * KiB).tier.segmentSize, 32 * KiB, 'but at most an eighth of a small tier')
+  t.equal(tierOf(4).tier.segmentSize, 1, 'and at least a byte')
+  const { tier } = tierOf(4)
+  tier.set('k', envelope(20))
+  t.equal(tier.describe().entries, 0, 'a tier too small for anything keeps nothing')
+})
+
+t.test('LocalTier: a copy in a segment, the same Buffer on every hit', async (t) => {
+  const { tier } = tierOf(1 * MiB)
+  const bytes = envelope(400, 'a')
+  tier.set('a', bytes)
+  const view = tier.get('a')
+  t.ok(view !== undefined && view.equals(bytes), 'the bytes come back')
+  t.not(view, bytes, 'a copy, not the caller\'s buffer')
+  t.equal(view?.buffer.byteLength, tier.segmentSize, 'a view of a segment')
+  t.equal(tier.get('a'), view, 'the same object on the next hit')
+  bytes.fill(0)
+  t.equal(tier.get('a')?.[0], 0xc7, 'unaffected by changes to the caller\'s buffer')
+  t.equal(tier.get('missing'), undefined)
+  tier.delete('missing')
+  t.equal(tier.bytes, tier.segmentSize + overhead('a'), 'a whole segment counted, plus the entry')
   tier.set('foreign', Buffer.from('not an envelope'))
   t.equal(tier.get('foreign'), undefined, 'foreign bytes are not kept')
-  tier.set('b', entry(100))
-  t.equal(tier.describe().entries, 2, 'replacing an entry counts it once')
-  t.equal(tier.bytes, costOf('b', entry(100)) + unit)
-  tier.deletePrefix('c')
-  t.equal(tier.describe().entries, 1)
+  tier.set('a', envelope(100, 'b'))
+  t.equal(tier.describe().entries, 1, 'replacing an entry counts it once')
+  t.equal(tier.get('a')?.length, 100)
+  t.equal(tier.bytes, tier.segmentSize + overhead('a'))
+})
+
+t.test('LocalTier: maxEntries, with exact evictions and second chances', async (t) => {
+  const { tier, stats } = tierOf(64 * MiB, 3)
+  for (const key of ['a', 'b', 'c', 'd']) tier.set(key, envelope(100, key))
+  t.equal(tier.describe().entries, 3)
+  t.equal(stats.evictions, 1)
+  t.equal(tier.get('a'), undefined, 'the oldest went')
+
+  // b is hit: spared once (copied forward), so c goes when e comes.
+  const hit = tier.get('b')
+  tier.set('e', envelope(100, 'e'))
+  t.equal(stats.evictions, 2)
+  t.equal(tier.get('c'), undefined, 'the oldest unhit entry went')
+  const moved = tier.get('b')
+  t.ok(moved?.equals(envelope(100, 'b')), 'the spared entry keeps its bytes')
+  t.not(moved, hit, 'in a new view, at the end of the log')
+  t.ok(hit?.equals(envelope(100, 'b')), 'while the old view still holds them')
+  // Marked again by that get; d is the oldest, unmarked.
+  tier.set('f', envelope(100, 'f'))
+  t.equal(tier.get('d'), undefined)
+  t.same(['b', 'e', 'f'].map((key) => tier.get(key)?.length), [100, 100, 100])
+  t.equal(stats.evictions, 3)
+
+  // All marked: a whole pass clears their marks, and the first unmarked one is the newest.
+  tier.set('g', envelope(100, 'g'))
+  t.equal(stats.evictions, 4)
+  t.equal(tier.describe().entries, 3)
+  t.equal(tier.get('g'), undefined, 'g went')
+  tier.set('h', envelope(100, 'h'))
+  t.equal(tier.get('e'), undefined, 'then e, the oldest, no longer marked')
+  t.equal(stats.evictions, 5)
+})
+
+t.test('LocalTier: maxBytes counts segments whole, and evicts by it', async (t) => {
+  // Entries larger than a segment each get a segment of their own size, and no segment is
+  // being filled: exactly their bytes plus their objects count.
+  const maxBytes = 1 * MiB
+  const { tier, stats } = tierOf(maxBytes)
+  const size = 100 * KiB
+  const each = size + overhead('b00')
+  const fit = Math.floor(maxBytes / each)
+  for (let i = 0; i < fit + 2; i++) tier.set(`b${String(i).padStart(2, '0')}`, envelope(size, String(i % 10)))
+  t.equal(tier.describe().entries, fit)
+  t.equal(tier.segments, fit)
+  t.equal(tier.bytes, fit * each)
+  t.equal(stats.evictions, 2)
+  t.equal(tier.get('b00'), undefined)
+  t.equal(tier.get('b01'), undefined)
+  t.ok(tier.get('b02')?.equals(envelope(size, '2')))
+  t.equal(tier.get('b02')?.buffer.byteLength, size, 'a segment of its own exact size')
+
+  // Small entries share segments: 64 of 1 KiB in each 64 KiB one.
+  const small = tierOf(maxBytes)
+  const cost = overhead('s000')
+  const sets = 2000
+  let worst = 0
+  for (let i = 0; i < sets; i++) {
+    small.tier.set(`s${String(i).padStart(3, '0')}`.slice(-4), envelope(1024))
+    worst = Math.max(worst, small.tier.bytes)
+  }
+  const held = small.tier.describe().entries
+  t.ok(worst <= maxBytes, `never over maxBytes (at most ${worst})`)
+  t.equal(small.stats.evictions + held, sets, 'every entry not held was evicted, counted')
+  t.ok(held * (1024 + cost) >= maxBytes - 3 * small.tier.segmentSize, `as many as fit (${held})`)
+  t.equal(small.tier.bytes, small.tier.segments * small.tier.segmentSize + held * cost, 'segments and entries, nothing else')
+  const keys = Array.from({ length: sets }, (_, i) => `s${String(i).padStart(3, '0')}`.slice(-4))
+  t.same(keys.slice(-held).filter((key) => small.tier.get(key) === undefined), [], 'the newest are held')
+})
+
+t.test('LocalTier: entries larger than a segment', async (t) => {
+  const maxBytes = 1 * MiB
+  const { tier, stats } = tierOf(maxBytes, 2)
+  const largest = maxBytes - 2 * tier.segmentSize - overhead('big')
+  tier.set('big', envelope(largest + 1))
+  t.equal(tier.get('big'), undefined, 'one that could not fit beside the segments is not kept')
+  t.equal(tier.segments, 0, 'and takes no segment')
+  tier.set('big', envelope(largest, 'B'))
+  const view = tier.get('big')
+  t.ok(view?.equals(envelope(largest, 'B')), 'the largest that fits is kept')
+  t.equal(tier.segments, 1)
+
+  // Hit, so spared: kept where it is (a copy would only take another slab of its size).
+  tier.set('s1', envelope(100))
+  t.ok(tier.bytes <= maxBytes)
+  tier.set('s2', envelope(100))
+  t.equal(stats.evictions, 1)
+  t.equal(tier.get('s1'), undefined, 's1 went instead')
+  t.equal(tier.get('big'), view, 'big was not copied')
+  t.ok(tier.bytes <= maxBytes)
+
+  // Deleted, its segment is released, never kept as the spare.
+  const segments = tier.segments
+  tier.delete('big')
+  t.equal(tier.segments, segments - 1)
+  t.equal(tier.bytes, tier.segments * tier.segmentSize + overhead('s2'))
+  t.ok(view?.equals(envelope(largest, 'B')), 'a view handed out still holds its bytes')
+})
+
+t.test('LocalTier: no region that was handed out is ever written again', async (t) => {
+  const { tier } = tierOf(1 * MiB)
+  tier.set('a', envelope(400, 'a'))
+  const first = tier.get('a')
+  tier.set('a', envelope(400, 'b'))
+  const second = tier.get('a')
+  tier.set('e', envelope(3000, 'e'))
+  const evicted = tier.get('e')
+  tier.delete('a')
+  // Thousands of later entries: every earlier segment is evicted, emptied and released many
+  // times over, and the unread ones are written again.
+  for (let i = 0; i < 5000; i++) tier.set(`z${i}`, envelope(200 + (i % 7) * 100, 'z'))
+  t.equal(tier.get('e'), undefined, 'e was evicted')
+  t.ok(first?.equals(envelope(400, 'a')), 'the view of an overwritten entry')
+  t.ok(second?.equals(envelope(400, 'b')), 'the view of a deleted entry')
+  t.ok(evicted?.equals(envelope(3000, 'e')), 'the view of an evicted entry')
+})
+
+t.test('LocalTier: segments are released when empty; unread ones are written again', async (t) => {
+  const { tier } = tierOf(1 * MiB)
+  const cost = overhead('x000')
+  const perSegment = tier.segmentSize / 1024
+  const fill = (prefix: string, count: number): string[] => {
+    const keys = Array.from({ length: count }, (_, i) => `${prefix}${String(i).padStart(3, '0')}`)
+    for (const key of keys) tier.set(key, envelope(1024))
+    return keys
+  }
+
+  // Read (so views may be held): released to the GC.
+  const read = fill('r', perSegment * 2 + perSegment / 2)
+  for (const key of read) tier.get(key)
+  t.equal(tier.segments, 3)
+  for (const key of read.slice(0, perSegment)) tier.delete(key)
+  t.equal(tier.segments, 2, 'the first, emptied, is released')
+  t.equal(tier.bytes, 2 * tier.segmentSize + (read.length - perSegment) * cost)
+  tier.deletePrefix('r')
+  t.equal(tier.segments, 1, 'the one being filled stays')
+  t.equal(tier.bytes, tier.segmentSize)
+  t.equal(tier.describe().entries, 0)
+  // The one being filled, emptied, then full: released when the next one starts.
+  const rest = fill('q', perSegment / 2)
+  for (const key of rest) tier.get(key)
+  tier.deletePrefix('q')
+  fill('p', 1)
+  t.equal(tier.segments, 1, 'the read one was released, a new one started')
   tier.clear()
-  t.same(tier.describe(), { entries: 0, bytes: 0, maxEntries: 1000, maxBytes })
+
+  // Never read: the first emptied segment is kept as the spare and becomes the next one.
+  const unread = fill('u', perSegment * 3 + 1)
+  t.equal(tier.segments, 4)
+  for (const key of unread.slice(0, perSegment * 2)) tier.delete(key)
+  t.equal(tier.segments, 3, 'two emptied: one kept as the spare, the other released')
+  t.equal(tier.bytes, 3 * tier.segmentSize + (perSegment + 1) * cost)
+  fill('v', perSegment)
+  t.equal(tier.segments, 3, 'the spare was written again instead of a new segment')
+  // The one being filled, emptied and never read, then full: it is its own next segment.
+  tier.clear()
+  fill('w', perSegment)
+  tier.deletePrefix('w')
+  fill('y', 1)
+  t.equal(tier.segments, 1)
+  t.equal(tier.bytes, tier.segmentSize + cost)
+  t.ok(tier.get('y000')?.equals(envelope(1024)))
+})
+
+t.test('LocalTier: random use never breaks the bounds nor returns wrong bytes', async (t) => {
+  // A small deterministic generator (mulberry32), so a failure can be replayed.
+  let seed = 0x5eed
+  const random = (): number => {
+    seed = (seed + 0x6d2b79f5) | 0
+    let x = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
+  }
+  const maxBytes = 512 * KiB
+  const maxEntries = 300
+  const { tier } = tierOf(maxBytes, maxEntries)
+  const expected = new Map<string, Buffer>()
+  let over = 0
+  let wrong = 0
+  let hits = 0
+  for (let i = 0; i < 20_000; i++) {
+    const key = `key${Math.floor(random() * 600)}`
+    const roll = random()
+    if (roll < 0.5) {
+      // Mostly small, now and then larger than a segment (32 KiB here).
+      const size = random() < 0.02 ? 40 * KiB + Math.floor(random() * 60 * KiB) : 20 + Math.floor(random() * 3000)
+      const bytes = envelope(size, String.fromCharCode(97 + (i % 26)))
+      tier.set(key, bytes)
+      expected.set(key, bytes)
+    } else if (roll < 0.9) {
+      const bytes = tier.get(key)
+      if (bytes !== undefined) {
+        hits++
+        if (!bytes.equals(expected.get(key) as Buffer)) wrong++
+      }
+    } else if (roll < 0.98) {
+      tier.delete(key)
+    } else {
+      tier.deletePrefix(`key${Math.floor(random() * 60)}`)
+    }
+    if (tier.bytes > maxBytes || tier.describe().entries > maxEntries) over++
+  }
+  t.equal(over, 0, 'within maxBytes and maxEntries after every operation')
+  t.equal(wrong, 0, `every hit (${hits}) returned the bytes last set`)
+  t.ok(hits > 1000, 'and there were hits')
+  tier.clear()
+  t.same(tier.describe(), { entries: 0, bytes: 0, maxEntries, maxBytes })
+  t.equal(tier.segments, 0)
+})
+
+t.test('LocalTier: clear and deletePrefix', async (t) => {
+  const { tier } = tierOf(1 * MiB)
+  for (const key of ['p:a', 'p:b', 'q:a']) tier.set(key, envelope(300, key[0]))
+  const held = tier.get('p:a')
+  tier.deletePrefix('p:')
+  t.equal(tier.describe().entries, 1)
+  t.equal(tier.get('p:b'), undefined)
+  t.ok(tier.get('q:a') !== undefined)
+  tier.clear()
+  t.same(tier.describe(), { entries: 0, bytes: 0, maxEntries: 1_000_000, maxBytes: 1 * MiB })
+  t.equal(tier.segments, 0, 'segments too')
+  t.ok(held?.equals(envelope(300, 'p')), 'views handed out keep their bytes')
+  tier.set('again', envelope(300))
+  t.equal(tier.bytes, tier.segmentSize + overhead('again'), 'and it starts over')
+})
+
+t.test('LocalTier: entries expire with their freshness or the tier\'s ttl; expired ones are not evictions', async (t) => {
+  const realNow = Date.now
+  let offset = 0
+  Date.now = () => realNow() + offset
+  t.teardown(() => { Date.now = realNow })
+  const { tier, stats } = tierOf(1 * MiB, 2, 5)
+  tier.set('short', envelope(100, 's', 1, Date.now()))
+  tier.set('long', envelope(100, 'l', 60, Date.now()))
+  offset += 1100
+  t.equal(tier.get('short'), undefined, 'gone with its own freshness')
+  t.equal(tier.describe().entries, 1)
+  t.equal(tier.bytes, tier.segmentSize + overhead('long'))
+  offset += 4000
+  t.equal(tier.get('long'), undefined, 'gone with the tier\'s ttl')
+
+  // Expired at the head of the queue, even hit before: dropped, not spared, not counted.
+  tier.set('a', envelope(100, 'a', 1, Date.now()))
+  tier.set('b', envelope(100, 'b', 60))
+  t.ok(tier.get('a') !== undefined)
+  t.ok(tier.get('b') !== undefined)
+  offset += 1500
+  tier.set('c', envelope(100, 'c', 60))
+  t.equal(stats.evictions, 0)
+  t.equal(tier.describe().entries, 2)
+  tier.set('d', envelope(100, 'd', 60))
+  t.equal(stats.evictions, 1, 'b, hit, was spared; c was not')
+  t.equal(tier.get('c'), undefined)
+  t.ok(tier.get('b') !== undefined && tier.get('d') !== undefined)
 })
 
 t.test('a value too big for the tier replaces the local copy of the old one', async (t) => {

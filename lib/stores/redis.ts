@@ -245,13 +245,12 @@ export function parseInfo (text: string): Map<string, string> {
 }
 
 function deferred (): ReadWaiter {
-  let resolve!: ReadWaiter['resolve']
-  let reject!: ReadWaiter['reject']
-  const promise = new Promise<Buffer | null>((resolvePromise, rejectPromise) => {
-    resolve = resolvePromise
-    reject = rejectPromise
+  const waiter = {} as ReadWaiter
+  waiter.promise = new Promise<Buffer | null>((resolve, reject) => {
+    waiter.resolve = resolve
+    waiter.reject = reject
   })
-  return { promise, resolve, reject }
+  return waiter
 }
 
 function sum (values: number[]): number {
