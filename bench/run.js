@@ -6,7 +6,7 @@
 // against every variant in an order that changes from round to round, and prints the medians,
 // the target ratios of issue 6 with PASS/FAIL, the memory step and the machine. Full runs write
 // results.json and results.md beside this file.
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
@@ -25,8 +25,8 @@ const benchRequire = createRequire(import.meta.url)
 
 const HELP = `usage: node run.js [options]
 
-  --rounds N         rounds of every variant (default 3)
-  --duration S       seconds of each autocannon run (default 5)
+  --rounds N         rounds of every variant (default 5)
+  --duration S       seconds of each autocannon run (default 4)
   --connections N    autocannon connections (default 50)
   --quick            1 round of 2 s, no memory control run; writes nothing unless --write
   --only a,b,...     only these benchmarks (names as in the table; ratios need both sides)
@@ -38,12 +38,14 @@ const HELP = `usage: node run.js [options]
                      leave out its control run (the same load without a local tier)
   --write            write results.json and results.md (default for full runs)
   --no-write         do not write them
+  --no-pin           do not pin the servers to CPU 0 and this runner (autocannon) to CPU 1
   --strict           exit 1 when a target fails
   --help`
 
 /** One autocannon run target: a server variant plus request headers. */
 const BENCHES = [
   { name: 'static', server: 'static' },
+  { name: 'object', server: 'object' },
   { name: 'ioredis', server: 'ioredis' },
   { name: 'route-redis', server: 'route-redis', hit: true },
   { name: 'route-local', server: 'route-local', hit: true },
@@ -63,6 +65,8 @@ const TARGETS = [
   { label: 'getOrSet (local + Redis) / bentocache (memory + Redis)', num: 'getorset-ours-local', den: 'getorset-bentocache-tiered', min: 2 }
 ]
 const INFORMATIONAL = [
+  { label: 'route returning the object constant / bentocache (memory + Redis)', num: 'object', den: 'getorset-bentocache-tiered' },
+  { label: 'getOrSet (local + Redis) / route returning the object constant', num: 'getorset-ours-local', den: 'object' },
   { label: 'hand-written ioredis route / static ceiling', num: 'ioredis', den: 'static' },
   { label: 'route hit from Redis / static ceiling', num: 'route-redis', den: 'static' },
   { label: 'route hit from local tier / route hit from Redis', num: 'route-local', den: 'route-redis' },
@@ -155,6 +159,7 @@ function parseOptions () {
       write: { type: 'boolean' },
       'no-write': { type: 'boolean', default: false },
       strict: { type: 'boolean', default: false },
+      'no-pin': { type: 'boolean', default: false },
       help: { type: 'boolean', default: false }
     }
   })
@@ -173,15 +178,16 @@ function parseOptions () {
   if (memoryOnly && (values['skip-memory'] || values.only)) throw new Error('--memory-only goes with neither --skip-memory nor --only')
   const options = {
     quick,
-    rounds: Math.round(number(values.rounds, quick ? 1 : 3, 'rounds')),
-    duration: number(values.duration, quick ? 2 : 5, 'duration'),
+    rounds: Math.round(number(values.rounds, quick ? 1 : 5, 'rounds')),
+    duration: number(values.duration, quick ? 2 : 4, 'duration'),
     connections: Math.round(number(values.connections, 50, 'connections')),
     entries: Math.round(number(values.entries, 100_000, 'entries')),
     memory: !values['skip-memory'],
     memoryControl: !quick && !values['skip-memory-control'],
     // A partial run must not overwrite the full results.
-    write: values['no-write'] ? false : values.write ?? !(quick || memoryOnly),
-    strict: values.strict
+    write: values['no-write'] ? false : values.write ?? !(quick || memoryOnly || values.only),
+    strict: values.strict,
+    pin: !values['no-pin']
   }
   options.benches = memoryOnly ? [] : BENCHES
   if (values.only) {
@@ -239,12 +245,35 @@ async function startRedis () {
   return { child, port, url, version }
 }
 
+// With two cores or more, the server under test runs on CPU 0 and this runner, which is the load
+// generator, on CPU 1: neither steals the other's core, and the scheduler does not move them
+// about, which otherwise swings a variant's figure by half from one round to the next. Redis is
+// left to the scheduler. Linux's taskset; without it, nothing is pinned.
+const SERVER_CPU = 0
+const RUNNER_CPU = 1
+let pinning = false
+
+function pin (pid, cpu) {
+  execFileSync('taskset', ['-a', '-p', '-c', String(cpu), String(pid)], { stdio: 'ignore' })
+}
+
+function startPinning (wanted) {
+  if (!wanted || os.cpus().length < 2) return false
+  try {
+    pin(process.pid, RUNNER_CPU)
+    return true
+  } catch {
+    return false
+  }
+}
+
 async function startServer (variant, redisUrl, nodeArgs = []) {
   const port = await freePort()
   const child = track(spawn(process.execPath, [...nodeArgs, 'server.js', variant, String(port), redisUrl], {
     cwd: here,
     stdio: ['ignore', 'pipe', 'pipe', 'ipc']
   }), variant)
+  if (pinning) pin(child.pid, SERVER_CPU)
   const message = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${variant}: not ready within 30 s:\n${child.tail.join('\n')}`)), 30_000)
     child.on('message', (msg) => { if (msg?.ready) { clearTimeout(timer); resolve(msg) } })
@@ -536,7 +565,7 @@ function report (summary) {
     memory.pass = pass
   }
   const machineLine = `${machine.cpu}, ${machine.cores} cores, ${machine.memory}, ${machine.os}, Node ${machine.node}, Redis ${machine.redis}`
-  const configLine = `${config.rounds} round(s) x ${config.duration} s per variant, ${config.connections} connections, pipelining 1, medians of the rounds; load average at start ${machine.loadAverageAtStart}`
+  const configLine = `${config.rounds} round(s) x ${config.duration} s per variant, ${config.connections} connections, pipelining 1, medians of the rounds; ${config.pinned ? `server on CPU ${SERVER_CPU}, load generator on CPU ${RUNNER_CPU}` : 'not pinned'}; load average at start ${machine.loadAverageAtStart}`
   const versionsLine = Object.entries(machine.packages).map(([k, v]) => `${k} ${v}`).join(', ')
 
   // A --memory-only run has no throughput rows: only the memory table then.
@@ -605,6 +634,8 @@ async function main () {
       throw new Error('../dist/cjs.js is missing: run `npm run build` at the repository root first (or use `npm run bench` there)')
     }
 
+    pinning = startPinning(options.pin)
+    console.log(pinning ? `pinned: servers on CPU ${SERVER_CPU}, this runner (autocannon) on CPU ${RUNNER_CPU}, Redis unpinned` : 'not pinned')
     redis = await startRedis()
     console.log(`redis-server ${redis.version} on port ${redis.port} (throwaway, no persistence)`)
 
@@ -655,7 +686,7 @@ async function main () {
     const summary = {
       date: new Date().toISOString(),
       machine: machineInfo(redis.version),
-      config: { rounds: options.rounds, duration: options.duration, connections: options.connections, pipelining: 1, argv: process.argv.slice(2) },
+      config: { rounds: options.rounds, duration: options.duration, connections: options.connections, pipelining: 1, pinned: pinning, argv: process.argv.slice(2) },
       rows,
       ratio: ratios(rows),
       memory,

@@ -21,6 +21,7 @@ const RootRedis = rootRequire('ioredis').default ?? rootRequire('ioredis')
 
 export const VARIANTS = {
   static: 'pre-serialized 2 KB JSON constant (ceiling)',
+  object: 'the 2 KB document as an object constant, serialized by Fastify per request (the ceiling of any getOrSet route)',
   ioredis: 'hand-written route: one ioredis GET, send the string',
   'route-redis': 'our route cache, hit from Redis',
   'route-local': 'our route cache, hit from the local tier',
@@ -58,6 +59,10 @@ async function main () {
       app.get('/data', (request, reply) => {
         reply.header('content-type', 'application/json; charset=utf-8').send(json)
       })
+      break
+
+    case 'object':
+      app.get('/data', async () => doc)
       break
 
     case 'ioredis': {
