@@ -360,7 +360,7 @@ function orderFor (round, rounds, list) {
 
 async function memoryStep (redisUrl, options, servers) {
   // Memory is not a throughput comparison: the step runs as deployed, nothing pinned. Pinned (the
-  // server on one core, the load generator on the other), the tier's RSS figure came out 30 to 40
+  // server on one core, the load generator on the other), the tier's RSS figure came out 30 to 45
   // MiB higher (81 to 86 MiB against 39 to 51 unpinned, over the control): the load then runs at
   // another pace and the collections fall elsewhere.
   if (pinning) pin(process.pid, `0-${os.cpus().length - 1}`)

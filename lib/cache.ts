@@ -86,8 +86,8 @@ export class CacheManager implements FastifyCache {
   // getOrSet entries being refreshed in the background (stale-while-revalidate).
   private readonly refreshing = new Set<string>()
   private readonly decoded = new WeakMap<Buffer, { value: unknown, envelope: Envelope }>()
-  // The local tier, which getOrSet reads synchronously first.
-  private readonly local: LocalTier | undefined
+  /** The local tier, when there is one: getOrSet and route hits read it synchronously first. */
+  readonly local: LocalTier | undefined
   private lastFailureLog = 0
   private suppressedFailures = 0
 
@@ -252,7 +252,7 @@ export class CacheManager implements FastifyCache {
       store.kind,
       store.connected,
       guarded instanceof GuardedStore ? guarded.state : 'closed',
-      store instanceof TieredStore ? store.local.describe() : null
+      this.local?.describe() ?? null
     )
   }
 
@@ -342,7 +342,7 @@ export class CacheManager implements FastifyCache {
     try {
       if (decoded === undefined) {
         decoded = this.codec.decodeValue(bytes)
-        if (this.store instanceof TieredStore) this.decoded.set(bytes, decoded)
+        if (this.local !== undefined) this.decoded.set(bytes, decoded)
       }
     } catch (err) {
       this.stats.misses++

@@ -19,7 +19,6 @@ import { CacheConfigError, CacheDeserializationError, RedisConnectionError } fro
 import { DecodedEntries, decodeEntry, encodeHead, etagMatches, type HttpEntry, strongEtag } from './http-entry'
 import { boundedKey, DEFAULT_NAMESPACE, defaultRouteKey, validateKey, validateNamespace, validateStaleSeconds, validateTags } from './keys'
 import { ENCODING_GZIP, isFreshBytes, KIND_RESPONSE } from './serializer'
-import { TieredStore } from './local-tier'
 import type { Lease } from './single-flight'
 
 type Outcome = 'HIT' | 'MISS' | 'STALE' | 'BYPASS'
@@ -107,7 +106,7 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
   const refreshing = new Set<string>()
   const decoded = new DecodedEntries(DECODED_MAX_ENTRIES, DECODED_MAX_BYTES)
   // The local tier, read synchronously on the hit path when it is on.
-  const local = cache.store instanceof TieredStore ? cache.store.local : undefined
+  const local = cache.local
   // Checked once: building the debug line's fields costs an allocation on every request.
   const debug = log.level === 'debug' || log.level === 'trace'
 
@@ -320,7 +319,7 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
       // Not awaited: the response does not depend on it, and the write is queued on the same
       // connection ahead of any later read, so the next request already sees it.
       const stored = cache.storeBytes(state.fullKey, bytes, route.keepFor, tags, state.field).catch(() => {})
-      stored.then(() => lease?.release(), () => {})
+      stored.then(() => lease?.release())
       // Waiters get the response either way; only an entry within maxEntrySize is stored. The
       // flight is findable until the entry is written, not until the lock is let go: a bust that
       // follows the write must not find the old response still in flight.
