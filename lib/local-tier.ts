@@ -5,6 +5,12 @@
 // entries from its local tier when the message arrives. When the subscription drops, messages
 // may have been missed, so the whole local tier is flushed when it comes back. An entry never
 // outlives its own freshness nor the tier's `ttl`. With Redis down, local hits still serve.
+//
+// The subscription is a connection of its own. On a standalone or Sentinel client it is the
+// client's duplicate, which reconnects by itself and says `ready` each time. A Cluster client's
+// own subscriber moves to another node without a word when its node goes away, so no flush could
+// follow; on a Cluster the tier subscribes through one node's connection instead (a Cluster's
+// PUBLISH reaches every node), and through the next node's when that one ends.
 import { randomBytes } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Cluster, Redis } from 'ioredis'
@@ -292,6 +298,10 @@ export class LocalTier {
   }
 }
 
+/** Cluster: the first wait before subscribing through another node, and the longest. */
+const RESUBSCRIBE_DELAY_MS = 50
+const RESUBSCRIBE_MAX_DELAY_MS = 2000
+
 function entryCost (key: string): number {
   return key.length * 2 + ENTRY_OVERHEAD_BYTES
 }
@@ -316,12 +326,16 @@ export class TieredStore implements CacheStore {
   readonly local: LocalTier
   readonly inner: CacheStore
   private readonly publisher: RedisClient
-  private readonly subscriber: RedisClient
+  private subscriber: Redis | undefined
   private readonly channel: string
   private readonly prefix: string
   private readonly instance = randomBytes(8).toString('hex')
   private readonly log: FastifyBaseLogger
   private subscribedOnce = false
+  private closed = false
+  // Cluster: the node to subscribe through next, and the attempts since the last subscription.
+  private nextNode = 0
+  private attempts = 0
   // Bumped by every invalidation received: a read that raced one is not kept locally.
   private invalidations = 0
 
@@ -332,23 +346,8 @@ export class TieredStore implements CacheStore {
     this.prefix = prefix
     this.channel = `${prefix}:#invalidate`
     this.log = log
-    // A subscribed connection can run nothing else: a connection of its own.
-    this.subscriber = client.isCluster ? (client as Cluster).duplicate() : (client as Redis).duplicate()
-    this.subscriber.on('error', () => {}) // reported by the main client already
-    this.subscriber.on('ready', () => {
-      // Messages missed while unsubscribed: what the local tier holds may be stale.
-      if (this.subscribedOnce) {
-        this.invalidations++
-        this.local.clear()
-        this.log.info('fastify-redis-cache: invalidation channel reconnected; local tier flushed')
-      }
-      this.subscribedOnce = true
-      // Commands are not queued while disconnected, so subscribe on each (re)connect.
-      ;(this.subscriber as Redis).subscribe(this.channel).catch((err: unknown) => {
-        this.log.warn({ err }, 'fastify-redis-cache: cannot subscribe to the invalidation channel')
-      })
-    })
-    this.subscriber.on('message', (channel: string, message: string) => this.receive(channel, message))
+    if (client.isCluster) this.subscribeOnNode(client as Cluster)
+    else this.subscriber = this.listen((client as Redis).duplicate())
   }
 
   get connected (): boolean {
@@ -425,7 +424,8 @@ export class TieredStore implements CacheStore {
   }
 
   async close (): Promise<void> {
-    this.subscriber.disconnect()
+    this.closed = true
+    this.subscriber?.disconnect()
     this.local.clear()
     await this.inner.close()
   }
@@ -436,6 +436,50 @@ export class TieredStore implements CacheStore {
     const result = await work
     this.publish({ o: this.instance, k: [...keys] })
     return result
+  }
+
+  /** Subscribes on `connection` whenever it is ready; every time after the first, flushes. */
+  private listen (connection: Redis): Redis {
+    connection.on('error', () => {}) // reported by the main client already
+    connection.on('ready', () => {
+      // Messages missed while unsubscribed: what the local tier holds may be stale.
+      if (this.subscribedOnce) {
+        this.invalidations++
+        this.local.clear()
+        this.log.info('fastify-redis-cache: invalidation channel reconnected; local tier flushed')
+      }
+      this.subscribedOnce = true
+      this.attempts = 0
+      // Commands are not queued while disconnected, so subscribe on each (re)connect.
+      connection.subscribe(this.channel).catch((err: unknown) => {
+        this.log.warn({ err }, 'fastify-redis-cache: cannot subscribe to the invalidation channel')
+      })
+    })
+    connection.on('message', (channel: string, message: string) => this.receive(channel, message))
+    return connection
+  }
+
+  /**
+   * Subscribes through one node of the Cluster, never reconnecting to it: when the connection
+   * ends, the next node is tried, sooner after a subscription than after failed attempts.
+   */
+  private subscribeOnNode (cluster: Cluster): void {
+    const nodes = cluster.nodes('all')
+    if (nodes.length > 0) {
+      const node = nodes[this.nextNode++ % nodes.length]
+      const connection = node.duplicate({ lazyConnect: false, readOnly: false, retryStrategy: () => null })
+      this.subscriber = this.listen(connection)
+      connection.once('end', () => this.resubscribe(cluster))
+    } else {
+      // Not connected yet, or every node lost: the Cluster client finds them again.
+      this.resubscribe(cluster)
+    }
+  }
+
+  private resubscribe (cluster: Cluster): void {
+    if (this.closed) return
+    const delay = Math.min(RESUBSCRIBE_MAX_DELAY_MS, RESUBSCRIBE_DELAY_MS * 2 ** this.attempts++)
+    setTimeout(() => { if (!this.closed) this.subscribeOnNode(cluster) }, delay).unref()
   }
 
   private publish (message: Invalidation): void {

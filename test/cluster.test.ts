@@ -7,7 +7,10 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { Cluster } from 'ioredis'
 import fastifyRedisCache, { RateLimitError } from '../index'
 import type { CacheManager } from '../lib/cache'
-import { TieredStore } from '../lib/local-tier'
+import { KeyLayout } from '../lib/keys'
+import { LocalTier, TieredStore } from '../lib/local-tier'
+import { Statistics } from '../lib/statistics'
+import { RedisStore } from '../lib/stores/redis'
 import type { CacheOptions } from '../types'
 import { captureLogs, innerStore, sleep, uniquePrefix, until } from './helpers/app'
 import { startCluster, type RedisCluster } from './helpers/redis-server'
@@ -165,17 +168,13 @@ t.test('cross-instance single-flight on the Cluster', async (t) => {
   t.equal(pages.filter((p) => String(p.headers['cache-status']).includes('collapsed')).length, 5)
 })
 
-t.test('the local tier stays coherent over Cluster Pub/Sub', async (t) => {
-  const prefix = uniquePrefix('cll')
-  const options: CacheOptions = { redis: { cluster: { nodes: cluster.startupNodes } }, prefix, local: {} }
+/** Two instances with the local tier on the Cluster, once a change on `a` reaches `b`'s tier. */
+async function coherentPair (t: tap.Test): Promise<{ a: App, b: App, localB: LocalTier }> {
+  const options: CacheOptions = { redis: { cluster: { nodes: cluster.startupNodes } }, prefix: uniquePrefix('cll'), local: {} }
   const a = await app(t, options)
   const b = await app(t, options)
-  const tierOf = (cache: CacheManager): TieredStore => {
-    t.ok(cache.store instanceof TieredStore)
-    return cache.store as TieredStore
-  }
-  const localB = tierOf(b.cache).local
-  // Both subscriptions are up once a message from one reaches the other.
+  t.ok(b.cache.store instanceof TieredStore)
+  const localB = (b.cache.store as TieredStore).local
   await until(async () => {
     await a.cache.set('probe', Date.now())
     await sleep(20)
@@ -184,23 +183,63 @@ t.test('the local tier stays coherent over Cluster Pub/Sub', async (t) => {
     await sleep(50)
     return localB.get(b.cache.redisKey('probe')) === undefined
   }, 5000, 'the invalidation channel')
+  return { a, b, localB }
+}
 
-  const check = async (what: string, key: string, change: () => Promise<unknown>): Promise<void> => {
-    await a.cache.set(key, 'v1', { tags: [`tag-${key}`] })
-    await sleep(30)
-    t.equal(await b.cache.get(key), 'v1')
-    const fullKey = b.cache.redisKey(key)
-    t.ok(localB.get(fullKey) !== undefined, `b holds ${key}`)
-    await change()
-    const started = Date.now()
-    await until(() => localB.get(fullKey) === undefined, 1000, `${what} to reach b`)
-    t.ok(Date.now() - started < 100, `${what}: dropped within 100 ms`)
-  }
-  await check('set', 'k1', () => a.cache.set('k1', 'v2'))
+/** Checks that `change` on `a` drops `b`'s local copy of `key` within 100 ms. */
+async function dropsWithin100ms (t: tap.Test, { a, b, localB }: { a: App, b: App, localB: LocalTier }, what: string, key: string, change: () => Promise<unknown>): Promise<void> {
+  await a.cache.set(key, 'v1', { tags: [`tag-${key}`] })
+  await sleep(30)
+  t.equal(await b.cache.get(key), 'v1')
+  const fullKey = b.cache.redisKey(key)
+  t.ok(localB.get(fullKey) !== undefined, `b holds ${key}`)
+  await change()
+  const started = Date.now()
+  await until(() => localB.get(fullKey) === undefined, 1000, `${what} to reach b`)
+  t.ok(Date.now() - started < 100, `${what}: dropped within 100 ms`)
+}
+
+t.test('the local tier stays coherent over Cluster Pub/Sub', async (t) => {
+  const pair = await coherentPair(t)
+  const { a, b } = pair
+  await dropsWithin100ms(t, pair, 'set', 'k1', () => a.cache.set('k1', 'v2'))
   t.equal(await b.cache.get('k1'), 'v2', 'b reads the new value')
-  await check('delete', 'k2', () => a.cache.delete('k2'))
-  await check('tags', 'k3', () => a.cache.invalidateTags('tag-k3'))
-  await check('clear', 'k4', () => a.cache.clear('default'))
+  await dropsWithin100ms(t, pair, 'delete', 'k2', () => a.cache.delete('k2'))
+  await dropsWithin100ms(t, pair, 'tags', 'k3', () => a.cache.invalidateTags('tag-k3'))
+  await dropsWithin100ms(t, pair, 'clear', 'k4', () => a.cache.clear('default'))
+})
+
+t.test('the local tier is flushed when its Cluster subscription drops, and kept coherent after', async (t) => {
+  const pair = await coherentPair(t)
+  const { a, b, localB } = pair
+  await b.cache.set('k', 'v')
+  t.equal(localB.describe().entries, 1)
+  // Every node drops its Pub/Sub connections: messages may be missed until the tier subscribes
+  // through a node again, so it flushes then.
+  await Promise.all(cluster.nodes.map((node) => node.cli('client', 'kill', 'type', 'pubsub')))
+  await until(() => localB.describe().entries === 0, 3000, 'the flush')
+  // Subscribed again: invalidations flow.
+  await until(async () => {
+    await b.cache.get('again')
+    await a.cache.set('again', Date.now())
+    await sleep(50)
+    return localB.get(b.cache.redisKey('again')) === undefined
+  }, 5000, 'the resubscription')
+  await dropsWithin100ms(t, pair, 'set after the resubscription', 'k5', () => a.cache.set('k5', 'v2'))
+})
+
+t.test('on a Cluster not connected yet, the tier subscribes once it is', async (t) => {
+  const client = new Cluster(cluster.startupNodes, { lazyConnect: true })
+  const prefix = uniquePrefix('cllz')
+  const local = new LocalTier({ maxEntries: 10, maxBytes: 1024 * 1024, ttl: 60 }, new Statistics())
+  const { log } = Fastify({ logger: { level: 'warn', stream: captureLogs().stream } })
+  const tiered = new TieredStore(new RedisStore(client, new KeyLayout(prefix)), client, prefix, local, log)
+  t.teardown(() => tiered.close())
+  await client.connect()
+  await until(async () => {
+    const subscribers = await client.nodes('master')[0].pubsub('NUMSUB', `${prefix}:#invalidate`) as [string, number]
+    return subscribers[1] >= 1
+  }, 5000, 'the subscription')
 })
 
 t.test('a master killed and restarted under load: every request answered, hits resume', async (t) => {
