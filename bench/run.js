@@ -252,8 +252,9 @@ async function startRedis () {
 
 // With two cores or more, the server under test runs on CPU 0 and this runner, which is the load
 // generator, on CPU 1: neither steals the other's core, and the scheduler does not move them
-// about, which otherwise swings a variant's figure by half from one round to the next. Redis is
-// left to the scheduler. Linux's taskset; without it, nothing is pinned.
+// about, which otherwise swings a variant's figure by half from one round to the next. Redis runs
+// on CPU 1 too: deployed, it has hardware of its own, so it shares the load generator's core
+// (the outside world's) rather than the server's. Linux's taskset; without it, nothing is pinned.
 const SERVER_CPU = 0
 const RUNNER_CPU = 1
 let pinning = false
@@ -598,7 +599,7 @@ function report (summary) {
     memory.pass = pass
   }
   const machineLine = `${machine.cpu}, ${machine.cores} cores, ${machine.memory}, ${machine.os}, Node ${machine.node}, Redis ${machine.redis}`
-  const configLine = `${config.rounds} round(s) x ${config.duration} s per variant, ${config.connections} connections, pipelining 1, medians of the rounds; ${config.pinned ? `server on CPU ${SERVER_CPU}, load generator on CPU ${RUNNER_CPU}` : 'not pinned'}; load average at start ${machine.loadAverageAtStart}`
+  const configLine = `${config.rounds} round(s) x ${config.duration} s per variant, ${config.connections} connections, pipelining 1, medians of the rounds; ${config.pinned ? `server on CPU ${SERVER_CPU}, load generator and Redis on CPU ${RUNNER_CPU}` : 'not pinned'}; load average at start ${machine.loadAverageAtStart}`
   const versionsLine = Object.entries(machine.packages).map(([k, v]) => `${k} ${v}`).join(', ')
 
   // A --memory-only run has no throughput rows: only the memory table then.
@@ -668,8 +669,9 @@ async function main () {
     }
 
     pinning = startPinning(options.pin)
-    console.log(pinning ? `pinned: servers on CPU ${SERVER_CPU}, this runner (autocannon) on CPU ${RUNNER_CPU}, Redis unpinned` : 'not pinned')
+    console.log(pinning ? `pinned: servers on CPU ${SERVER_CPU}, this runner (autocannon) and Redis on CPU ${RUNNER_CPU}` : 'not pinned')
     redis = await startRedis()
+    if (pinning) pin(redis.child.pid, RUNNER_CPU)
     console.log(`redis-server ${redis.version} on port ${redis.port} (throwaway, no persistence)`)
 
     const needed = [...new Set(options.benches.map((b) => b.server))]

@@ -144,48 +144,35 @@ export class CacheManager implements FastifyCache {
     }
   }
 
-  async getOrSet<T> (key: string, callback: () => T | Promise<T>, opts?: GetOrSetOptions): Promise<T> {
-    const fullKey = this.redisKey(key, opts?.namespace)
-    const ttl = this.resolveTtl(opts?.ttl)
-    const tags = opts?.tags === undefined ? [] : validateTags(opts.tags)
-    const staleWhileRevalidate = validateStaleSeconds(opts?.staleWhileRevalidate, 'staleWhileRevalidate')
-    const staleIfError = validateStaleSeconds(opts?.staleIfError, 'staleIfError')
-    if (typeof callback !== 'function') throw new TypeError('getOrSet needs a callback function')
-    if (opts?.forceRefresh !== true) {
+  getOrSet<T> (key: string, callback: () => T | Promise<T>, opts?: GetOrSetOptions): Promise<T> {
+    // Not an async function: a hit from the local tier and a caller that joins a lookup under
+    // way cost no promise of their own (the hot paths under concurrency).
+    let fullKey: string, ttl: number, tags: string[], staleWhileRevalidate: number, staleIfError: number
+    try {
+      fullKey = this.redisKey(key, opts?.namespace)
+      ttl = this.resolveTtl(opts?.ttl)
+      tags = opts?.tags === undefined ? [] : validateTags(opts.tags)
+      staleWhileRevalidate = validateStaleSeconds(opts?.staleWhileRevalidate, 'staleWhileRevalidate')
+      staleIfError = validateStaleSeconds(opts?.staleIfError, 'staleIfError')
+      if (typeof callback !== 'function') throw new TypeError('getOrSet needs a callback function')
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    const forceRefresh = opts?.forceRefresh === true
+    if (!forceRefresh) {
       const hit = this.localHit(fullKey)
-      if (hit !== undefined) return hit.value as T
+      if (hit !== undefined) return Promise.resolve(hit.value as T)
+      // Concurrent callers of one key share one lookup and one callback run.
+      const running = this.inflight.get(fullKey)
+      if (running !== undefined) return running as Promise<T>
     }
     const load: Load<T> = { fullKey, callback, ttl, keepFor: ttl + Math.max(staleWhileRevalidate, staleIfError), tags, compress: opts?.compress }
-    if (opts?.forceRefresh === true) return this.runAndStore(load)
-
-    // Concurrent callers of one key share one lookup and one callback run.
-    const running = this.inflight.get(fullKey)
-    if (running !== undefined) return running as Promise<T>
-    const run = (async () => {
-      const lookup = await this.lookup(fullKey)
-      if (lookup.found) {
-        if (isFresh(lookup.envelope)) return lookup.value as T
-        if (isFresh(lookup.envelope, staleWhileRevalidate)) {
-          this.refreshInBackground(load)
-          return lookup.value as T
-        }
-      }
-      try {
-        return await this.load(load)
-      } catch (err) {
-        if (lookup.found && isFresh(lookup.envelope, staleIfError)) {
-          this.log.warn({ err, key: fullKey }, 'fastify-redis-cache: getOrSet callback failed; serving the stale value')
-          return lookup.value as T
-        }
-        throw err
-      }
-    })()
+    if (forceRefresh) return this.runAndStore(load)
+    const run = this.lookupOrLoad(load, staleWhileRevalidate, staleIfError)
     this.inflight.set(fullKey, run)
-    try {
-      return await run
-    } finally {
-      this.inflight.delete(fullKey)
-    }
+    const settled = (): void => { this.inflight.delete(fullKey) }
+    run.then(settled, settled)
+    return run
   }
 
   async expire (key: string, seconds: number, opts?: NamespaceOption): Promise<boolean> {
@@ -416,6 +403,27 @@ export class CacheManager implements FastifyCache {
   }
 
   /** Runs the callback once across instances (see single-flight.ts) and stores its result. */
+  /** getOrSet's shared run: the stored value when fresh (or stale within its windows), else the callback's. */
+  private async lookupOrLoad<T> (load: Load<T>, staleWhileRevalidate: number, staleIfError: number): Promise<T> {
+    const lookup = await this.lookup(load.fullKey)
+    if (lookup.found) {
+      if (isFresh(lookup.envelope)) return lookup.value as T
+      if (isFresh(lookup.envelope, staleWhileRevalidate)) {
+        this.refreshInBackground(load)
+        return lookup.value as T
+      }
+    }
+    try {
+      return await this.load(load)
+    } catch (err) {
+      if (lookup.found && isFresh(lookup.envelope, staleIfError)) {
+        this.log.warn({ err, key: load.fullKey }, 'fastify-redis-cache: getOrSet callback failed; serving the stale value')
+        return lookup.value as T
+      }
+      throw err
+    }
+  }
+
   private async load<T> (load: Load<T>): Promise<T> {
     const { lease, bytes } = await this.flight.claim(load.fullKey, isFreshBytes)
     if (lease === undefined) {
