@@ -365,7 +365,7 @@ function orderFor (round, rounds, list) {
 // The memory step: 100k distinct entries through a cached route with a large local tier.
 
 async function memoryStep (redisUrl, options, servers) {
-  // Memory is not a throughput comparison: the step runs as deployed, nothing pinned. Pinned (the
+  // Memory is not a throughput comparison: the server and the load generator run unpinned, as deployed (Redis stays on CPU 1). Pinned (the
   // server on one core, the load generator on the other), the tier's RSS figure came out 30 to 45
   // MiB higher (81 to 86 MiB against 39 to 51 unpinned, over the control): the load then runs at
   // another pace and the collections fall elsewhere.

@@ -402,7 +402,6 @@ export class CacheManager implements FastifyCache {
     return error
   }
 
-  /** Runs the callback once across instances (see single-flight.ts) and stores its result. */
   /** getOrSet's shared run: the stored value when fresh (or stale within its windows), else the callback's. */
   private async lookupOrLoad<T> (load: Load<T>, staleWhileRevalidate: number, staleIfError: number): Promise<T> {
     const lookup = await this.lookup(load.fullKey)
@@ -424,6 +423,7 @@ export class CacheManager implements FastifyCache {
     }
   }
 
+  /** Runs the callback once across instances (see single-flight.ts) and stores its result. */
   private async load<T> (load: Load<T>): Promise<T> {
     const { lease, bytes } = await this.flight.claim(load.fullKey, isFreshBytes)
     if (lease === undefined) {
