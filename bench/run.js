@@ -365,10 +365,11 @@ function orderFor (round, rounds, list) {
 // The memory step: 100k distinct entries through a cached route with a large local tier.
 
 async function memoryStep (redisUrl, options, servers) {
-  // Memory is not a throughput comparison: the server and the load generator run unpinned, as deployed (Redis stays on CPU 1). Pinned (the
-  // server on one core, the load generator on the other), the tier's RSS figure came out 30 to 45
-  // MiB higher (81 to 86 MiB against 39 to 51 unpinned, over the control): the load then runs at
-  // another pace and the collections fall elsewhere.
+  // Memory is not a throughput comparison: the server and the load generator run unpinned, as
+  // deployed (Redis stays on CPU 1). Pinned (the server on one core, the load generator on the
+  // other), the tier's RSS figure came out 30 to 45 MiB higher (81 to 86 MiB against 39 to 51
+  // unpinned, over the control): the load then runs at another pace and the collections fall
+  // elsewhere.
   if (pinning) pin(process.pid, `0-${os.cpus().length - 1}`)
   // One run's RSS growth moves by 20 to 30 MiB from run to run (where glibc's heap puts the
   // requests' garbage), as much as the tier's own share: so several rounds, each a run with the
