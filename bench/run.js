@@ -371,9 +371,9 @@ async function memoryStep (redisUrl, options, servers) {
   // unpinned, over the control): the load then runs at another pace and the collections fall
   // elsewhere.
   if (pinning) pin(process.pid, `0-${os.cpus().length - 1}`)
-  // One run's RSS growth moves by 20 to 30 MiB from run to run (where glibc's heap puts the
-  // requests' garbage), as much as the tier's own share: so several rounds, each a run with the
-  // tier and one without, which goes first alternating, and the round with the median difference.
+  // One run's figure is not to be trusted: single runs gave 41 to 89 MiB, depending on where
+  // glibc's heap puts the requests' garbage. So several rounds, each a run with the tier and one
+  // without, which goes first alternating, and the round with the median difference.
   const rounds = []
   for (let round = 0; round < options.memoryRounds; round++) {
     const order = round % 2 === 0 ? ['memory', 'memory-control'] : ['memory-control', 'memory']

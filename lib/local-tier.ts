@@ -57,7 +57,7 @@ const INITIAL_SLOTS = 64
 // than without the tier (the requests' garbage, freed below allocations that live on, such as the
 // pages of a growing old generation, cannot be given back), some 150 to 300 bytes per entry at
 // that size. 768 covers that, with about 200 bytes per entry to spare for the run-to-run spread
-// (10 MiB between runs of the same load).
+// (single runs of the same load differ by 15 MiB and more).
 const ENTRY_OVERHEAD_BYTES = 768
 // Segments: few enough that a slab is one allocation for thousands of small entries (so the
 // allocator is not churned per entry), small enough that the one being filled and the dead space
