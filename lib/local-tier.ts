@@ -320,6 +320,13 @@ interface Invalidation {
   p?: string
 }
 
+/** The reads of one key from Redis in flight together. */
+interface PendingRead {
+  readers: number
+  /** The key was invalidated since these reads began. */
+  raced: boolean
+}
+
 /** The local tier in front of a store, with the Pub/Sub that keeps instances coherent. */
 export class TieredStore implements CacheStore {
   readonly kind = 'redis'
@@ -336,8 +343,10 @@ export class TieredStore implements CacheStore {
   // Cluster: the node to subscribe through next, and the attempts since the last subscription.
   private nextNode = 0
   private attempts = 0
-  // Bumped by every invalidation received: a read that raced one is not kept locally.
-  private invalidations = 0
+  // Reads from Redis in flight, by key. An invalidation of the key, here or from another
+  // instance, marks the read raced and takes it out: what it brings back may be the old bytes
+  // (sent before the change), so it is not kept locally. Reads of other keys are not affected.
+  private readonly reading = new Map<string, PendingRead>()
 
   constructor (inner: CacheStore, client: RedisClient, prefix: string, local: LocalTier, log: FastifyBaseLogger) {
     this.inner = inner
@@ -359,13 +368,23 @@ export class TieredStore implements CacheStore {
     if (field !== undefined) return this.inner.get(key, field)
     const cached = this.local.get(key)
     if (cached !== undefined) return cached
-    const seen = this.invalidations
-    const bytes = await this.inner.get(key)
-    if (bytes !== null && seen === this.invalidations) this.local.set(key, bytes)
-    return bytes
+    let read = this.reading.get(key)
+    if (read === undefined) {
+      read = { readers: 0, raced: false }
+      this.reading.set(key, read)
+    }
+    read.readers++
+    try {
+      const bytes = await this.inner.get(key)
+      if (bytes !== null && !read.raced) this.local.set(key, bytes)
+      return bytes
+    } finally {
+      if (--read.readers === 0 && this.reading.get(key) === read) this.reading.delete(key)
+    }
   }
 
   async set (key: string, value: Buffer, ttl: number, tags: readonly string[], field?: string): Promise<void> {
+    this.markRaced(key)
     await this.inner.set(key, value, ttl, tags, field)
     if (field === undefined) this.local.set(key, value)
     else this.local.delete(key)
@@ -390,7 +409,7 @@ export class TieredStore implements CacheStore {
 
   async clear (namespace?: string): Promise<number> {
     const prefix = namespace === undefined ? `${this.prefix}:` : `${this.prefix}:${namespace}:`
-    this.local.deletePrefix(prefix)
+    this.forgetPrefix(prefix)
     const removed = await this.inner.clear(namespace)
     this.publish({ o: this.instance, p: prefix })
     return removed
@@ -398,7 +417,7 @@ export class TieredStore implements CacheStore {
 
   async invalidateTags (tags: readonly string[]): Promise<{ removed: number, keys: string[] }> {
     const result = await this.inner.invalidateTags(tags)
-    for (const key of result.keys) this.local.delete(key)
+    for (const key of result.keys) this.forget(key)
     if (result.keys.length > 0) this.publish({ o: this.instance, k: result.keys })
     return result
   }
@@ -426,13 +445,13 @@ export class TieredStore implements CacheStore {
   async close (): Promise<void> {
     this.closed = true
     this.subscriber?.disconnect()
-    this.local.clear()
+    this.forgetAll()
     await this.inner.close()
   }
 
   /** Drops keys locally at once (even if Redis fails), then tells the other instances. */
   private async changing<T> (keys: readonly string[], work: Promise<T>): Promise<T> {
-    for (const key of keys) this.local.delete(key)
+    for (const key of keys) this.forget(key)
     const result = await work
     this.publish({ o: this.instance, k: [...keys] })
     return result
@@ -444,8 +463,7 @@ export class TieredStore implements CacheStore {
     connection.on('ready', () => {
       // Messages missed while unsubscribed: what the local tier holds may be stale.
       if (this.subscribedOnce) {
-        this.invalidations++
-        this.local.clear()
+        this.forgetAll()
         this.log.info('fastify-redis-cache: invalidation channel reconnected; local tier flushed')
       }
       this.subscribedOnce = true
@@ -495,14 +513,38 @@ export class TieredStore implements CacheStore {
     try {
       message = JSON.parse(text) as Invalidation
     } catch {
-      this.invalidations++
-      this.local.clear()
+      this.forgetAll()
       return
     }
     if (message.o === this.instance) return
-    this.invalidations++
-    if (Array.isArray(message.k)) for (const key of message.k) this.local.delete(key)
-    else if (typeof message.p === 'string') this.local.deletePrefix(message.p)
-    else this.local.clear()
+    if (Array.isArray(message.k)) for (const key of message.k) this.forget(key)
+    else if (typeof message.p === 'string') this.forgetPrefix(message.p)
+    else this.forgetAll()
+  }
+
+  /** Drops the local copy of `key`, and keeps reads of it in flight from storing theirs. */
+  private forget (key: string): void {
+    this.local.delete(key)
+    this.markRaced(key)
+  }
+
+  private forgetPrefix (prefix: string): void {
+    this.local.deletePrefix(prefix)
+    for (const key of this.reading.keys()) if (key.startsWith(prefix)) this.markRaced(key)
+  }
+
+  private forgetAll (): void {
+    this.local.clear()
+    for (const read of this.reading.values()) read.raced = true
+    this.reading.clear()
+  }
+
+  /** Marks the reads of `key` in flight raced; reads that start later are not. */
+  private markRaced (key: string): void {
+    const read = this.reading.get(key)
+    if (read !== undefined) {
+      read.raced = true
+      this.reading.delete(key)
+    }
   }
 }

@@ -59,7 +59,7 @@ async function pair (t: tap.Test, options: CacheOptions = {}): Promise<[Instance
 }
 
 /**
- * Reads until `inst` keeps a local copy: a read that overlaps any invalidation message (another
+ * Reads until `inst` keeps a local copy: a read that overlaps an invalidation of its key (another
  * instance's write a moment ago, say) is deliberately not kept.
  */
 async function held (inst: Instance, read: () => Promise<unknown>, fullKey: string): Promise<void> {
@@ -162,26 +162,60 @@ t.test('variants of a route with vary are served from Redis, never kept locally'
   t.equal(b.tiered.local.get(fullKey), undefined, 'nor does the reader')
 })
 
-t.test('a read that raced an invalidation is not kept locally', async (t) => {
+t.test('a read that raced an invalidation of its key is not kept locally; one of another key is', async (t) => {
   const [a, b] = await pair(t)
   await a.cache.set('k', 'v')
   const fullKey = b.cache.redisKey('k')
   const raw = rawClient(t, server.url)
+  const channel = `${a.cache.layout.prefix}:#invalidate`
   const inner = b.tiered.inner
   const get = inner.get.bind(inner)
-  // The invalidation arrives while b's read is on its way back.
-  inner.get = async (key) => {
-    const bytes = await get(key)
-    await raw.publish(`${a.cache.layout.prefix}:#invalidate`, JSON.stringify({ o: 'elsewhere', k: ['unrelated'] }))
-    await sleep(50)
-    return bytes
-  }
   t.teardown(() => { inner.get = get })
+  /** b reads k while `message` arrives on the channel; returns whether b kept what it read. */
+  const readDuring = async (message: string): Promise<boolean> => {
+    b.tiered.local.clear()
+    inner.get = async (key) => {
+      const bytes = await get(key)
+      await raw.publish(channel, message)
+      await sleep(50)
+      return bytes
+    }
+    t.equal(await b.cache.get('k'), 'v')
+    inner.get = get
+    return b.tiered.local.get(fullKey) !== undefined
+  }
+  t.equal(await readDuring(JSON.stringify({ o: 'elsewhere', k: [fullKey] })), false, 'its own key: not kept')
+  t.equal(await readDuring(JSON.stringify({ o: 'elsewhere', p: `${a.cache.layout.prefix}:default:` })), false, 'a prefix of its key: not kept')
+  t.equal(await readDuring(JSON.stringify({ o: 'elsewhere' })), false, 'a message naming nothing (a flush): not kept')
+  t.equal(await readDuring('not json'), false, 'garbage (a flush): not kept')
+  t.equal(await readDuring(JSON.stringify({ o: 'elsewhere', k: ['unrelated'] })), true, 'another key: kept')
+  t.equal(await readDuring(JSON.stringify({ o: 'elsewhere', p: `${a.cache.layout.prefix}:other:` })), true, 'another namespace: kept')
   t.equal(await b.cache.get('k'), 'v')
-  t.equal(b.tiered.local.get(fullKey), undefined, 'not kept')
-  inner.get = get
-  t.equal(await b.cache.get('k'), 'v')
-  t.ok(b.tiered.local.get(fullKey) !== undefined, 'kept by the next read')
+  t.ok(b.tiered.local.get(fullKey) !== undefined, 'kept by a read that raced nothing')
+})
+
+t.test('a read in flight when this instance changes its key is not kept locally', async (t) => {
+  const [a] = await pair(t)
+  const fullKey = a.cache.redisKey('k')
+  const changes: Array<[string, () => Promise<unknown>]> = [
+    ['delete', () => a.cache.delete('k')],
+    ['expire', () => a.cache.expire('k', 30)],
+    ['clear', () => a.cache.clear()],
+    ['clear of its namespace', () => a.cache.clear('default')],
+    ['set', () => a.cache.set('k', 'v2')]
+  ]
+  for (const [what, change] of changes) {
+    await a.cache.set('k', 'v')
+    a.tiered.local.clear()
+    // The GET is on the wire (the store sends a turn's reads from setImmediate) and its reply,
+    // the old value, is still to come when the change starts.
+    const read = a.cache.get('k')
+    await new Promise((resolve) => setImmediate(resolve))
+    await Promise.all([read, change()])
+    const local = a.tiered.local.get(fullKey)
+    if (what === 'set') t.same(local === undefined ? undefined : a.cache.codec.decodeValue(local).value, 'v2', `${what}: the local copy is the new value`)
+    else t.equal(local, undefined, `${what}: no local copy of the old value`)
+  }
 })
 
 t.test('messages that are not ours flush the tier; messages of our own are ignored', async (t) => {
