@@ -86,6 +86,28 @@ t.test('getOrSet staleWhileRevalidate: the old value at once, one background ref
   t.equal(await cache.getOrSet('k', refresh.run, opts), 'v3')
 })
 
+t.test('getOrSet staleWhileRevalidate on two instances: one refresh between them, reads racing it included', async (t) => {
+  const time = clock(t)
+  const prefix = uniquePrefix('stale')
+  const a = await app(t, { prefix })
+  const b = await app(t, { prefix })
+  const opts = { ttl: 10, staleWhileRevalidate: 30 }
+  t.equal(await a.cache.getOrSet('k', () => 'v1', opts), 'v1')
+  time.advance(11)
+  const refresh = counted(100, () => 'v2')
+  // Both instances keep reading through the refresh and past its landing, so reads that found
+  // the stale entry race the refreshed one being stored and the lock being let go.
+  const seen = new Set<unknown>()
+  const deadline = Date.now() + 400
+  while (Date.now() < deadline) {
+    const answers = await Promise.all([a, b, a, b].map(({ cache }) => cache.getOrSet('k', refresh.run, opts)))
+    for (const answer of answers) seen.add(answer)
+    await sleep(5)
+  }
+  t.same([...seen].sort(), ['v1', 'v2'], 'the stale value, then the refreshed one')
+  t.equal(refresh.runs(), 1, 'the callback ran once across both instances')
+})
+
 t.test('getOrSet staleIfError: the old value when the callback fails within the window', async (t) => {
   const time = clock(t)
   const { cache, logs } = await app(t)
@@ -181,14 +203,43 @@ t.test('route staleWhileRevalidate: STALE at once, one background refresh, then 
   t.ok(Date.now() - started < 100, 'answered without waiting for the handler')
   t.same(stale.map((r) => r.headers['x-cache']), ['STALE', 'STALE', 'STALE', 'STALE', 'STALE'])
   t.same(stale.map((r) => r.json()), Array(5).fill({ version: 1 }))
-  // Waiting without requests: a request that read the stale entry just before the refresh
-  // landed would start another one.
   await until(() => runs === 2, 3000, 'the background refresh')
   await sleep(200)
   const hit = await instance.inject('/swr')
   t.equal(hit.headers['x-cache'], 'HIT')
   t.same(hit.json(), { version: 2 })
   t.equal(runs, 2, 'one background refresh')
+})
+
+t.test('route staleWhileRevalidate on two instances: one refresh between them, requests racing it included', async (t) => {
+  const time = clock(t)
+  const prefix = uniquePrefix('stale')
+  let runs = 0
+  const routes = (app: FastifyInstance): void => {
+    app.get('/swr', { config: { cache: { ttl: 10, staleWhileRevalidate: 30 } } }, async () => {
+      runs++
+      await sleep(100)
+      return { version: runs }
+    })
+  }
+  const a = await app(t, { prefix }, routes)
+  const b = await app(t, { prefix }, routes)
+  t.same((await a.app.inject('/swr')).json(), { version: 1 })
+  await until(async () => (await b.app.inject('/swr')).headers['x-cache'] === 'HIT', 2000, 'the stored entry')
+  // The first request lets its lock go once its entry is written: the jump of the clock must
+  // not land before that, or the entry it just wrote would be stale under a lock still held.
+  await sleep(50)
+  time.advance(11)
+  // Requests on both instances all through the refresh and past its landing.
+  const outcomes = new Set<string>()
+  const deadline = Date.now() + 400
+  while (Date.now() < deadline) {
+    const replies = await Promise.all([a, b, a, b].map(({ app }) => app.inject('/swr')))
+    for (const reply of replies) outcomes.add(`${String(reply.headers['x-cache'])} ${reply.json<{ version: number }>().version}`)
+    await sleep(5)
+  }
+  t.same([...outcomes].sort(), ['HIT 2', 'STALE 1'], 'stale, then the refreshed entry')
+  t.equal(runs, 2, 'one background refresh across both instances')
 })
 
 t.test('maxEntrySize: larger entries are not stored, and are counted', async (t) => {
