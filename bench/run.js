@@ -371,7 +371,7 @@ async function memoryStep (redisUrl, options, servers) {
   // unpinned, over the control): the load then runs at another pace and the collections fall
   // elsewhere.
   if (pinning) pin(process.pid, `0-${os.cpus().length - 1}`)
-  // One run's figure is not to be trusted: single runs gave 41 to 89 MiB, depending on where
+  // One run's figure is not to be trusted: single runs gave 38 to 89 MiB, depending on where
   // glibc's heap puts the requests' garbage. So several rounds, each a run with the tier and one
   // without, which goes first alternating, and the round with the median difference.
   const rounds = []
