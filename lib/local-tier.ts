@@ -3,8 +3,10 @@
 // Coherence: every change made through any instance (set, delete, expire, bust, clear, tag
 // invalidation) is published on `${prefix}:#invalidate`, and every instance drops the named
 // entries from its local tier when the message arrives. When the subscription drops, messages
-// may have been missed, so the whole local tier is flushed when it comes back. An entry never
-// outlives its own freshness nor the tier's `ttl`. With Redis down, local hits still serve.
+// may have been missed, so the whole local tier is flushed when it comes back. A read from Redis
+// that an invalidation of its key overtakes is not kept locally: it may carry the old bytes. An
+// entry never outlives its own freshness nor the tier's `ttl`. With Redis down, local hits still
+// serve.
 //
 // The subscription is a connection of its own. On a standalone or Sentinel client it is the
 // client's duplicate, which reconnects by itself and says `ready` each time. A Cluster client's

@@ -468,9 +468,7 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
   function replay (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry, body: Buffer, outcome: Outcome, cacheStatus: string, now: number): Buffer | null {
     reply.code(entry.status)
     for (const name of entry.headerNames) reply.header(name, entry.headers[name])
-    reply.header('x-cache', outcome)
-    reply.header('cache-status', cacheStatus)
-    if (debug) log.debug({ url: request.url, key: request[kState]?.fullKey, outcome, status: cacheStatus }, 'fastify-redis-cache: route cache decision')
+    announce(request, reply, outcome, cacheStatus)
     reply.header('age', ageOf(entry, now))
     let etag = entry.headers.etag as string | undefined
     if (entry.envelope.encoding === ENCODING_GZIP) {
@@ -496,9 +494,14 @@ export function installRouteCaching (fastify: FastifyInstance, cache: CacheManag
 
   /** The cache headers of an answer not replayed from an entry; `status` without the cache name. */
   function decided (request: FastifyRequest, reply: FastifyReply, outcome: Outcome, status: string): void {
+    announce(request, reply, outcome, `${CACHE_NAME}; ${status}`)
+  }
+
+  /** Sets X-Cache and the whole Cache-Status value, and logs the decision when debugging. */
+  function announce (request: FastifyRequest, reply: FastifyReply, outcome: Outcome, cacheStatus: string): void {
     reply.header('x-cache', outcome)
-    reply.header('cache-status', `${CACHE_NAME}; ${status}`)
-    if (debug) log.debug({ url: request.url, key: request[kState]?.fullKey, outcome, status }, 'fastify-redis-cache: route cache decision')
+    reply.header('cache-status', cacheStatus)
+    if (debug) log.debug({ url: request.url, key: request[kState]?.fullKey, outcome, status: cacheStatus }, 'fastify-redis-cache: route cache decision')
   }
 
   function bypass (state: RequestState, status: string): void {
