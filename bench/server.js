@@ -201,12 +201,12 @@ async function deleteKeys (redisUrl, pattern) {
 
 /**
  * Diagnostic for the memory step, reading the local tier's internals when they look as
- * expected (views of the entries' bytes by slot on `cache.store.local.views`, their segments on
+ * expected (views of the entries' bytes by slot on `cache.core.stack.local.views`, their segments on
  * `.homes`), else null: what the entries' views hold against the segments (ArrayBuffers) they
  * keep alive, and how many of those segments had a view handed out by a hit.
  */
 function inspectLocalTier (cache) {
-  const local = cache?.store?.local
+  const local = cache?.core?.stack?.local
   if (!Array.isArray(local?.views) || !Array.isArray(local?.homes)) return null
   let entries = 0
   let bufferBytes = 0

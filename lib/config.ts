@@ -4,11 +4,11 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import envSchema from 'env-schema'
-import type { preHandlerHookHandler } from 'fastify'
 import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from 'ioredis'
 import { CacheConfigError } from './errors'
 import { NAMESPACE_PATTERN } from './keys'
-import type { CacheOptions, Serializer } from '../types'
+import type { CacheOptions, ManagementRoutesOptions } from '../types'
+import { PlainOptionsSchema } from '../types/options'
 
 const Seconds = Type.Integer({ minimum: 1 })
 const Bool = Type.Boolean()
@@ -37,42 +37,6 @@ export const EnvironmentSchema = Type.Object({
 })
 export type Environment = Static<typeof EnvironmentSchema>
 
-// The plain-data part of the options; functions and clients are checked by hand below.
-const OptionsSchema = Type.Object({
-  prefix: Type.Optional(Type.String({ pattern: NAMESPACE_PATTERN.source })),
-  defaultTtl: Type.Optional(Seconds),
-  maxTtl: Type.Optional(Seconds),
-  compression: Type.Optional(Type.Union([Bool, Type.Object({
-    enabled: Type.Optional(Bool),
-    threshold: Type.Optional(Type.Integer({ minimum: 0 })),
-    level: Type.Optional(Type.Integer({ minimum: 1, maximum: 9 }))
-  }, { additionalProperties: false })])),
-  routes: Type.Optional(Type.Union([Type.Literal(false), Type.Object({
-    prefix: Type.Optional(Type.String({ pattern: '^/' })),
-    token: Type.Optional(Type.String({ minLength: 1 })),
-    public: Type.Optional(Bool),
-    dashboard: Type.Optional(Bool)
-  })])),
-  errorHandler: Type.Optional(Bool),
-  throwOnError: Type.Optional(Bool),
-  local: Type.Optional(Type.Union([Type.Literal(false), Type.Object({
-    maxEntries: Type.Optional(Type.Integer({ minimum: 1 })),
-    maxBytes: Type.Optional(Type.Integer({ minimum: 1 })),
-    ttl: Type.Optional(Seconds)
-  }, { additionalProperties: false })])),
-  commandTimeout: Type.Optional(Type.Integer({ minimum: 1 })),
-  maxEntrySize: Type.Optional(Type.Integer({ minimum: 1 })),
-  circuitBreaker: Type.Optional(Type.Union([Type.Literal(false), Type.Object({
-    failureThreshold: Type.Optional(Type.Integer({ minimum: 1 })),
-    resetTimeout: Type.Optional(Type.Integer({ minimum: 1 }))
-  }, { additionalProperties: false })])),
-  healthCheckInterval: Type.Optional(Type.Integer({ minimum: 1 })),
-  lock: Type.Optional(Type.Union([Type.Literal(false), Type.Object({
-    ttl: Type.Optional(Type.Integer({ minimum: 1 })),
-    wait: Type.Optional(Type.Integer({ minimum: 0 }))
-  }, { additionalProperties: false })]))
-})
-
 export const DEFAULTS = {
   prefix: 'cache',
   defaultTtl: 3600,
@@ -100,24 +64,29 @@ export type ResolvedRedis =
   | { kind: 'standalone', url: string | undefined, options: RedisOptions, namespace: string }
   | { kind: 'cluster', nodes: ClusterNode[], options: ClusterOptions, namespace: string }
 
-export interface ResolvedConfig {
-  redis: ResolvedRedis
+/** The options as the plugin uses them: every value decided, from options, environment or defaults. */
+export type ResolvedConfig = ReturnType<typeof resolveConfig>
+
+interface ResolvedRoutes {
   prefix: string
-  defaultTtl: number
-  maxTtl: number
-  compression: { enabled: boolean, threshold: number, level: number }
-  serializer: Serializer | undefined
-  routes: false | { prefix: string, token: string | undefined, preHandler: preHandlerHookHandler | undefined, dashboard: boolean }
-  errorHandler: boolean
-  throwOnError: boolean
-  local: false | { maxEntries: number, maxBytes: number, ttl: number }
-  commandTimeout: number
-  maxEntrySize: number
-  circuitBreaker: false | { failureThreshold: number, resetTimeout: number }
-  healthCheckInterval: number
-  lock: false | { ttl: number, wait: number }
-  production: boolean
-  debug: boolean
+  token: string | undefined
+  preHandler: ManagementRoutesOptions['preHandler']
+  dashboard: boolean
+}
+
+function resolveRoutes (option: CacheOptions['routes'], env: Environment, production: boolean): false | ResolvedRoutes {
+  if (option === false) return false
+  const routeOptions = option ?? {}
+  const token = routeOptions.token ?? env.CACHE_ADMIN_TOKEN
+  if (production && token === undefined && routeOptions.preHandler === undefined && routeOptions.public !== true) {
+    throw new CacheConfigError('fastify-redis-cache: the management routes need CACHE_ADMIN_TOKEN (or routes.token, routes.preHandler) in production; set routes: false or routes.public: true to opt out')
+  }
+  return {
+    prefix: (routeOptions.prefix ?? DEFAULTS.routesPrefix).replace(/\/+$/, ''),
+    token,
+    preHandler: routeOptions.preHandler,
+    dashboard: routeOptions.dashboard !== false
+  }
 }
 
 /** Reads and validates the environment variables of API.md; names the variable on failure. */
@@ -150,7 +119,7 @@ function checkOptions (options: CacheOptions): void {
     }
     data.routes = routes
   }
-  const first = Value.Errors(OptionsSchema, data).First()
+  const first = Value.Errors(PlainOptionsSchema, data).First()
   if (first !== undefined) {
     const path = first.path.slice(1).replace(/\//g, '.')
     // Lower-case the first letter only: the message may quote a pattern, which must stay intact.
@@ -213,7 +182,7 @@ function resolveRedis (option: CacheOptions['redis'], env: Environment): Resolve
   return { kind: 'standalone', url, options: { ...fromEnv, ...ioredisOptions }, namespace }
 }
 
-export function resolveConfig (options: CacheOptions = {}, envSource: NodeJS.ProcessEnv = process.env): ResolvedConfig {
+export function resolveConfig (options: CacheOptions = {}, envSource: NodeJS.ProcessEnv = process.env) {
   if (typeof options !== 'object' || options === null) {
     throw new CacheConfigError('fastify-redis-cache: options must be an object')
   }
@@ -230,21 +199,7 @@ export function resolveConfig (options: CacheOptions = {}, envSource: NodeJS.Pro
   const compressionOption = typeof options.compression === 'boolean' ? { enabled: options.compression } : options.compression ?? {}
   const production = env.ENVIRONMENT === 'production' || env.NODE_ENV === 'production'
 
-  let routes: ResolvedConfig['routes'] = false
-  if (options.routes !== false) {
-    const routeOptions = options.routes ?? {}
-    const token = routeOptions.token ?? env.CACHE_ADMIN_TOKEN
-    if (production && token === undefined && routeOptions.preHandler === undefined && routeOptions.public !== true) {
-      throw new CacheConfigError('fastify-redis-cache: the management routes need CACHE_ADMIN_TOKEN (or routes.token, routes.preHandler) in production; set routes: false or routes.public: true to opt out')
-    }
-    routes = {
-      prefix: (routeOptions.prefix ?? DEFAULTS.routesPrefix).replace(/\/+$/, ''),
-      token,
-      preHandler: routeOptions.preHandler,
-      dashboard: routeOptions.dashboard !== false
-    }
-  }
-
+  const routes = resolveRoutes(options.routes, env, production)
   const localOption = options.local ?? false
   return {
     redis: resolveRedis(options.redis, env),
@@ -261,7 +216,7 @@ export function resolveConfig (options: CacheOptions = {}, envSource: NodeJS.Pro
     errorHandler: options.errorHandler ?? true,
     throwOnError: options.throwOnError ?? false,
     local: localOption === false
-      ? false
+      ? false as const
       : {
           maxEntries: localOption.maxEntries ?? DEFAULTS.localMaxEntries,
           maxBytes: localOption.maxBytes ?? DEFAULTS.localMaxBytes,
@@ -270,13 +225,13 @@ export function resolveConfig (options: CacheOptions = {}, envSource: NodeJS.Pro
     commandTimeout: options.commandTimeout ?? DEFAULTS.commandTimeout,
     maxEntrySize: options.maxEntrySize ?? DEFAULTS.maxEntrySize,
     circuitBreaker: options.circuitBreaker === false
-      ? false
+      ? false as const
       : {
           failureThreshold: options.circuitBreaker?.failureThreshold ?? DEFAULTS.failureThreshold,
           resetTimeout: options.circuitBreaker?.resetTimeout ?? DEFAULTS.resetTimeout
         },
     healthCheckInterval: options.healthCheckInterval ?? DEFAULTS.healthCheckInterval,
-    lock: options.lock === false ? false : { ttl: options.lock?.ttl ?? DEFAULTS.lockTtl, wait: options.lock?.wait ?? DEFAULTS.lockWait },
+    lock: options.lock === false ? false as const : { ttl: options.lock?.ttl ?? DEFAULTS.lockTtl, wait: options.lock?.wait ?? DEFAULTS.lockWait },
     production,
     debug: env.DEBUG !== undefined && /^(true|1|yes|on)$/i.test(env.DEBUG)
   }

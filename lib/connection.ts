@@ -76,57 +76,8 @@ export async function openConnection (
     })
   }
 
-  // Without a listener ioredis reports every failed reconnect as an unhandled error event.
-  let lastErrorLog = 0
-  let degraded = false
-  client.on('error', (err: Error) => {
-    const now = Date.now()
-    if (now - lastErrorLog >= ERROR_LOG_INTERVAL_MS) {
-      lastErrorLog = now
-      log.warn({ err }, `Redis connection error: ${err.message}`)
-    }
-  })
-  client.on('ready', () => {
-    if (degraded) log.info('Redis connection restored')
-    degraded = false
-  })
-  client.on('close', () => { degraded = true })
-
-  // Wait a bounded time for the connection ourselves. @fastify/redis would wait too, but when it
-  // gives up (a reply error such as WRONGPASS, an unknown host) it calls quit() without handling
-  // its rejection, which with the offline queue off is immediate: an unhandled rejection that
-  // ends the process. And if it gave up during a later reconnect, the client would be gone for good.
-  await new Promise<void>((resolve, reject) => {
-    if (client.status === 'ready') {
-      resolve()
-      return
-    }
-    const done = (err?: Error): void => {
-      clearTimeout(timer)
-      client.off('ready', onReady)
-      client.off('error', onStartError)
-      if (err === undefined) resolve()
-      else reject(err)
-    }
-    const onReady = (): void => done()
-    const unreachable = (reason: string): void => {
-      degraded = true
-      log.warn(`Redis unreachable at start (${reason}): the cache degrades and reconnects in the background`)
-      done()
-    }
-    const onStartError = (err: Error): void => {
-      // A refused password or an unknown host is a configuration error: retrying cannot fix it.
-      if (err.name === 'ReplyError' || (err as NodeJS.ErrnoException).code === 'ENOTFOUND') {
-        if (own) client.disconnect()
-        done(new RedisConnectionError(`fastify-redis-cache: cannot use Redis: ${err.message}`, { cause: err }))
-        return
-      }
-      unreachable(err.message)
-    }
-    const timer = setTimeout(unreachable, startTimeout, `no answer within ${startTimeout} ms`)
-    client.on('ready', onReady)
-    client.on('error', onStartError)
-  })
+  const connection = watchConnection(client, log)
+  await waitForStart(client, own, startTimeout, log, connection)
 
   // @fastify/redis decorates `fastify.redis[namespace]`. With a ready client it calls back at once;
   // otherwise it adds 'ready', 'error' and 'end' listeners that would quit the client on a reply
@@ -148,4 +99,69 @@ export async function openConnection (
     throw new RedisConnectionError(`fastify-redis-cache: cannot use Redis: ${registrationError.message}`, { cause: registrationError })
   }
   return client
+}
+
+/** The connection's state as the logs tell it: `degraded` from a drop until the next `ready`. */
+interface ConnectionWatch {
+  degraded: boolean
+}
+
+/** Logs connection errors (throttled) and the return of a dropped connection. */
+function watchConnection (client: RedisClient, log: FastifyBaseLogger): ConnectionWatch {
+  const watch = { degraded: false }
+  // Without a listener ioredis reports every failed reconnect as an unhandled error event.
+  let lastErrorLog = 0
+  client.on('error', (err: Error) => {
+    const now = Date.now()
+    if (now - lastErrorLog >= ERROR_LOG_INTERVAL_MS) {
+      lastErrorLog = now
+      log.warn({ err }, `Redis connection error: ${err.message}`)
+    }
+  })
+  client.on('ready', () => {
+    if (watch.degraded) log.info('Redis connection restored')
+    watch.degraded = false
+  })
+  client.on('close', () => { watch.degraded = true })
+  return watch
+}
+
+/**
+ * Waits a bounded time for the connection ourselves. @fastify/redis would wait too, but when it
+ * gives up (a reply error such as WRONGPASS, an unknown host) it calls quit() without handling
+ * its rejection, which with the offline queue off is immediate: an unhandled rejection that ends
+ * the process. And if it gave up during a later reconnect, the client would be gone for good.
+ */
+function waitForStart (client: RedisClient, own: boolean, startTimeout: number, log: FastifyBaseLogger, watch: ConnectionWatch): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    if (client.status === 'ready') {
+      resolve()
+      return
+    }
+    const done = (err?: Error): void => {
+      clearTimeout(timer)
+      client.off('ready', onReady)
+      client.off('error', onStartError)
+      if (err === undefined) resolve()
+      else reject(err)
+    }
+    const onReady = (): void => done()
+    const unreachable = (reason: string): void => {
+      watch.degraded = true
+      log.warn(`Redis unreachable at start (${reason}): the cache degrades and reconnects in the background`)
+      done()
+    }
+    const onStartError = (err: Error): void => {
+      // A refused password or an unknown host is a configuration error: retrying cannot fix it.
+      if (err.name === 'ReplyError' || (err as NodeJS.ErrnoException).code === 'ENOTFOUND') {
+        if (own) client.disconnect()
+        done(new RedisConnectionError(`fastify-redis-cache: cannot use Redis: ${err.message}`, { cause: err }))
+        return
+      }
+      unreachable(err.message)
+    }
+    const timer = setTimeout(unreachable, startTimeout, `no answer within ${startTimeout} ms`)
+    client.on('ready', onReady)
+    client.on('error', onStartError)
+  })
 }

@@ -58,6 +58,44 @@ export class CacheConfigError extends CacheError {
   override readonly code = 'CACHE_CONFIG'
 }
 
+/** A request to a management route without the token it needs. */
+export class CacheUnauthorizedError extends CacheError {
+  override readonly code = 'CACHE_UNAUTHORIZED'
+  override readonly statusCode = 401
+}
+
+// Programmer errors in an argument stay the built-in RangeError or TypeError users expect, with
+// a stable `code` of our own.
+export type CodedError<E extends Error> = E & { code: string }
+
+/** A number out of its range (a ttl, a rate-limit bound). */
+export function invalidValue (message: string): CodedError<RangeError> {
+  return Object.assign(new RangeError(message), { code: 'CACHE_INVALID_VALUE' })
+}
+
+/** A callback that is not a function. */
+export function callbackRequired (method: string): CodedError<TypeError> {
+  return Object.assign(new TypeError(`${method} needs a callback function`), { code: 'CACHE_INVALID_CALLBACK' })
+}
+
+/** A value the JSON serializer cannot represent (a function, a symbol, undefined). */
+export function notJson (value: unknown): CodedError<TypeError> {
+  return Object.assign(new TypeError(`a ${typeof value} is not JSON`), { code: 'CACHE_NOT_JSON' })
+}
+
+/**
+ * A query string with parameters a route does not take, shaped as Fastify's own validation
+ * errors so the route's error handler answers it like any other 400.
+ */
+export function unknownQueryParameters (names: string[]): Error & { statusCode: number, code: string, validation: unknown[], validationContext: string } {
+  return Object.assign(new Error(`querystring must NOT have additional properties (${names.join(', ')})`), {
+    statusCode: 400,
+    code: 'FST_ERR_VALIDATION',
+    validation: names.map((name) => ({ keyword: 'additionalProperties', instancePath: '', schemaPath: '#/additionalProperties', params: { additionalProperty: name }, message: 'must NOT have additional properties' })),
+    validationContext: 'querystring'
+  })
+}
+
 /** Wraps anything a store threw into the cache's own hierarchy. */
 export function toCacheError (err: unknown): CacheError {
   if (err instanceof CacheError) return err

@@ -9,9 +9,10 @@
 // reserved `#` spaces, and a key, whatever it holds, is only ever used literally (never as a
 // SCAN pattern), so it cannot act as a pattern or leave its namespace.
 import { createHash } from 'node:crypto'
-import { CacheKeyError } from './errors'
+import { NAME_PATTERN } from '../types/options'
+import { CacheKeyError, invalidValue } from './errors'
 
-export const NAMESPACE_PATTERN = /^[A-Za-z0-9_.-]+$/
+export const NAMESPACE_PATTERN = new RegExp(NAME_PATTERN)
 export const MAX_KEY_BYTES = 1024
 export const DEFAULT_NAMESPACE = 'default'
 
@@ -56,7 +57,7 @@ export function validateTags (tags: unknown): string[] {
 /** Positive whole seconds; a RangeError otherwise (a programmer error, always thrown). */
 export function validateSeconds (value: unknown, what: string): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) {
-    throw new RangeError(`${what} must be a positive whole number of seconds (got ${describe(value)})`)
+    throw invalidValue(`${what} must be a positive whole number of seconds (got ${describe(value)})`)
   }
   return value
 }
@@ -65,7 +66,7 @@ export function validateSeconds (value: unknown, what: string): number {
 export function validateStaleSeconds (value: unknown, what: string): number {
   if (value === undefined) return 0
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) {
-    throw new RangeError(`${what} must be a whole number of seconds, 0 or more (got ${describe(value)})`)
+    throw invalidValue(`${what} must be a whole number of seconds, 0 or more (got ${describe(value)})`)
   }
   return value
 }

@@ -1,64 +1,26 @@
-// Stored bytes are an envelope whose header says how to read the rest back:
-//
-//   byte 0       magic 0xC7 (anything else is foreign bytes: a miss)
-//   byte 1       encoding: 0 plain, 1 gzip
-//   byte 2       kind: 0 a value (serializer output), 1 an HTTP response (route caching)
-//   bytes 3-8    stored at, milliseconds since the epoch (uint48)
-//   bytes 9-12   fresh for, seconds (uint32): entries kept past it are stale (RFC 5861)
-//   bytes 13-    payload: for a value, the serializer's bytes; for an HTTP response, an
-//                uncompressed head (status and headers, see http-entry.ts) and then the body
-//
-// The encoding byte applies to the value, or to the response body only: a gzipped body can be
-// sent to clients as it is stored, and its headers read without decompressing anything.
-//
-// Binary-safe, never base64. The timestamps serve `Age` and stale serving without a second
-// Redis key.
+// Values to stored bytes and back: the serializer (JSON by default, pluggable), gzip over a
+// threshold, and the envelope (envelope.ts) that says how to read them back.
 import { gunzipSync, gzipSync } from 'node:zlib'
 import {
   CacheCompressionError,
   CacheDecompressionError,
+  CacheSerializationError,
   CacheDeserializationError,
-  CacheSerializationError
+  notJson
 } from './errors'
+import { ENCODING_GZIP, ENCODING_PLAIN, type Envelope, KIND_VALUE, openEnvelope, writeEnvelope } from './envelope'
 import type { Serializer } from '../types'
-
-export const MAGIC = 0xc7
-export const HEADER_BYTES = 13
-export const ENCODING_PLAIN = 0
-export const ENCODING_GZIP = 1
-export const KIND_VALUE = 0
-export const KIND_RESPONSE = 1
 
 export const jsonSerializer: Serializer = {
   serialize (value: unknown): string {
     const text = JSON.stringify(value)
     // JSON.stringify answers undefined for functions and symbols: nothing to store.
-    if (text === undefined) throw new TypeError(`a ${typeof value} is not JSON`)
+    if (text === undefined) throw notJson(value)
     return text
   },
   deserialize (data: Buffer): unknown {
     return JSON.parse(data.toString('utf8'))
   }
-}
-
-export interface Envelope {
-  encoding: number
-  kind: number
-  storedAt: number
-  freshFor: number
-  /** The payload as stored (still gzipped when `encoding` is gzip). */
-  payload: Buffer
-}
-
-/** Whether an entry is within its ttl, plus `grace` seconds. */
-export function isFresh (envelope: Pick<Envelope, 'storedAt' | 'freshFor'>, grace = 0): boolean {
-  return Date.now() < envelope.storedAt + (envelope.freshFor + grace) * 1000
-}
-
-/** Freshness read straight from stored bytes; foreign bytes are not fresh. */
-export function isFreshBytes (bytes: Buffer): boolean {
-  return bytes.length >= HEADER_BYTES && bytes[0] === MAGIC &&
-    isFresh({ storedAt: bytes.readUIntBE(3, 6), freshFor: bytes.readUInt32BE(9) })
 }
 
 export interface Compression {
@@ -107,9 +69,6 @@ export class Codec {
    * is stored uncompressed in front of the payload.
    */
   encode (payload: Buffer, kind: number, freshFor: number, compress: boolean | undefined, head?: Buffer, storedAt = Date.now()): EncodeResult {
-    let encoding = ENCODING_PLAIN
-    let body = payload
-    let uncompressedSize = 0
     if (compress !== false && this.compression.enabled && payload.length >= this.compression.threshold) {
       let zipped: Buffer
       try {
@@ -119,42 +78,10 @@ export class Codec {
       }
       // Keep gzip only when it actually saves space (already-compressed data grows).
       if (zipped.length < payload.length) {
-        encoding = ENCODING_GZIP
-        body = zipped
-        uncompressedSize = payload.length
+        return { bytes: writeEnvelope(ENCODING_GZIP, kind, { storedAt, freshFor }, zipped, head), uncompressedSize: payload.length }
       }
     }
-    const headLength = head === undefined ? 0 : head.length
-    const bytes = Buffer.allocUnsafe(HEADER_BYTES + headLength + body.length)
-    bytes[0] = MAGIC
-    bytes[1] = encoding
-    bytes[2] = kind
-    bytes.writeUIntBE(storedAt, 3, 6)
-    bytes.writeUInt32BE(Math.min(freshFor, 0xffffffff), 9)
-    if (head !== undefined) head.copy(bytes, HEADER_BYTES)
-    body.copy(bytes, HEADER_BYTES + headLength)
-    return { bytes, uncompressedSize }
-  }
-
-  /** Reads an envelope's header; throws CacheDeserializationError on foreign or truncated bytes. */
-  static open (bytes: Buffer, expectedKind: number): Envelope {
-    if (bytes.length < HEADER_BYTES || bytes[0] !== MAGIC) {
-      throw new CacheDeserializationError('Stored bytes are not a fastify-redis-cache entry')
-    }
-    const encoding = bytes[1]
-    if (encoding !== ENCODING_PLAIN && encoding !== ENCODING_GZIP) {
-      throw new CacheDeserializationError(`Stored entry has an unknown encoding ${encoding}`)
-    }
-    if (bytes[2] !== expectedKind) {
-      throw new CacheDeserializationError(`Stored entry is of kind ${bytes[2]}, expected ${expectedKind}`)
-    }
-    return {
-      encoding,
-      kind: expectedKind,
-      storedAt: bytes.readUIntBE(3, 6),
-      freshFor: bytes.readUInt32BE(9),
-      payload: bytes.subarray(HEADER_BYTES)
-    }
+    return { bytes: writeEnvelope(ENCODING_PLAIN, kind, { storedAt, freshFor }, payload, head), uncompressedSize: 0 }
   }
 
   /** The payload (or a part of it) with gzip undone. */
@@ -169,7 +96,7 @@ export class Codec {
 
   /** Envelope to value, for `get`. */
   decodeValue (bytes: Buffer): { value: unknown, envelope: Envelope } {
-    const envelope = Codec.open(bytes, KIND_VALUE)
+    const envelope = openEnvelope(bytes, KIND_VALUE)
     return { value: this.deserialize(Codec.plain(envelope)), envelope }
   }
 }

@@ -75,7 +75,7 @@ for (const kind of ['redis', 'memory'] as const) {
 
     t.test('namespaces keep entries apart', async (t) => {
       const { cache } = await make(t, kind)
-      const prefix = cache.layout.prefix
+      const prefix = cache.core.layout.prefix
       t.equal(cache.redisKey('k'), `${prefix}:default:k`)
       t.equal(cache.redisKey('k', 'users'), `${prefix}:users:k`)
       await cache.set('k', 'default')
@@ -108,7 +108,7 @@ for (const kind of ['redis', 'memory'] as const) {
         await t.rejects(cache.expire('default', ttl as number), RangeError, `expire ${String(ttl)}`)
       }
       t.equal(await cache.exists('bad'), 0, 'nothing stored with a bad ttl')
-      t.equal(cache.resolveTtl(undefined), 100)
+      t.equal(cache.core.resolveTtl(undefined), 100)
     })
 
     t.test('entries and rate-limit windows expire', async (t) => {
@@ -537,16 +537,16 @@ t.test('redis only', async (t) => {
     const key = cache.redisKey('k', 'ns')
     t.equal(await raw.exists(key), 1)
     t.ok([29, 30].includes(await raw.ttl(key)))
-    t.same(await raw.smembers(`${cache.layout.prefix}:#tag:t`), [key], 'the tag set lists the entry')
-    t.ok(await raw.ttl(`${cache.layout.prefix}:#tag:t`) >= 29, 'the tag set lives as long as its entries')
+    t.same(await raw.smembers(`${cache.core.layout.prefix}:#tag:t`), [key], 'the tag set lists the entry')
+    t.ok(await raw.ttl(`${cache.core.layout.prefix}:#tag:t`) >= 29, 'the tag set lives as long as its entries')
     await cache.set('k2', 'v', { ttl: 300, tags: ['t'] })
-    t.ok(await raw.ttl(`${cache.layout.prefix}:#tag:t`) >= 299, 'and is extended for longer ones')
+    t.ok(await raw.ttl(`${cache.core.layout.prefix}:#tag:t`) >= 299, 'and is extended for longer ones')
     await cache.set('k3', 'v', { ttl: 10, tags: ['t'] })
-    t.ok(await raw.ttl(`${cache.layout.prefix}:#tag:t`) >= 299, 'but never shortened')
+    t.ok(await raw.ttl(`${cache.core.layout.prefix}:#tag:t`) >= 299, 'but never shortened')
     t.equal(cache.getStatistics().bytesWritten, 3 * await raw.strlen(key), 'bytesWritten counts the stored bytes of the three entries')
     await raw.persist(key)
     t.equal(await cache.ttl('k', { namespace: 'ns' }), -1, 'no expiry')
-    const rl = `${cache.layout.prefix}:#rl:client`
+    const rl = `${cache.core.layout.prefix}:#rl:client`
     await cache.rateLimit('client', { max: 2, window: 30 })
     t.equal(await raw.get(rl), '1')
     t.ok(await raw.pttl(rl) > 29000)

@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import t from 'tap'
 import Fastify, { type FastifyInstance } from 'fastify'
 import fastifyRedisCache from '../index'
-import type { CacheManager } from '../lib/cache'
+import type { CacheManager } from '../lib/cache/manager'
 import { captureLogs, sleep, uniquePrefix, until } from './helpers/app'
 import { freePort, startRedis, type RedisServer } from './helpers/redis-server'
 

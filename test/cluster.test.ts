@@ -6,9 +6,11 @@ import t from 'tap'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { Cluster } from 'ioredis'
 import fastifyRedisCache, { RateLimitError } from '../index'
-import type { CacheManager } from '../lib/cache'
+import type { CacheManager } from '../lib/cache/manager'
 import { KeyLayout } from '../lib/keys'
-import { LocalTier, TieredStore } from '../lib/local-tier'
+import { InvalidationBus } from '../lib/bus/invalidation-bus'
+import { SegmentCache } from '../lib/local/segment-cache'
+import { TieredStore } from '../lib/stores/tiered'
 import { Statistics } from '../lib/statistics'
 import { RedisStore } from '../lib/stores/redis'
 import type { CacheOptions } from '../types'
@@ -59,7 +61,7 @@ async function spread (prefix: string): Promise<number[]> {
 }
 
 async function exercise (t: tap.Test, { app: instance, cache }: App): Promise<void> {
-  const prefix = cache.layout.prefix
+  const prefix = cache.core.layout.prefix
   const keys = Array.from({ length: 60 }, (_, i) => `key-${i}`)
   for (const key of keys) t.equal(await cache.set(key, { key }, { namespace: 'a', tags: [`t${key.length}`] }), true)
   for (const key of keys.slice(0, 20)) await cache.set(key, key, { namespace: 'b' })
@@ -169,12 +171,12 @@ t.test('cross-instance single-flight on the Cluster', async (t) => {
 })
 
 /** Two instances with the local tier on the Cluster, once a change on `a` reaches `b`'s tier. */
-async function coherentPair (t: tap.Test): Promise<{ a: App, b: App, localB: LocalTier }> {
+async function coherentPair (t: tap.Test): Promise<{ a: App, b: App, localB: SegmentCache }> {
   const options: CacheOptions = { redis: { cluster: { nodes: cluster.startupNodes } }, prefix: uniquePrefix('cll'), local: {} }
   const a = await app(t, options)
   const b = await app(t, options)
-  t.ok(b.cache.store instanceof TieredStore)
-  const localB = (b.cache.store as TieredStore).local
+  t.ok(b.cache.core.stack.local)
+  const localB = b.cache.core.stack.local as SegmentCache
   await until(async () => {
     await a.cache.set('probe', Date.now())
     await sleep(20)
@@ -187,7 +189,7 @@ async function coherentPair (t: tap.Test): Promise<{ a: App, b: App, localB: Loc
 }
 
 /** Checks that `change` on `a` drops `b`'s local copy of `key` within 100 ms. */
-async function dropsWithin100ms (t: tap.Test, { a, b, localB }: { a: App, b: App, localB: LocalTier }, what: string, key: string, change: () => Promise<unknown>): Promise<void> {
+async function dropsWithin100ms (t: tap.Test, { a, b, localB }: { a: App, b: App, localB: SegmentCache }, what: string, key: string, change: () => Promise<unknown>): Promise<void> {
   await a.cache.set(key, 'v1', { tags: [`tag-${key}`] })
   await sleep(30)
   t.equal(await b.cache.get(key), 'v1')
@@ -231,10 +233,11 @@ t.test('the local tier is flushed when its Cluster subscription drops, and kept 
 t.test('on a Cluster not connected yet, the tier subscribes once it is', async (t) => {
   const client = new Cluster(cluster.startupNodes, { lazyConnect: true })
   const prefix = uniquePrefix('cllz')
-  const local = new LocalTier({ maxEntries: 10, maxBytes: 1024 * 1024, ttl: 60 }, new Statistics())
+  const local = new SegmentCache({ maxEntries: 10, maxBytes: 1024 * 1024, ttl: 60 }, new Statistics())
   const { log } = Fastify({ logger: { level: 'warn', stream: captureLogs().stream } })
-  const tiered = new TieredStore(new RedisStore(client, new KeyLayout(prefix)), client, prefix, local, log)
-  t.teardown(() => tiered.close())
+  const tiered = new TieredStore(new RedisStore(client, new KeyLayout(prefix)), local, prefix)
+  const bus = tiered.bus = new InvalidationBus(client, prefix, tiered, log)
+  t.teardown(() => bus.close())
   await client.connect()
   await until(async () => {
     const subscribers = await client.nodes('master')[0].pubsub('NUMSUB', `${prefix}:#invalidate`) as [string, number]

@@ -409,7 +409,7 @@ t.test('registration', async (t) => {
     t.teardown(() => app.close())
     await t.rejects(registered(app, {}), { name: 'CacheConfigError', message: /CACHE_ADMIN_TOKEN/ })
     const { cache } = await build(t, { routes: false })
-    t.equal(cache.store.kind, 'memory', 'routes: false is fine in production')
+    t.equal(cache.core.stack.kind, 'memory', 'routes: false is fine in production')
   })
 
   t.test('no redis option and no REDIS_URL/REDIS_HOST: memory store, logged', async (t) => {

@@ -5,10 +5,12 @@
 import t from 'tap'
 import Fastify, { type FastifyInstance } from 'fastify'
 import fastifyRedisCache from '../index'
-import type { CacheManager } from '../lib/cache'
-import { LocalTier, TieredStore } from '../lib/local-tier'
-import { Codec, HEADER_BYTES, KIND_VALUE } from '../lib/serializer'
+import type { CacheManager } from '../lib/cache/manager'
+import { HEADER_BYTES, KIND_VALUE } from '../lib/envelope'
+import { SegmentCache } from '../lib/local/segment-cache'
+import { Codec } from '../lib/serializer'
 import { Statistics } from '../lib/statistics'
+import type { GuardedStore } from '../lib/stores/guarded'
 import type { CacheOptions } from '../types'
 import { captureLogs, type Logs, rawClient, sleep, uniquePrefix, until } from './helpers/app'
 import { startRedis, type RedisServer } from './helpers/redis-server'
@@ -20,7 +22,7 @@ t.teardown(() => server?.stop())
 interface Instance {
   app: FastifyInstance
   cache: CacheManager
-  tiered: TieredStore
+  local: SegmentCache
   logs: Logs
 }
 
@@ -37,14 +39,14 @@ async function instance (t: tap.Test, prefix: string, options: CacheOptions = {}
   })
   await app.ready()
   const cache = app.cache as CacheManager
-  t.ok(cache.store instanceof TieredStore, 'the local tier is in front of Redis')
-  const tiered = cache.store as TieredStore
+  t.ok(cache.core.stack.local !== undefined && cache.core.stack.entries !== cache.core.stack.breaker, 'the local tier is in front of Redis')
+  const local = cache.core.stack.local as SegmentCache
   // The subscription is made on its own connection once that is ready.
   await until(async () => {
     const subscribers = await redis.cli('pubsub', 'numsub', `${prefix}:#invalidate`)
     return Number(subscribers.split('\n')[1]) >= 1
   }, 3000, 'the invalidation subscription')
-  return { app, cache, tiered, logs }
+  return { app, cache, local, logs }
 }
 
 let pageVersion = 1
@@ -65,14 +67,14 @@ async function pair (t: tap.Test, options: CacheOptions = {}): Promise<[Instance
 async function held (inst: Instance, read: () => Promise<unknown>, fullKey: string): Promise<void> {
   await until(async () => {
     await read()
-    return inst.tiered.local.get(fullKey) !== undefined
+    return inst.local.get(fullKey) !== undefined
   }, 2000, `a local copy of ${fullKey}`)
 }
 
 /** Waits until `instance` holds no local copy of `fullKey`; returns how long that took. */
 async function dropped (inst: Instance, fullKey: string): Promise<number> {
   const started = Date.now()
-  await until(() => inst.tiered.local.get(fullKey) === undefined, 1000, `the local copy of ${fullKey} to go`)
+  await until(() => inst.local.get(fullKey) === undefined, 1000, `the local copy of ${fullKey} to go`)
   return Date.now() - started
 }
 
@@ -83,7 +85,7 @@ t.test('every change on one instance drops the other\'s local copy within 100 ms
     await b.cache.set(key, value, opts)
     t.same(await a.cache.get(key, opts), value, 'a reads it')
     const fullKey = b.cache.redisKey(key, opts.namespace)
-    t.ok(b.tiered.local.get(fullKey) !== undefined, `b holds ${key}`)
+    t.ok(b.local.get(fullKey) !== undefined, `b holds ${key}`)
     return fullKey
   }
 
@@ -107,7 +109,7 @@ t.test('every change on one instance drops the other\'s local copy within 100 ms
   const other = await warm('n', 'v', { namespace: 'ns2' })
   await a.cache.clear('ns1')
   t.ok(await dropped(b, fullKey) < 100, 'clear(namespace)')
-  t.ok(b.tiered.local.get(other) !== undefined, 'other namespaces stay')
+  t.ok(b.local.get(other) !== undefined, 'other namespaces stay')
   await a.cache.clear()
   t.ok(await dropped(b, other) < 100, 'clear()')
 
@@ -119,7 +121,7 @@ t.test('every change on one instance drops the other\'s local copy within 100 ms
   // Route caching: a bust on one instance, a hit served locally on the other.
   t.equal((await b.app.inject('/page')).headers['x-cache'], 'MISS')
   fullKey = b.cache.redisKey('/page', 'pages')
-  await until(() => b.tiered.local.get(fullKey) !== undefined, 1000, 'b to hold the page it stored')
+  await until(() => b.local.get(fullKey) !== undefined, 1000, 'b to hold the page it stored')
   t.equal((await a.app.inject('/page')).headers['x-cache'], 'HIT')
   t.equal((await b.app.inject('/page')).headers['x-cache'], 'HIT', 'a local hit')
   await a.app.inject({ method: 'POST', url: '/page' })
@@ -149,7 +151,7 @@ t.test('variants of a route with vary are served from Redis, never kept locally'
   const [a, b] = await pair(t)
   const fullKey = a.cache.redisKey('/greeting')
   await b.cache.set('/greeting', 'a plain entry at the same key, held locally')
-  t.ok(b.tiered.local.get(fullKey) !== undefined)
+  t.ok(b.local.get(fullKey) !== undefined)
   await b.cache.delete('/greeting')
   for (const lang of ['en', 'fr']) {
     t.equal((await a.app.inject({ url: '/greeting', headers: { 'accept-language': lang } })).headers['x-cache'], 'MISS')
@@ -158,8 +160,8 @@ t.test('variants of a route with vary are served from Redis, never kept locally'
   const en = await b.app.inject({ url: '/greeting', headers: { 'accept-language': 'en' } })
   t.equal(en.headers['x-cache'], 'HIT')
   t.same(en.json(), { lang: 'en' })
-  t.equal(a.tiered.local.get(fullKey), undefined, 'the writer keeps no copy')
-  t.equal(b.tiered.local.get(fullKey), undefined, 'nor does the reader')
+  t.equal(a.local.get(fullKey), undefined, 'the writer keeps no copy')
+  t.equal(b.local.get(fullKey), undefined, 'nor does the reader')
 })
 
 t.test('a read that raced an invalidation of its key is not kept locally; one of another key is', async (t) => {
@@ -167,13 +169,13 @@ t.test('a read that raced an invalidation of its key is not kept locally; one of
   await a.cache.set('k', 'v')
   const fullKey = b.cache.redisKey('k')
   const raw = rawClient(t, server.url)
-  const channel = `${a.cache.layout.prefix}:#invalidate`
-  const inner = b.tiered.inner
+  const channel = `${a.cache.core.layout.prefix}:#invalidate`
+  const inner = b.cache.core.stack.breaker as GuardedStore
   const get = inner.get.bind(inner)
   t.teardown(() => { inner.get = get })
   /** b reads k while `message` arrives on the channel; returns whether b kept what it read. */
   const readDuring = async (message: string): Promise<boolean> => {
-    b.tiered.local.clear()
+    b.local.clear()
     inner.get = async (key) => {
       const bytes = await get(key)
       await raw.publish(channel, message)
@@ -182,16 +184,16 @@ t.test('a read that raced an invalidation of its key is not kept locally; one of
     }
     t.equal(await b.cache.get('k'), 'v')
     inner.get = get
-    return b.tiered.local.get(fullKey) !== undefined
+    return b.local.get(fullKey) !== undefined
   }
-  t.equal(await readDuring(JSON.stringify({ o: 'elsewhere', k: [fullKey] })), false, 'its own key: not kept')
-  t.equal(await readDuring(JSON.stringify({ o: 'elsewhere', p: `${a.cache.layout.prefix}:default:` })), false, 'a prefix of its key: not kept')
-  t.equal(await readDuring(JSON.stringify({ o: 'elsewhere' })), false, 'a message naming nothing (a flush): not kept')
+  t.equal(await readDuring(JSON.stringify({ origin: 'elsewhere', keys: [fullKey] })), false, 'its own key: not kept')
+  t.equal(await readDuring(JSON.stringify({ origin: 'elsewhere', prefix: `${a.cache.core.layout.prefix}:default:` })), false, 'a prefix of its key: not kept')
+  t.equal(await readDuring(JSON.stringify({ origin: 'elsewhere' })), false, 'a message naming nothing (a flush): not kept')
   t.equal(await readDuring('not json'), false, 'garbage (a flush): not kept')
-  t.equal(await readDuring(JSON.stringify({ o: 'elsewhere', k: ['unrelated'] })), true, 'another key: kept')
-  t.equal(await readDuring(JSON.stringify({ o: 'elsewhere', p: `${a.cache.layout.prefix}:other:` })), true, 'another namespace: kept')
+  t.equal(await readDuring(JSON.stringify({ origin: 'elsewhere', keys: ['unrelated'] })), true, 'another key: kept')
+  t.equal(await readDuring(JSON.stringify({ origin: 'elsewhere', prefix: `${a.cache.core.layout.prefix}:other:` })), true, 'another namespace: kept')
   t.equal(await b.cache.get('k'), 'v')
-  t.ok(b.tiered.local.get(fullKey) !== undefined, 'kept by a read that raced nothing')
+  t.ok(b.local.get(fullKey) !== undefined, 'kept by a read that raced nothing')
 })
 
 t.test('a read in flight when this instance changes its key is not kept locally', async (t) => {
@@ -206,14 +208,14 @@ t.test('a read in flight when this instance changes its key is not kept locally'
   ]
   for (const [what, change] of changes) {
     await a.cache.set('k', 'v')
-    a.tiered.local.clear()
+    a.local.clear()
     // The GET is on the wire (the store sends a turn's reads from setImmediate) and its reply,
     // the old value, is still to come when the change starts.
     const read = a.cache.get('k')
     await new Promise((resolve) => setImmediate(resolve))
     await Promise.all([read, change()])
-    const local = a.tiered.local.get(fullKey)
-    if (what === 'set') t.same(local === undefined ? undefined : a.cache.codec.decodeValue(local).value, 'v2', `${what}: the local copy is the new value`)
+    const local = a.local.get(fullKey)
+    if (what === 'set') t.same(local === undefined ? undefined : a.cache.core.codec.decodeValue(local).value, 'v2', `${what}: the local copy is the new value`)
     else t.equal(local, undefined, `${what}: no local copy of the old value`)
   }
 })
@@ -221,38 +223,38 @@ t.test('a read in flight when this instance changes its key is not kept locally'
 t.test('messages that are not ours flush the tier; messages of our own are ignored', async (t) => {
   const [a, b] = await pair(t)
   const raw = rawClient(t, server.url)
-  const channel = `${a.cache.layout.prefix}:#invalidate`
+  const channel = `${a.cache.core.layout.prefix}:#invalidate`
   const fill = async (): Promise<void> => {
     await b.cache.set('x', 1)
-    t.equal(b.tiered.local.describe().entries, 1)
+    t.equal(b.local.describe().entries, 1)
   }
   await fill()
   await raw.publish(channel, 'not json')
-  await until(() => b.tiered.local.describe().entries === 0, 1000, 'a flush on garbage')
+  await until(() => b.local.describe().entries === 0, 1000, 'a flush on garbage')
   await fill()
-  await raw.publish(channel, JSON.stringify({ o: 'elsewhere' }))
-  await until(() => b.tiered.local.describe().entries === 0, 1000, 'a flush on a message naming nothing')
+  await raw.publish(channel, JSON.stringify({ origin: 'elsewhere' }))
+  await until(() => b.local.describe().entries === 0, 1000, 'a flush on a message naming nothing')
   await fill()
-  await raw.publish(channel, JSON.stringify({ o: 'elsewhere', p: `${a.cache.layout.prefix}:default:` }))
-  await until(() => b.tiered.local.describe().entries === 0, 1000, 'a prefix drop')
+  await raw.publish(channel, JSON.stringify({ origin: 'elsewhere', prefix: `${a.cache.core.layout.prefix}:default:` }))
+  await until(() => b.local.describe().entries === 0, 1000, 'a prefix drop')
   // a's own messages (echoed back to it) leave a's local copies alone.
   await a.cache.set('own', 1)
   await sleep(50)
-  t.ok(a.tiered.local.get(a.cache.redisKey('own')) !== undefined, 'a keeps what it just wrote')
+  t.ok(a.local.get(a.cache.redisKey('own')) !== undefined, 'a keeps what it just wrote')
 })
 
 t.test('the local tier is flushed when its subscription reconnects', async (t) => {
   const [a, b] = await pair(t)
   await b.cache.set('k', 'v')
   await a.cache.set('ka', 'v')
-  t.equal(b.tiered.local.describe().entries, 1)
-  t.equal(a.tiered.local.describe().entries, 1)
+  t.equal(b.local.describe().entries, 1)
+  t.equal(a.local.describe().entries, 1)
   // Drop every Pub/Sub connection: messages may be missed until they are back.
   await server.cli('client', 'kill', 'type', 'pubsub')
-  await until(() => b.tiered.local.describe().entries === 0 && a.tiered.local.describe().entries === 0, 3000, 'the flush')
+  await until(() => b.local.describe().entries === 0 && a.local.describe().entries === 0, 3000, 'the flush')
   t.equal(b.logs.find('local tier flushed').length, 1, 'logged')
   // Resubscribed: invalidations flow again.
-  const prefix = a.cache.layout.prefix
+  const prefix = a.cache.core.layout.prefix
   await until(async () => Number((await server.cli('pubsub', 'numsub', `${prefix}:#invalidate`)).split('\n')[1]) === 2, 3000, 'the resubscription')
   await held(b, () => b.cache.get('k'), b.cache.redisKey('k'))
   await a.cache.set('k', 'v2')
@@ -264,17 +266,17 @@ t.test('bounds through the cache: maxEntries, LRU order, evictions counted', asy
   const [a] = await pair(t, { local: { maxEntries: 3 } })
   const key = (i: number): string => a.cache.redisKey(`k${i}`)
   for (let i = 1; i <= 3; i++) await a.cache.set(`k${i}`, i)
-  t.equal(a.tiered.local.describe().entries, 3)
+  t.equal(a.local.describe().entries, 3)
   t.equal(await a.cache.get('k1'), 1, 'k1 becomes the most recently used')
   await a.cache.set('k4', 4)
-  t.equal(a.tiered.local.describe().entries, 3)
-  t.equal(a.tiered.local.get(key(2)), undefined, 'the least recently used (k2) went')
-  t.ok(a.tiered.local.get(key(1)) !== undefined)
+  t.equal(a.local.describe().entries, 3)
+  t.equal(a.local.get(key(2)), undefined, 'the least recently used (k2) went')
+  t.ok(a.local.get(key(1)) !== undefined)
   t.equal(a.cache.getStatistics().evictions, 1)
   t.equal(await a.cache.get('k2'), 2, 'still in Redis')
 })
 
-// The LocalTier itself: a log of segments with CLOCK eviction.
+// The SegmentCache itself: a log of segments with CLOCK eviction.
 
 const codec = new Codec(undefined, { enabled: false, threshold: 1024, level: 6 })
 
@@ -286,9 +288,9 @@ function envelope (size: number, fill = 'x', ttl = 60, storedAt = STORED_AT): Bu
   return codec.encode(Buffer.alloc(size - HEADER_BYTES, fill), KIND_VALUE, ttl, false, undefined, storedAt).bytes
 }
 
-function tierOf (maxBytes: number, maxEntries = 1_000_000, ttl = 60): { tier: LocalTier, stats: Statistics } {
+function tierOf (maxBytes: number, maxEntries = 1_000_000, ttl = 60): { tier: SegmentCache, stats: Statistics } {
   const stats = new Statistics()
-  return { tier: new LocalTier({ maxEntries, maxBytes, ttl }, stats), stats }
+  return { tier: new SegmentCache({ maxEntries, maxBytes, ttl }, stats), stats }
 }
 
 /** What an entry's objects are counted at beside its bytes: read off a tier holding it alone. */
@@ -301,7 +303,7 @@ function overhead (key: string): number {
 const MiB = 1024 * 1024
 const KiB = 1024
 
-t.test('LocalTier: segments are sized from maxBytes', async (t) => {
+t.test('SegmentCache: segments are sized from maxBytes', async (t) => {
   t.equal(tierOf(64 * MiB).tier.segmentSize, 2 * MiB, 'a 32nd of maxBytes')
   t.equal(tierOf(1024 * MiB).tier.segmentSize, 4 * MiB, 'at most 4 MiB')
   t.equal(tierOf(1 * MiB).tier.segmentSize, 64 * KiB, 'at least 64 KiB')
@@ -312,7 +314,7 @@ t.test('LocalTier: segments are sized from maxBytes', async (t) => {
   t.equal(tier.describe().entries, 0, 'a tier too small for anything keeps nothing')
 })
 
-t.test('LocalTier: a copy in a segment, the same Buffer on every hit', async (t) => {
+t.test('SegmentCache: a copy in a segment, the same Buffer on every hit', async (t) => {
   const { tier } = tierOf(1 * MiB)
   const bytes = envelope(400, 'a')
   tier.set('a', bytes)
@@ -334,7 +336,7 @@ t.test('LocalTier: a copy in a segment, the same Buffer on every hit', async (t)
   t.equal(tier.bytes, tier.segmentSize + overhead('a'))
 })
 
-t.test('LocalTier: maxEntries, with exact evictions and second chances', async (t) => {
+t.test('SegmentCache: maxEntries, with exact evictions and second chances', async (t) => {
   const { tier, stats } = tierOf(64 * MiB, 3)
   for (const key of ['a', 'b', 'c', 'd']) tier.set(key, envelope(100, key))
   t.equal(tier.describe().entries, 3)
@@ -366,7 +368,7 @@ t.test('LocalTier: maxEntries, with exact evictions and second chances', async (
   t.equal(stats.evictions, 5)
 })
 
-t.test('LocalTier: maxBytes counts segments whole, and evicts by it', async (t) => {
+t.test('SegmentCache: maxBytes counts segments whole, and evicts by it', async (t) => {
   // Entries larger than a segment each get a segment of their own size, and no segment is
   // being filled: exactly their bytes plus their objects count.
   const maxBytes = 1 * MiB
@@ -402,7 +404,7 @@ t.test('LocalTier: maxBytes counts segments whole, and evicts by it', async (t) 
   t.same(keys.slice(-held).filter((key) => small.tier.get(key) === undefined), [], 'the newest are held')
 })
 
-t.test('LocalTier: entries larger than a segment', async (t) => {
+t.test('SegmentCache: entries larger than a segment', async (t) => {
   const maxBytes = 1 * MiB
   const { tier, stats } = tierOf(maxBytes, 2)
   const largest = maxBytes - 2 * tier.segmentSize - overhead('big')
@@ -431,7 +433,7 @@ t.test('LocalTier: entries larger than a segment', async (t) => {
   t.ok(view?.equals(envelope(largest, 'B')), 'a view handed out still holds its bytes')
 })
 
-t.test('LocalTier: no region that was handed out is ever written again', async (t) => {
+t.test('SegmentCache: no region that was handed out is ever written again', async (t) => {
   const { tier } = tierOf(1 * MiB)
   tier.set('a', envelope(400, 'a'))
   const first = tier.get('a')
@@ -449,7 +451,7 @@ t.test('LocalTier: no region that was handed out is ever written again', async (
   t.ok(evicted?.equals(envelope(3000, 'e')), 'the view of an evicted entry')
 })
 
-t.test('LocalTier: segments are released when empty; unread ones are written again', async (t) => {
+t.test('SegmentCache: segments are released when empty; unread ones are written again', async (t) => {
   const { tier } = tierOf(1 * MiB)
   const cost = overhead('x000')
   const perSegment = tier.segmentSize / 1024
@@ -496,7 +498,7 @@ t.test('LocalTier: segments are released when empty; unread ones are written aga
   t.ok(tier.get('y000')?.equals(envelope(1024)))
 })
 
-t.test('LocalTier: random use never breaks the bounds nor returns wrong bytes', async (t) => {
+t.test('SegmentCache: random use never breaks the bounds nor returns wrong bytes', async (t) => {
   // A small deterministic generator (mulberry32), so a failure can be replayed.
   let seed = 0x5eed
   const random = (): number => {
@@ -542,7 +544,7 @@ t.test('LocalTier: random use never breaks the bounds nor returns wrong bytes', 
   t.equal(tier.segments, 0)
 })
 
-t.test('LocalTier: clear and deletePrefix', async (t) => {
+t.test('SegmentCache: clear and deletePrefix', async (t) => {
   const { tier } = tierOf(1 * MiB)
   for (const key of ['p:a', 'p:b', 'q:a']) tier.set(key, envelope(300, key[0]))
   const held = tier.get('p:a')
@@ -558,7 +560,7 @@ t.test('LocalTier: clear and deletePrefix', async (t) => {
   t.equal(tier.bytes, tier.segmentSize + overhead('again'), 'and it starts over')
 })
 
-t.test('LocalTier: entries expire with their freshness or the tier\'s ttl; expired ones are not evictions', async (t) => {
+t.test('SegmentCache: entries expire with their freshness or the tier\'s ttl; expired ones are not evictions', async (t) => {
   const realNow = Date.now
   let offset = 0
   Date.now = () => realNow() + offset
@@ -617,12 +619,12 @@ t.test('local hits keep serving while Redis is down', async (t) => {
   t.equal(await a.cache.get('other'), null, 'what is not local is a miss')
   t.equal(await a.cache.set('k', { v: 3 }), false, 'writes fail')
   t.equal(await a.cache.delete('k'), 0)
-  t.equal(a.tiered.local.get(a.cache.redisKey('k')), undefined, 'but a delete drops the local copy anyway')
+  t.equal(a.local.get(a.cache.redisKey('k')), undefined, 'but a delete drops the local copy anyway')
   await own.restart()
   await until(() => a.cache.getStatistics().connected, 5000, 'the reconnect')
   // The subscription came back: the tier was flushed, as messages may have been missed.
   await until(() => a.logs.find('local tier flushed').length === 1, 3000, 'the flush')
-  t.equal(a.tiered.local.describe().entries, 0)
+  t.equal(a.local.describe().entries, 0)
 })
 
 t.test('a copy never outlives its entry\'s freshness nor the tier\'s ttl', async (t) => {
@@ -633,14 +635,14 @@ t.test('a copy never outlives its entry\'s freshness nor the tier\'s ttl', async
   const [a] = await pair(t, { local: { ttl: 5 } })
   await a.cache.set('short', 's', { ttl: 2 })
   await a.cache.set('long', 'l', { ttl: 100 })
-  t.ok(a.tiered.local.get(a.cache.redisKey('short')) !== undefined)
+  t.ok(a.local.get(a.cache.redisKey('short')) !== undefined)
   offset += 2100
-  t.equal(a.tiered.local.get(a.cache.redisKey('short')), undefined, 'gone with its entry\'s ttl')
-  t.ok(a.tiered.local.get(a.cache.redisKey('long')) !== undefined)
+  t.equal(a.local.get(a.cache.redisKey('short')), undefined, 'gone with its entry\'s ttl')
+  t.ok(a.local.get(a.cache.redisKey('long')) !== undefined)
   offset += 3000
-  t.equal(a.tiered.local.get(a.cache.redisKey('long')), undefined, 'gone with the tier\'s ttl')
+  t.equal(a.local.get(a.cache.redisKey('long')), undefined, 'gone with the tier\'s ttl')
   t.equal(await a.cache.get('long'), 'l', 'and read again from Redis')
-  t.ok(a.tiered.local.get(a.cache.redisKey('long')) !== undefined)
+  t.ok(a.local.get(a.cache.redisKey('long')) !== undefined)
 })
 
 t.test('without Pub/Sub rights: warnings, and the cache still works', async (t) => {

@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto'
 import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify'
 import t from 'tap'
 import fastifyRedisCache from '../index'
-import { bearerChecker } from '../lib/management'
+import { bearerChecker } from '../lib/management/auth'
 import { build } from './helpers/app'
 
 type Method = 'GET' | 'POST' | 'DELETE' | 'HEAD'
@@ -47,7 +47,7 @@ t.test('the comparison is of fixed-length digests (no length or prefix leak)', a
   // SHA-256 digests, whatever it is given. Spy on it to see the lengths it gets.
   const seen: number[][] = []
   const crypto = await import('node:crypto')
-  const { bearerChecker: checker } = t.mockRequire('../lib/management', {
+  const { bearerChecker: checker } = t.mockRequire('../lib/management/auth', {
     'node:crypto': {
       ...crypto,
       timingSafeEqual: (a: Buffer, b: Buffer) => {
@@ -55,7 +55,7 @@ t.test('the comparison is of fixed-length digests (no length or prefix leak)', a
         return crypto.timingSafeEqual(a, b)
       }
     }
-  }) as typeof import('../lib/management')
+  }) as typeof import('../lib/management/auth')
   const valid = checker('short')
   for (const header of ['Bearer short', 'Bearer s', 'Bearer a-much-much-longer-candidate-token', 'Basic x', '']) valid(header)
   t.same(seen, Array(5).fill([32, 32]), 'every call compares two 32-byte digests')

@@ -5,8 +5,8 @@ import t from 'tap'
 import fastifyRedisCache from '../index'
 import { build, rawClient, uniquePrefix } from './helpers/app'
 import { startRedis, type RedisServer } from './helpers/redis-server'
-import type { CacheManager } from '../lib/cache'
-import { connectionStatus } from '../lib/management'
+import type { CacheManager } from '../lib/cache/manager'
+import { connectionStatus } from '../lib/management/routes'
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -188,14 +188,14 @@ t.test('Redis', async (t) => {
     t.type(redis.uptimeSeconds, 'number')
 
     await server.kill()
-    await waitFor(() => connectionStatus(cache.store) !== 'ready', 'the client to notice')
+    await waitFor(() => connectionStatus(cache.core.stack) !== 'ready', 'the client to notice')
     const down = await app.inject('/cache/stats')
     t.equal(down.statusCode, 200, 'stats still answer while Redis is down')
     t.match(down.json().redis, { store: 'redis', connected: false, redisVersion: null, usedMemory: null })
     t.not(down.json().redis.status, 'ready')
     t.equal(down.json().statistics.connected, false)
     await server.restart()
-    await waitFor(() => cache.store.connected, 'the reconnect', 10_000)
+    await waitFor(() => cache.core.stack.connected, 'the reconnect', 10_000)
   })
 
   t.test('GET /cache/ping: 200 with latency, 503 when Redis is down or hangs', async (t) => {
@@ -213,7 +213,7 @@ t.test('Redis', async (t) => {
     t.match(hung.json(), { status: 'error', circuit: /^(closed|open|half-open)$/ })
     t.same(Object.keys(hung.json()).sort(), ['circuit', 'status'])
     t.ok(Date.now() - started < 2000, 'within about the command timeout')
-    await waitFor(() => cache.store.connected, 'the circuit to close', 10_000)
+    await waitFor(() => cache.core.stack.connected, 'the circuit to close', 10_000)
 
     await server.kill()
     const dead = await app.inject('/cache/ping')
@@ -221,7 +221,7 @@ t.test('Redis', async (t) => {
     t.match(dead.json(), { status: 'error' })
 
     await server.restart()
-    await waitFor(() => cache.store.connected, 'the reconnect', 10_000)
+    await waitFor(() => cache.core.stack.connected, 'the reconnect', 10_000)
     t.equal((await app.inject('/cache/ping')).statusCode, 200, 'back to 200 once Redis is back')
   })
 
@@ -255,12 +255,12 @@ t.test('Redis', async (t) => {
     for (const throwOnError of [false, true]) {
       const { app, cache } = await build(t, { redis: { url: server.url }, prefix: uniquePrefix(), routes: {}, throwOnError, commandTimeout: 200 })
       await server.kill()
-      await waitFor(() => !cache.store.connected, 'the client to notice')
+      await waitFor(() => !cache.core.stack.connected, 'the client to notice')
       const res = await app.inject({ method: 'DELETE', url: '/cache/clear' })
       t.equal(res.statusCode, 503, `throwOnError: ${throwOnError}`)
       t.match(res.json(), { statusCode: 503, code: 'CACHE_REDIS_CONNECTION', error: 'Service Unavailable', message: /Redis/ })
       await server.restart()
-      await waitFor(() => cache.store.connected, 'the reconnect', 10_000)
+      await waitFor(() => cache.core.stack.connected, 'the reconnect', 10_000)
     }
   })
 
@@ -272,17 +272,17 @@ t.test('Redis', async (t) => {
     server.resume()
     t.equal(res.statusCode, 503)
     t.match(res.json(), { statusCode: 503, code: 'CACHE_REDIS_CONNECTION', error: 'Service Unavailable' })
-    await waitFor(() => cache.store.connected, 'the circuit to close', 10_000)
+    await waitFor(() => cache.core.stack.connected, 'the circuit to close', 10_000)
   })
 
   t.test('GET /cache/stats with throwOnError while Redis is down still answers', async (t) => {
     const { app, cache } = await build(t, { redis: { url: server.url }, prefix: uniquePrefix(), routes: {}, throwOnError: true, commandTimeout: 200 })
     await server.kill()
-    await waitFor(() => !cache.store.connected, 'the client to notice')
+    await waitFor(() => !cache.core.stack.connected, 'the client to notice')
     const res = await app.inject('/cache/stats')
     t.equal(res.statusCode, 200)
     t.match(res.json().redis, { store: 'redis', connected: false, redisVersion: null })
     await server.restart()
-    await waitFor(() => cache.store.connected, 'the reconnect', 10_000)
+    await waitFor(() => cache.core.stack.connected, 'the reconnect', 10_000)
   })
 })

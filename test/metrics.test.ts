@@ -6,8 +6,8 @@ import { execFile } from 'node:child_process'
 import t from 'tap'
 import { build, uniquePrefix } from './helpers/app'
 import { startRedis } from './helpers/redis-server'
-import type { CacheManager } from '../lib/cache'
-import { connectionStatus } from '../lib/management'
+import type { CacheManager } from '../lib/cache/manager'
+import { connectionStatus } from '../lib/management/routes'
 import {
   METRICS_CONTENT_TYPE,
   escapeHelp,
@@ -15,7 +15,7 @@ import {
   formatValue,
   renderMetrics,
   type MetricsInput
-} from '../lib/metrics'
+} from '../lib/management/metrics'
 import type { CacheInfo, CacheStatistics } from '../types'
 
 interface ParsedSample { value: string, labels?: Record<string, string> }
@@ -287,10 +287,10 @@ t.test('GET /cache/metrics on the memory store reflects the live statistics', as
   await cache.get('a') // hit
   await cache.get('b') // miss
   await cache.set('big', 'x'.repeat(4096)) // compressed
-  cache.stats.namespaceHit('items')
-  cache.stats.namespaceHit('items')
-  cache.stats.namespaceMiss('items')
-  cache.stats.namespaceMiss('users')
+  cache.core.stats.namespaceHit('items')
+  cache.core.stats.namespaceHit('items')
+  cache.core.stats.namespaceMiss('items')
+  cache.core.stats.namespaceMiss('users')
 
   const res = await app.inject('/cache/metrics')
   t.equal(res.statusCode, 200)
@@ -371,7 +371,7 @@ t.test('GET /cache/metrics with throwOnError still answers while Redis is down',
 
 async function waitDisconnected (cache: CacheManager): Promise<void> {
   const deadline = Date.now() + 5000
-  while (connectionStatus(cache.store) === 'ready') {
+  while (connectionStatus(cache.core.stack) === 'ready') {
     if (Date.now() > deadline) throw new Error('client still ready')
     await new Promise((resolve) => setTimeout(resolve, 20))
   }

@@ -4,7 +4,7 @@
 import t, { type Test } from 'tap'
 import { build, rawClient, uniquePrefix } from './helpers/app'
 import { startRedis, type RedisServer } from './helpers/redis-server'
-import type { CacheManager } from '../lib/cache'
+import type { CacheManager } from '../lib/cache/manager'
 import { CacheKeyError, RateLimitError, RedisConnectionError } from '../lib/errors'
 import type { RateLimitResult } from '../types'
 

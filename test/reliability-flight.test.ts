@@ -5,9 +5,9 @@
 import t from 'tap'
 import Fastify, { type FastifyInstance } from 'fastify'
 import fastifyRedisCache from '../index'
-import type { CacheManager } from '../lib/cache'
-import { SingleFlight } from '../lib/single-flight'
-import type { CacheStore } from '../lib/stores/store'
+import type { CacheManager } from '../lib/cache/manager'
+import { DistributedLock } from '../lib/lock'
+import type { EntryStore, LockStore } from '../lib/stores/store'
 import type { CacheOptions } from '../types'
 import { captureLogs, rawClient, sleep, uniquePrefix, until } from './helpers/app'
 import { startRedis, type RedisServer } from './helpers/redis-server'
@@ -213,7 +213,7 @@ t.test('busting on one instance is seen by the others', async (t) => {
   t.same((await apps[0].inject('/items')).json(), { items: ['a', 'b'] })
 })
 
-t.test('SingleFlight on its own', async (t) => {
+t.test('DistributedLock on its own', async (t) => {
   const calls: string[] = []
   let acquireFails = false
   let getFails = false
@@ -221,12 +221,11 @@ t.test('SingleFlight on its own', async (t) => {
   let locked = 1
   let entry: Buffer | null = null
   const store = {
-    kind: 'redis',
     acquireLock: async () => { calls.push('acquire'); if (acquireFails) throw new Error('down'); return acquired },
     releaseLock: async () => { calls.push('release'); throw new Error('down') },
     get: async () => { if (getFails) throw new Error('down'); return entry },
     exists: async () => locked
-  } as unknown as CacheStore
+  } as unknown as EntryStore & LockStore
   const reset = (): void => {
     calls.length = 0
     acquireFails = getFails = acquired = false
@@ -236,7 +235,7 @@ t.test('SingleFlight on its own', async (t) => {
 
   t.test('Redis cannot be asked for the lock: the caller does the work', async (t) => {
     t.teardown(reset)
-    const flight = new SingleFlight(store, 'p:#lock:', { ttl: 1000, wait: 1000 })
+    const flight = new DistributedLock(store, store, 'p:#lock:', { ttl: 1000, wait: 1000 })
     acquireFails = true
     const claim = await flight.claim('p:ns:k', () => true)
     t.ok(claim.lease, 'a lease')
@@ -246,7 +245,7 @@ t.test('SingleFlight on its own', async (t) => {
 
   t.test('Redis failing while waiting: the caller does the work', async (t) => {
     t.teardown(reset)
-    const flight = new SingleFlight(store, 'p:#lock:', { ttl: 1000, wait: 1000 })
+    const flight = new DistributedLock(store, store, 'p:#lock:', { ttl: 1000, wait: 1000 })
     getFails = true
     const started = Date.now()
     t.same(await flight.claim('p:ns:k', () => true), { bytes: null })
@@ -255,7 +254,7 @@ t.test('SingleFlight on its own', async (t) => {
 
   t.test('the lock taken and nothing stored yet: a lease that releases through the store and never throws', async (t) => {
     t.teardown(reset)
-    const flight = new SingleFlight(store, 'p:#lock:', { ttl: 1000, wait: 1000 })
+    const flight = new DistributedLock(store, store, 'p:#lock:', { ttl: 1000, wait: 1000 })
     acquired = true
     const claim = await flight.claim('p:ns:k', () => true)
     t.ok(claim.lease)
@@ -265,7 +264,7 @@ t.test('SingleFlight on its own', async (t) => {
 
   t.test('the lock taken, but the entry landed meanwhile: the lock is let go and the entry used', async (t) => {
     t.teardown(reset)
-    const flight = new SingleFlight(store, 'p:#lock:', { ttl: 1000, wait: 1000 })
+    const flight = new DistributedLock(store, store, 'p:#lock:', { ttl: 1000, wait: 1000 })
     acquired = true
     entry = Buffer.from('landed')
     const claim = await flight.claim('p:ns:k', (b) => b.toString() === 'landed')
@@ -275,7 +274,7 @@ t.test('SingleFlight on its own', async (t) => {
 
   t.test('the lock taken, and the second look fails or finds an unusable entry: do the work', async (t) => {
     t.teardown(reset)
-    const flight = new SingleFlight(store, 'p:#lock:', { ttl: 1000, wait: 1000 })
+    const flight = new DistributedLock(store, store, 'p:#lock:', { ttl: 1000, wait: 1000 })
     acquired = true
     getFails = true
     t.ok((await flight.claim('p:ns:k', () => true)).lease)
@@ -286,7 +285,7 @@ t.test('SingleFlight on its own', async (t) => {
 
   t.test('polls until a usable entry lands; an unusable one does not count', async (t) => {
     t.teardown(reset)
-    const flight = new SingleFlight(store, 'p:#lock:', { ttl: 1000, wait: 2000 })
+    const flight = new DistributedLock(store, store, 'p:#lock:', { ttl: 1000, wait: 2000 })
     entry = Buffer.from('old')
     setTimeout(() => { entry = Buffer.from('new') }, 100)
     t.same(await flight.claim('p:ns:k', (b) => b.toString() === 'new'), { bytes: Buffer.from('new') })
@@ -294,13 +293,13 @@ t.test('SingleFlight on its own', async (t) => {
 
   t.test('wait 0: nothing to wait for', async (t) => {
     t.teardown(reset)
-    const flight = new SingleFlight(store, 'p:#lock:', { ttl: 1000, wait: 0 })
+    const flight = new DistributedLock(store, store, 'p:#lock:', { ttl: 1000, wait: 0 })
     t.same(await flight.claim('p:ns:k', () => false), { bytes: null })
   })
 
   t.test('the lock disappears without an entry: do the work', async (t) => {
     t.teardown(reset)
-    const flight = new SingleFlight(store, 'p:#lock:', { ttl: 1000, wait: 5000 })
+    const flight = new DistributedLock(store, store, 'p:#lock:', { ttl: 1000, wait: 5000 })
     setTimeout(() => { locked = 0 }, 50)
     const started = Date.now()
     t.same(await flight.claim('p:ns:k', () => true), { bytes: null })
@@ -309,7 +308,7 @@ t.test('SingleFlight on its own', async (t) => {
 
   t.test('the memory store has nobody to coordinate with', async (t) => {
     t.teardown(reset)
-    const flight = new SingleFlight({ ...store, kind: 'memory' } as unknown as CacheStore, 'p:#lock:', { ttl: 1000, wait: 1000 })
+    const flight = new DistributedLock(undefined, store, 'p:#lock:', { ttl: 1000, wait: 1000 })
     const claim = await flight.claim('p:ns:k', () => true)
     t.ok(claim.lease)
     await claim.lease?.release()
@@ -333,7 +332,7 @@ t.test('a miss that raced another instance\'s store does not run the work again 
   }
   const [a, b] = apps
   // A's read misses; before A claims the lock, B misses too, stores and lets go.
-  const store = (a.cache as unknown as CacheManager).store
+  const store = (a.cache as unknown as CacheManager).core.stack.entries
   const read = store.get.bind(store)
   let race: (() => Promise<unknown>) | null = () => b.inject('/race')
   store.get = async (key, field) => {

@@ -4,7 +4,7 @@
 import t from 'tap'
 import Fastify, { type FastifyInstance } from 'fastify'
 import fastifyRedisCache from '../index'
-import type { CacheManager } from '../lib/cache'
+import type { CacheManager } from '../lib/cache/manager'
 import type { CacheOptions } from '../types'
 import { captureLogs, type Logs, rawClient, sleep, uniquePrefix, until } from './helpers/app'
 import { startRedis, type RedisServer } from './helpers/redis-server'

@@ -4,9 +4,9 @@
 import http from 'node:http'
 import t from 'tap'
 import type { Redis } from 'ioredis'
-import type { CacheManager } from '../lib/cache'
-import { encodeHead, strongEtag } from '../lib/http-entry'
-import { KIND_RESPONSE } from '../lib/serializer'
+import type { CacheManager } from '../lib/cache/manager'
+import { encodeHead, strongEtag } from '../lib/route-cache/http-entry'
+import { KIND_RESPONSE } from '../lib/envelope'
 import { LEVEL, rawClient, sleep, uniquePrefix, until } from './helpers/app'
 import { startRedis } from './helpers/redis-server'
 import { gate, listen, onRedis, routeApp, sharedRedis } from './helpers/route-app'
@@ -17,7 +17,7 @@ const redis = sharedRedis(t)
 async function plant (raw: Redis, cache: CacheManager, key: string, entry: { body: string, ageMs: number, freshFor: number, gzip?: boolean, corrupt?: boolean }): Promise<void> {
   const body = Buffer.from(entry.body)
   const head = encodeHead(200, { 'content-type': 'text/plain; charset=utf-8', etag: strongEtag(body) })
-  let bytes = cache.codec.encode(body, KIND_RESPONSE, entry.freshFor, entry.gzip ?? false, head, Date.now() - entry.ageMs).bytes
+  let bytes = cache.core.codec.encode(body, KIND_RESPONSE, entry.freshFor, entry.gzip ?? false, head, Date.now() - entry.ageMs).bytes
   if (entry.corrupt === true) bytes = bytes.subarray(0, bytes.length - 12)
   await raw.set(cache.redisKey(key), bytes, 'EX', 600)
 }

@@ -8,8 +8,10 @@ import t from 'tap'
 import Fastify, { type FastifyInstance, type RouteOptions } from 'fastify'
 import fastifyRedisCache from '../index'
 import { CacheConfigError, CacheDeserializationError, CacheSerializationError } from '../lib/errors'
-import { Codec, KIND_RESPONSE } from '../lib/serializer'
-import { DecodedEntries, decodeEntry, encodeHead, etagMatches, type HttpEntry, strongEtag } from '../lib/http-entry'
+import { KIND_RESPONSE } from '../lib/envelope'
+import { Codec } from '../lib/serializer'
+import { DecodedEntries } from '../lib/route-cache/decoded-entries'
+import { decodeEntry, encodeHead, etagMatches, type HttpEntry, strongEtag } from '../lib/route-cache/http-entry'
 import { captureLogs, LEVEL, rawClient, until } from './helpers/app'
 import { listen, onRedis, rawRequest, routeApp, sharedRedis } from './helpers/route-app'
 
@@ -381,7 +383,7 @@ t.test('not stored: statuses outside the list, Set-Cookie, no-store/private/no-c
   for (const [name, n] of Object.entries(runs)) t.equal(n, 2, `${name}: the handler ran every time`)
   t.equal(cache.getStatistics().sets, 0, 'nothing was stored')
   const raw = rawClient(t, server.url)
-  t.same(await raw.keys(`${cache.layout.prefix}:*`), [], 'and nothing is in Redis')
+  t.same(await raw.keys(`${cache.core.layout.prefix}:*`), [], 'and nothing is in Redis')
 })
 
 t.test('statuses: a route may store other statuses; a stored 404 comes back as a 404', async (t) => {
@@ -849,13 +851,13 @@ t.test('unreadable entries are misses: deleted, counted, never a 5xx', async (t)
   const raw = rawClient(t, server.url)
   const key = cache.redisKey('/r')
   const head = encodeHead(200, { 'content-type': 'text/plain' })
-  const valid = cache.codec.encode(Buffer.from('old'), KIND_RESPONSE, 60, false, head).bytes
+  const valid = cache.core.codec.encode(Buffer.from('old'), KIND_RESPONSE, 60, false, head).bytes
   const corrupt: Array<[string, Buffer]> = [
     ['foreign bytes', Buffer.from('not ours at all')],
-    ['a value, not a response', cache.codec.encode(Buffer.from('"v"'), 0, 60, false).bytes],
+    ['a value, not a response', cache.core.codec.encode(Buffer.from('"v"'), 0, 60, false).bytes],
     ['a truncated head', valid.subarray(0, 20)],
-    ['a bad status', cache.codec.encode(Buffer.from(''), KIND_RESPONSE, 60, false, encodeHeadText('abc')).bytes],
-    ['a malformed header', cache.codec.encode(Buffer.from(''), KIND_RESPONSE, 60, false, encodeHeadText('200\nno colon')).bytes],
+    ['a bad status', cache.core.codec.encode(Buffer.from(''), KIND_RESPONSE, 60, false, encodeHeadText('abc')).bytes],
+    ['a malformed header', cache.core.codec.encode(Buffer.from(''), KIND_RESPONSE, 60, false, encodeHeadText('200\nno colon')).bytes],
     ['a status the route never stores (its statuses are [201])', valid]
   ]
   for (const [what, bytes] of corrupt) {
@@ -893,8 +895,8 @@ t.test('entries written by others: no ETag means no 304, gzip or not', async (t)
   })
   const raw = rawClient(t, server.url)
   const head = encodeHead(200, { 'content-type': 'text/plain' })
-  await raw.set(cache.redisKey('/plain'), cache.codec.encode(Buffer.from('written elsewhere'), KIND_RESPONSE, 60, false, head).bytes)
-  await raw.set(cache.redisKey('/gz'), cache.codec.encode(Buffer.from('written elsewhere, gzipped'.repeat(5)), KIND_RESPONSE, 60, true, head).bytes)
+  await raw.set(cache.redisKey('/plain'), cache.core.codec.encode(Buffer.from('written elsewhere'), KIND_RESPONSE, 60, false, head).bytes)
+  await raw.set(cache.redisKey('/gz'), cache.core.codec.encode(Buffer.from('written elsewhere, gzipped'.repeat(5)), KIND_RESPONSE, 60, true, head).bytes)
   const plain = await app.inject({ url: '/plain', headers: { 'if-none-match': '*' } })
   t.equal(plain.statusCode, 200)
   t.equal(plain.body, 'written elsewhere')

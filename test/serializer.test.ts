@@ -13,18 +13,9 @@ import {
   CacheError,
   CacheSerializationError
 } from '../lib/errors'
-import {
-  Codec,
-  ENCODING_GZIP,
-  ENCODING_PLAIN,
-  HEADER_BYTES,
-  isFresh,
-  isFreshBytes,
-  jsonSerializer,
-  KIND_RESPONSE,
-  KIND_VALUE,
-  MAGIC
-} from '../lib/serializer'
+import { ENCODING_GZIP, ENCODING_PLAIN, HEADER_BYTES, KIND_RESPONSE, KIND_VALUE, MAGIC, openEnvelope } from '../lib/envelope'
+import { freshness, isFresh, isFreshBytes } from '../lib/freshness'
+import { Codec, jsonSerializer } from '../lib/serializer'
 import type { CacheOptions, Serializer } from '../types'
 
 let server: RedisServer
@@ -54,7 +45,7 @@ t.test('Codec', async (t) => {
     t.equal(bytes.readUIntBE(3, 6), 1_700_000_000_123)
     t.equal(bytes.readUInt32BE(9), 42)
     t.equal(bytes.subarray(HEADER_BYTES).toString(), '"hi"', 'the payload follows the 13-byte header, not base64')
-    const opened = Codec.open(bytes, KIND_VALUE)
+    const opened = openEnvelope(bytes, KIND_VALUE)
     t.same(opened, { encoding: ENCODING_PLAIN, kind: KIND_VALUE, storedAt: 1_700_000_000_123, freshFor: 42, payload: Buffer.from('"hi"') })
     t.same(codec.decodeValue(bytes).value, 'hi')
     t.equal(codec.encode(Buffer.from('x'), KIND_RESPONSE, 2 ** 40, false).bytes.readUInt32BE(9), 0xffffffff, 'freshFor is capped to 32 bits')
@@ -80,8 +71,9 @@ t.test('Codec', async (t) => {
     const now = Date.now()
     t.equal(isFresh({ storedAt: now, freshFor: 10 }), true)
     t.equal(isFresh({ storedAt: now - 10_001, freshFor: 10 }), false, 'past its ttl')
-    t.equal(isFresh({ storedAt: now - 10_001, freshFor: 10 }, 5), true, 'within the grace seconds')
-    t.equal(isFresh({ storedAt: now - 15_001, freshFor: 10 }, 5), false)
+    const grace = { staleWhileRevalidate: 5, staleIfError: 0 }
+    t.equal(freshness({ storedAt: now - 10_001, freshFor: 10 }, grace), 'stale-while-revalidate', 'within the grace seconds')
+    t.equal(freshness({ storedAt: now - 15_001, freshFor: 10 }, grace), 'expired')
     const codec = new Codec(undefined, on)
     t.equal(isFreshBytes(codec.encode(Buffer.from('1'), KIND_VALUE, 10, false).bytes), true)
     t.equal(isFreshBytes(codec.encode(Buffer.from('1'), KIND_VALUE, 10, false, undefined, now - 11_000).bytes), false)
@@ -97,7 +89,7 @@ t.test('Codec', async (t) => {
     t.equal(gz.bytes[1], ENCODING_GZIP, 'at the threshold: gzip')
     t.equal(gz.uncompressedSize, 100)
     t.ok(gz.bytes.length < HEADER_BYTES + 100)
-    t.same(Codec.plain(Codec.open(gz.bytes, KIND_VALUE)), at, 'gunzips back')
+    t.same(Codec.plain(openEnvelope(gz.bytes, KIND_VALUE)), at, 'gunzips back')
     t.equal(codec.encode(under, KIND_VALUE, 1, undefined).bytes[1], ENCODING_PLAIN, 'under the threshold: plain')
     t.equal(codec.encode(at, KIND_VALUE, 1, true).bytes[1], ENCODING_GZIP, 'compress: true is the default rule')
     t.equal(codec.encode(at, KIND_VALUE, 1, false).bytes[1], ENCODING_PLAIN, 'compress: false')
@@ -129,12 +121,12 @@ t.test('Codec', async (t) => {
   t.test('reading back fails with typed errors', async (t) => {
     const codec = new Codec(undefined, on)
     const good = codec.encode(Buffer.from('{"a":1}'), KIND_VALUE, 1, undefined).bytes
-    t.throws(() => Codec.open(Buffer.from('hello world, not ours'), KIND_VALUE), { name: 'CacheDeserializationError', message: /not a fastify-redis-cache entry/ })
-    t.throws(() => Codec.open(good.subarray(0, HEADER_BYTES - 1), KIND_VALUE), CacheDeserializationError, 'truncated header')
-    t.throws(() => Codec.open(Buffer.alloc(0), KIND_VALUE), CacheDeserializationError, 'empty')
-    t.throws(() => Codec.open(envelope(7, KIND_VALUE, Buffer.from('x')), KIND_VALUE), { message: /unknown encoding 7/ })
-    t.throws(() => Codec.open(envelope(ENCODING_PLAIN, KIND_RESPONSE, Buffer.from('x')), KIND_VALUE), { message: /kind 1, expected 0/ })
-    t.throws(() => Codec.plain(Codec.open(envelope(ENCODING_GZIP, KIND_VALUE, Buffer.from('not gzip')), KIND_VALUE)), { name: 'CacheDecompressionError', code: 'CACHE_DECOMPRESSION' })
+    t.throws(() => openEnvelope(Buffer.from('hello world, not ours'), KIND_VALUE), { name: 'CacheDeserializationError', message: /not a fastify-redis-cache entry/ })
+    t.throws(() => openEnvelope(good.subarray(0, HEADER_BYTES - 1), KIND_VALUE), CacheDeserializationError, 'truncated header')
+    t.throws(() => openEnvelope(Buffer.alloc(0), KIND_VALUE), CacheDeserializationError, 'empty')
+    t.throws(() => openEnvelope(envelope(7, KIND_VALUE, Buffer.from('x')), KIND_VALUE), { message: /unknown encoding 7/ })
+    t.throws(() => openEnvelope(envelope(ENCODING_PLAIN, KIND_RESPONSE, Buffer.from('x')), KIND_VALUE), { message: /kind 1, expected 0/ })
+    t.throws(() => Codec.plain(openEnvelope(envelope(ENCODING_GZIP, KIND_VALUE, Buffer.from('not gzip')), KIND_VALUE)), { name: 'CacheDecompressionError', code: 'CACHE_DECOMPRESSION' })
     const truncatedGzip = gzipSync(Buffer.from('a'.repeat(500))).subarray(0, 10)
     t.throws(() => codec.decodeValue(envelope(ENCODING_GZIP, KIND_VALUE, truncatedGzip)), CacheDecompressionError)
     t.throws(() => codec.decodeValue(envelope(ENCODING_PLAIN, KIND_VALUE, Buffer.from('{not json'))), { name: 'CacheDeserializationError', code: 'CACHE_DESERIALIZATION', message: /Cannot deserialize stored value/ })
@@ -285,13 +277,13 @@ t.test('stored bytes in Redis', async (t) => {
       (codec as unknown as { compression: { level: number } }).compression.level = 42
     }
     const { cache, raw } = await setup(t, { compression: { threshold: 10 } })
-    breakZlib(cache.codec)
+    breakZlib(cache.core.codec)
     t.equal(await cache.set('k', 'x'.repeat(100)), false)
     t.equal(await raw.exists(cache.redisKey('k')), 0)
     t.equal(await cache.set('small', 'x'), true, 'values under the threshold are stored')
     t.match(cache.getStatistics(), { errors: 1, sets: 1 })
     const strict = await setup(t, { compression: { threshold: 10 }, throwOnError: true })
-    breakZlib(strict.cache.codec)
+    breakZlib(strict.cache.core.codec)
     await t.rejects(strict.cache.set('k', 'x'.repeat(100)), { name: 'CacheCompressionError', statusCode: 500 })
   })
 
@@ -359,7 +351,7 @@ t.test('stored bytes in Redis', async (t) => {
     const { cache, raw } = await setup(t, { lock: { ttl: 5000, wait: 2000 } })
     const full = cache.redisKey('k')
     // Another instance holds the single-flight lock for this entry...
-    await raw.set(`${cache.layout.lockPrefix}${full}`, 'another instance', 'PX', 5000)
+    await raw.set(`${cache.core.layout.lockPrefix}${full}`, 'another instance', 'PX', 5000)
     let runs = 0
     const pending = cache.getOrSet('k', () => { runs++; return 'mine' })
     await sleep(50)

@@ -2,6 +2,12 @@
 // `fastify.cache` and route `config.cache` typed for users.
 import type { FastifyReply, FastifyRequest, preHandlerHookHandler } from 'fastify'
 import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from 'ioredis'
+import type { Static } from '@sinclair/typebox'
+import type { ManagementRoutesOptionsSchema, PlainOptions } from './options'
+import type { CacheInfo, CacheStatistics } from './statistics'
+
+export type { CircuitBreakerOptions, CompressionOptions, LocalTierOptions, LockOptions } from './options'
+export type { CacheInfo, CacheStatistics } from './statistics'
 
 /** Turns values into bytes and back. JSON by default. */
 export interface Serializer {
@@ -29,78 +35,21 @@ export interface RedisClientOption {
   namespace?: string
 }
 
-export interface CompressionOptions {
-  enabled?: boolean
-  /** Serialized size in bytes at or above which values are gzipped. Default 1024. */
-  threshold?: number
-  /** gzip level, 1 (fast) to 9 (small). Default 6. */
-  level?: number
-}
-
-export interface ManagementRoutesOptions {
-  /** Default `/cache`. */
-  prefix?: string
-  /** Bearer token every management route requires (or `CACHE_ADMIN_TOKEN`). */
-  token?: string
+/** The management routes: where they live and how they are protected. */
+export interface ManagementRoutesOptions extends Static<typeof ManagementRoutesOptionsSchema> {
   /** Your own authentication instead of (or on top of) the token. */
   preHandler?: preHandlerHookHandler
-  /** Allow the routes without a token or preHandler in production. */
-  public?: boolean
-  /** Serve the HTML dashboard. Default true. */
-  dashboard?: boolean
 }
 
-export interface LocalTierOptions {
-  maxEntries?: number
-  maxBytes?: number
-  /** Seconds an entry may live in the local tier at most. */
-  ttl?: number
-}
-
-export interface CacheOptions {
+export interface CacheOptions extends Omit<PlainOptions, 'routes'> {
   /**
    * `{ url }`, ioredis options, `{ cluster }`, `{ client, closeClient }`, or `false` for the
    * in-process memory store. Unset: `REDIS_URL`/`REDIS_HOST`, else the memory store.
    */
   redis?: false | RedisConnectionOptions | RedisClusterConnectionOptions | RedisClientOption
-  /** Every key lives under `${prefix}:`. Default `'cache'`. */
-  prefix?: string
-  /** Seconds. Default 3600. */
-  defaultTtl?: number
-  /** Seconds; larger TTLs are clamped to this. Default 86400. */
-  maxTtl?: number
-  compression?: boolean | CompressionOptions
   serializer?: Serializer
+  /** The management routes; `false` for none. */
   routes?: false | ManagementRoutesOptions
-  /** Map CacheError subclasses thrown from routes to JSON replies. Default true. */
-  errorHandler?: boolean
-  /** Throw typed errors on Redis failures instead of degrading. Default false. */
-  throwOnError?: boolean
-  local?: false | LocalTierOptions
-  /** Milliseconds a Redis command may take before it counts as failed. Default 500. */
-  commandTimeout?: number
-  /** Largest stored entry in bytes (after compression); larger ones are not stored. Default 8 MiB. */
-  maxEntrySize?: number
-  /** Skip Redis for a while after repeated failures; `false` turns it off. */
-  circuitBreaker?: false | CircuitBreakerOptions
-  /** Milliseconds between health-check PINGs. Default 30000. */
-  healthCheckInterval?: number
-  /** Cross-instance single-flight for misses of cached routes and getOrSet. */
-  lock?: false | LockOptions
-}
-
-export interface CircuitBreakerOptions {
-  /** Failures in a row that open the circuit. Default 5. */
-  failureThreshold?: number
-  /** Milliseconds the circuit stays open before Redis is probed again. Default 2000. */
-  resetTimeout?: number
-}
-
-export interface LockOptions {
-  /** Milliseconds a lock is held at most (the holder may die). Default 5000. */
-  ttl?: number
-  /** Milliseconds others wait for the holder's result before running the work themselves. Default 3000. */
-  wait?: number
 }
 
 export interface NamespaceOption {
@@ -136,50 +85,6 @@ export interface RateLimitResult {
   remaining: number
   /** Seconds until the window resets. */
   reset: number
-}
-
-export interface CacheStatistics {
-  hits: number
-  misses: number
-  sets: number
-  deletes: number
-  evictions: number
-  errors: number
-  /** Entries not stored because they were larger than `maxEntrySize`. */
-  oversized: number
-  bytesRead: number
-  bytesWritten: number
-  hitRate: number
-  /** Bytes before compression of the values that were compressed, and after. */
-  compressedBytesIn: number
-  compressedBytesOut: number
-  /** compressedBytesOut / compressedBytesIn, `1` when nothing was compressed. */
-  compressionRatio: number
-  /** Route-cache hits and misses per namespace. */
-  namespaces: Record<string, { hits: number, misses: number, hitRate: number }>
-  /** `'memory'` or `'redis'`. */
-  store: 'memory' | 'redis'
-  /** Whether the store answers commands now. */
-  connected: boolean
-  /** The circuit breaker: `'closed'` while Redis is used, `'open'` while skipped. */
-  circuit: 'closed' | 'open' | 'half-open'
-  /** The local tier, when on: entries and bytes held, and its bounds. */
-  local: { entries: number, bytes: number, maxEntries: number, maxBytes: number } | null
-  /** Seconds since the statistics were last reset. */
-  uptime: number
-}
-
-export interface CacheInfo {
-  store: 'memory' | 'redis'
-  redisVersion: string | null
-  usedMemory: number | null
-  usedMemoryHuman: string | null
-  connectedClients: number | null
-  evictedKeys: number | null
-  expiredKeys: number | null
-  keyspaceHits: number | null
-  keyspaceMisses: number | null
-  uptimeSeconds: number | null
 }
 
 /** The `fastify.cache` methods with the namespace fixed. */

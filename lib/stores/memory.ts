@@ -1,8 +1,9 @@
 // The in-process store used when no Redis is configured: the same semantics as the Redis store
-// (TTL, namespaces, clear, tags, rate-limit windows) for one process only.
+// (TTL, namespaces, clear, tags, rate-limit windows) for one process only. It has no locks: with
+// one process, the in-process request collapsing is all the coordination there is to do.
 import type { CacheInfo } from '../../types'
 import type { KeyLayout } from '../keys'
-import { type CacheStore, type RateWindow, unknownInfo } from './store'
+import { type EntryStore, type RateWindow, type RateWindowStore, type ServerStore, unknownInfo } from './store'
 
 interface Item {
   value: Buffer
@@ -13,9 +14,7 @@ interface Item {
 
 const SWEEP_INTERVAL_MS = 30_000
 
-export class MemoryStore implements CacheStore {
-  readonly kind = 'memory'
-  readonly connected = true
+export class MemoryStore implements EntryStore, RateWindowStore, ServerStore {
   private readonly items = new Map<string, Item>()
   private readonly tags = new Map<string, Set<string>>()
   private readonly windows = new Map<string, Item & { count: number }>()
@@ -122,13 +121,6 @@ export class MemoryStore implements CacheStore {
     window.count++
     return { count: window.count, resetMs: window.expiresAt - now }
   }
-
-  // One process, one store: the in-process single-flight is all the locking there is to do.
-  async acquireLock (): Promise<boolean> {
-    return true
-  }
-
-  async releaseLock (): Promise<void> {}
 
   async ping (): Promise<void> {}
 

@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto'
 import type { Cluster, Redis } from 'ioredis'
 import type { CacheInfo } from '../../types'
 import type { KeyLayout } from '../keys'
-import type { CacheStore, RateWindow } from './store'
+import type { EntryStore, LockStore, RateWindow, RateWindowStore, ServerStore } from './store'
 
 const SCAN_COUNT = 1000
 
@@ -60,8 +60,7 @@ interface ReadWaiter {
   reject: (err: unknown) => void
 }
 
-export class RedisStore implements CacheStore {
-  readonly kind = 'redis'
+export class RedisStore implements EntryStore, RateWindowStore, LockStore, ServerStore {
   readonly client: RedisClient
   private readonly layout: KeyLayout
   private readonly isCluster: boolean

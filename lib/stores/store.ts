@@ -1,34 +1,11 @@
-// What the cache manager needs from a backend. Stores deal in full keys and raw bytes; the
+// What the cache needs from a backend, as separate capabilities: a layer implements the ones it
+// has (the memory store has no cross-instance locks; the local tier wraps entries only), and
+// lib/stack.ts says which layer serves which. Stores deal in full keys and raw bytes; the cache
 // manager owns validation, serialization, statistics and the failure policy.
 import type { CacheInfo } from '../../types'
 
-export interface RateWindow {
-  /** Hits in the current window, this one included. */
-  count: number
-  /** Milliseconds until the window resets. */
-  resetMs: number
-}
-
-/** Server information where the store cannot tell (the memory store, Redis down). */
-export function unknownInfo (store: CacheInfo['store']): CacheInfo {
-  return {
-    store,
-    redisVersion: null,
-    usedMemory: null,
-    usedMemoryHuman: null,
-    connectedClients: null,
-    evictedKeys: null,
-    expiredKeys: null,
-    keyspaceHits: null,
-    keyspaceMisses: null,
-    uptimeSeconds: null
-  }
-}
-
-export interface CacheStore {
-  readonly kind: 'memory' | 'redis'
-  /** Whether commands can be expected to succeed now. */
-  readonly connected: boolean
+/** Where an entry's bytes live, and what the cache does with them. */
+export interface EntryStore {
   /**
    * The value at `key`, or with `field`, one field of the hash at `key` (the variants of a route
    * that varies on request headers live in one hash, so key-level operations reach them all).
@@ -48,13 +25,47 @@ export interface CacheStore {
   clear (namespace?: string): Promise<number>
   /** Removes every entry filed under any of the tags: how many were removed, and their keys. */
   invalidateTags (tags: readonly string[]): Promise<{ removed: number, keys: string[] }>
-  /** Counts a hit in a fixed window of `windowSeconds`, atomically. */
+}
+
+export interface RateWindow {
+  /** Hits in the current window, this one included. */
+  count: number
+  /** Milliseconds until the window resets. */
+  resetMs: number
+}
+
+/** Fixed rate-limit windows, counted atomically. */
+export interface RateWindowStore {
   hitWindow (id: string, windowSeconds: number): Promise<RateWindow>
+}
+
+/** Locks shared by every instance: only a store that instances share has them. */
+export interface LockStore {
   /** SET NX PX: true when this caller now holds the lock. */
   acquireLock (key: string, token: string, ttlMs: number): Promise<boolean>
   /** Releases the lock only if `token` still holds it. */
   releaseLock (key: string, token: string): Promise<void>
+}
+
+/** The server behind the store. */
+export interface ServerStore {
   ping (): Promise<void>
   info (): Promise<CacheInfo>
   close (): Promise<void>
+}
+
+/** Server information where the store cannot tell (the memory store, Redis down). */
+export function unknownInfo (store: CacheInfo['store']): CacheInfo {
+  return {
+    store,
+    redisVersion: null,
+    usedMemory: null,
+    usedMemoryHuman: null,
+    connectedClients: null,
+    evictedKeys: null,
+    expiredKeys: null,
+    keyspaceHits: null,
+    keyspaceMisses: null,
+    uptimeSeconds: null
+  }
 }

@@ -4,10 +4,10 @@ import { Writable } from 'node:stream'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { Redis } from 'ioredis'
 import fastifyRedisCache from '../../index'
-import type { CacheManager } from '../../lib/cache'
+import type { CacheManager } from '../../lib/cache/manager'
 import { EnvironmentSchema } from '../../lib/config'
-import type { RedisStore } from '../../lib/stores/redis'
-import type { CacheStore } from '../../lib/stores/store'
+import type { CacheStack } from '../../lib/stack'
+import type { RedisClient } from '../../lib/stores/redis'
 import type { CacheOptions } from '../../types'
 
 /** The part of a tap test the helpers need. */
@@ -66,16 +66,14 @@ export async function build (t: Scope, options: CacheOptions = {}): Promise<Buil
   return { app, cache: app.cache as CacheManager, logs }
 }
 
-/** The store under any wrappers (such as the circuit breaker). */
-export function innerStore (cache: CacheManager): CacheStore {
-  let store = cache.store
-  while ('inner' in store) store = (store as { inner: CacheStore }).inner
-  return store
+/** The store under the other layers (the circuit breaker, the local tier). */
+export function innerStore (cache: CacheManager): CacheStack['store'] {
+  return cache.core.stack.store
 }
 
 /** The ioredis client the plugin uses (Redis-backed apps only). */
-export function clientOf (cache: CacheManager): RedisStore['client'] {
-  return (innerStore(cache) as RedisStore).client
+export function clientOf (cache: CacheManager): RedisClient {
+  return cache.core.stack.client as RedisClient
 }
 
 /** A plain ioredis client for looking at (and tampering with) what the plugin stored. */

@@ -1,7 +1,7 @@
 // Prometheus text exposition (format 0.0.4) of the cache's statistics, the Redis server's
 // counters and the connection state. Labels only ever carry namespaces (route configuration, a
 // bounded set) and the store kind, never keys or URLs, so the number of series stays bounded.
-import type { CacheInfo, CacheStatistics } from '../types'
+import type { CacheInfo, CacheStatistics } from '../../types'
 
 export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
 export const METRIC_PREFIX = 'fastify_redis_cache_'
@@ -16,7 +16,7 @@ interface Sample { labels?: Labels, value: number }
 export interface MetricsInput {
   statistics: CacheStatistics
   info: CacheInfo
-  /** Whether the store answers commands now (`cache.store.connected`). */
+  /** Whether the store answers commands now (`CacheStack.connected`). */
   connected: boolean
 }
 

@@ -1,4 +1,4 @@
-// A cached HTTP response as stored: the envelope of serializer.ts (kind KIND_RESPONSE) whose
+// A cached HTTP response as stored: the envelope of envelope.ts (kind KIND_RESPONSE) whose
 // payload is
 //
 //   uint32       length of the head
@@ -9,8 +9,8 @@
 // The head stays uncompressed so a hit reads headers without touching the body.
 import { createHash } from 'node:crypto'
 import { validateHeaderName, validateHeaderValue } from 'node:http'
-import { CacheDeserializationError, CacheSerializationError } from './errors'
-import { Codec, type Envelope, HEADER_BYTES, KIND_RESPONSE } from './serializer'
+import { type Envelope, KIND_RESPONSE, openEnvelope } from '../envelope'
+import { CacheDeserializationError, CacheSerializationError } from '../errors'
 
 export type ReplayHeaders = Record<string, string | string[]>
 
@@ -34,66 +34,6 @@ export interface HttpEntry {
   hitStatus?: string
   ageSeconds?: number
   age?: string
-}
-
-/**
- * Decoded entries by key, for the version last read (stored-at time and size), so a hit of an
- * unchanged entry skips decoding its head and gunzipping its body. Bounded in entries and bytes;
- * the oldest decoded goes first.
- */
-export class DecodedEntries {
-  private readonly entries = new Map<string, HttpEntry>()
-  private readonly maxEntries: number
-  private readonly maxBytes: number
-  private bytes = 0
-
-  constructor (maxEntries: number, maxBytes: number) {
-    this.maxEntries = maxEntries
-    this.maxBytes = maxBytes
-  }
-
-  /** The decoded entry when `bytes` are the version already decoded for `key`. */
-  get (key: string, bytes: Buffer): HttpEntry | undefined {
-    const entry = this.entries.get(key)
-    if (entry === undefined || entry.storedSize !== bytes.length || bytes.length < HEADER_BYTES || entry.envelope.storedAt !== bytes.readUIntBE(3, 6)) return undefined
-    return entry
-  }
-
-  remember (key: string, entry: HttpEntry): void {
-    this.forget(key)
-    // Its own copy, and nothing else of the stored bytes kept: a reply from ioredis is a slice
-    // of a large read buffer, a local-tier entry a view of a whole segment.
-    entry.body = Buffer.from(entry.body)
-    entry.envelope = { ...entry.envelope, payload: entry.body }
-    this.entries.set(key, entry)
-    this.bytes += entry.body.length
-    this.trim()
-  }
-
-  /** The entry's body gunzipped, kept for the next client that does not take gzip. */
-  plainBody (key: string, entry: HttpEntry): Buffer {
-    if (entry.plain === undefined) {
-      entry.plain = Codec.plain(entry.envelope, entry.body)
-      if (this.entries.get(key) === entry) {
-        this.bytes += entry.plain.length
-        this.trim()
-      }
-    }
-    return entry.plain
-  }
-
-  forget (key: string): void {
-    const entry = this.entries.get(key)
-    if (entry === undefined) return
-    this.entries.delete(key)
-    this.bytes -= entry.body.length + (entry.plain?.length ?? 0)
-  }
-
-  private trim (): void {
-    while (this.entries.size > this.maxEntries || this.bytes > this.maxBytes) {
-      this.forget(this.entries.keys().next().value as string)
-    }
-  }
 }
 
 // Never replayed from the cache: hop-by-hop headers, what Node computes per response, what is
@@ -152,7 +92,7 @@ export function encodeHead (status: number, headers: Record<string, string | num
 }
 
 export function decodeEntry (bytes: Buffer): HttpEntry {
-  const envelope = Codec.open(bytes, KIND_RESPONSE)
+  const envelope = openEnvelope(bytes, KIND_RESPONSE)
   const payload = envelope.payload
   const headLength = payload.length >= 4 ? payload.readUInt32BE(0) : -1
   if (headLength < 0 || 4 + headLength > payload.length) {

@@ -3,9 +3,12 @@
 // timeout. After `resetTimeout` one probe (PING) is let through; its success closes the circuit.
 // A health check pings Redis every `healthCheckInterval` while closed, so a dead connection is
 // noticed even without traffic, and a reconnect closes the circuit at once.
-import { RedisConnectionError } from './errors'
-import type { CacheStore, RateWindow } from './stores/store'
-import type { CacheInfo } from '../types'
+import { RedisConnectionError } from '../errors'
+import type { CacheInfo } from '../../types'
+import type { EntryStore, LockStore, RateWindow, RateWindowStore, ServerStore } from './store'
+
+/** What the breaker guards: the Redis store's capabilities, and whether its client is ready. */
+export type GuardableStore = EntryStore & RateWindowStore & LockStore & ServerStore & { readonly connected: boolean }
 
 export type CircuitState = 'closed' | 'open' | 'half-open'
 
@@ -26,9 +29,8 @@ export interface BreakerEvents {
 const OPEN_ERROR_MESSAGE = 'Redis circuit is open: skipping Redis until it answers again'
 
 /** A store whose calls go through a circuit breaker and, optionally, a timeout. */
-export class GuardedStore implements CacheStore {
-  readonly kind
-  readonly inner: CacheStore
+export class GuardedStore implements EntryStore, RateWindowStore, LockStore, ServerStore {
+  private readonly inner: GuardableStore
   state: CircuitState = 'closed'
   private failures = 0
   private probing = false
@@ -37,9 +39,8 @@ export class GuardedStore implements CacheStore {
   private readonly events: BreakerEvents
   private readonly healthTimer: NodeJS.Timeout
 
-  constructor (inner: CacheStore, options: GuardOptions, events: BreakerEvents) {
+  constructor (inner: GuardableStore, options: GuardOptions, events: BreakerEvents) {
     this.inner = inner
-    this.kind = inner.kind
     this.options = options
     this.events = events
     this.healthTimer = setInterval(() => { this.healthCheck() }, options.healthCheckInterval).unref()

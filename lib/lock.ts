@@ -1,11 +1,11 @@
-// Cross-instance single-flight: when several app instances miss the same entry at once, one of
+// The cross-instance lock: when several app instances miss the same entry at once, one of
 // them (the holder of a short Redis lock, SET NX PX) runs the handler or callback; the others
 // poll for the entry it stores and use it. They run the work themselves when the lock is
 // released without an entry (the result was not storable, or the holder failed), when the lock
 // expires (the holder died), or when their wait exceeds its limit. Within one process,
 // concurrent misses are already collapsed before any of this.
 import { randomBytes } from 'node:crypto'
-import type { CacheStore } from './stores/store'
+import type { EntryStore, LockStore } from './stores/store'
 
 export interface LockSettings {
   /** Milliseconds a lock is held at most. */
@@ -29,16 +29,19 @@ const FIRST_POLL_MS = 5
 const MAX_POLL_MS = 100
 const NO_LEASE: Lease = { release: async () => {} }
 
-export class SingleFlight {
-  private readonly store: CacheStore
+export class DistributedLock {
+  private readonly locks: LockStore | undefined
+  /** Where the holder's result is looked for. */
+  private readonly entries: EntryStore
   private readonly lockPrefix: string
   private readonly settings: LockSettings | false
 
-  constructor (store: CacheStore, lockPrefix: string, settings: LockSettings | false) {
-    this.store = store
+  /** Without a lock store (one process has nothing to coordinate with), every claim is granted. */
+  constructor (locks: LockStore | undefined, entries: EntryStore, lockPrefix: string, settings: LockSettings | false) {
+    this.locks = locks
+    this.entries = entries
     this.lockPrefix = lockPrefix
-    // One process has nothing to coordinate with: the in-process collapsing is enough.
-    this.settings = store.kind === 'memory' ? false : settings
+    this.settings = settings
   }
 
   /**
@@ -46,21 +49,22 @@ export class SingleFlight {
    * cannot be asked, the caller just does the work.
    */
   async claim (fullKey: string, usable: (bytes: Buffer) => boolean, field?: string): Promise<Claim> {
-    if (this.settings === false) return { lease: NO_LEASE }
+    const locks = this.locks
+    if (locks === undefined || this.settings === false) return { lease: NO_LEASE }
     const lockKey = this.lockKey(fullKey, field)
     const token = randomBytes(12).toString('base64url')
     let acquired: boolean
     try {
-      acquired = await this.store.acquireLock(lockKey, token, this.settings.ttl)
+      acquired = await locks.acquireLock(lockKey, token, this.settings.ttl)
     } catch {
       return { lease: NO_LEASE }
     }
     if (!acquired) return { bytes: await this.waitFor(fullKey, usable, field) }
-    const lease: Lease = { release: () => this.store.releaseLock(lockKey, token).catch(() => {}) }
+    const lease: Lease = { release: () => locks.releaseLock(lockKey, token).catch(() => {}) }
     // The previous holder may have stored its result and let go between the caller's miss and
     // this lock: look once more, or the work would run twice.
     try {
-      const bytes = await this.store.get(fullKey, field)
+      const bytes = await this.entries.get(fullKey, field)
       if (bytes !== null && usable(bytes)) {
         await lease.release()
         return { bytes }
@@ -84,7 +88,7 @@ export class SingleFlight {
       while (Date.now() < deadline) {
         await sleep(Math.min(pause, Math.max(0, deadline - Date.now())))
         pause = Math.min(pause * 2, MAX_POLL_MS)
-        const [bytes, locked] = await Promise.all([this.store.get(fullKey, field), this.store.exists([lockKey])])
+        const [bytes, locked] = await Promise.all([this.entries.get(fullKey, field), this.entries.exists([lockKey])])
         if (bytes !== null && usable(bytes)) return bytes
         if (locked === 0) return null
       }

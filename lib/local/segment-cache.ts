@@ -1,28 +1,11 @@
-// The local tier: an in-process cache of stored bytes in front of Redis (CLOCK eviction, close to LRU), for hot entries.
-//
-// Coherence: every change made through any instance (set, delete, expire, bust, clear, tag
-// invalidation) is published on `${prefix}:#invalidate`, and every instance drops the named
-// entries from its local tier when the message arrives. When the subscription drops, messages
-// may have been missed, so the whole local tier is flushed when it comes back. A read from Redis
-// that an invalidation of its key overtakes is not kept locally: it may carry the old bytes. An
-// entry never outlives its own freshness nor the tier's `ttl`. With Redis down, local hits still
-// serve.
-//
-// The subscription is a connection of its own. On a standalone or Sentinel client it is the
-// client's duplicate, which reconnects by itself and says `ready` each time. A Cluster client's
-// own subscriber moves to another node without a word when its node goes away, so no flush could
-// follow; on a Cluster the tier subscribes through one node's connection instead (a Cluster's
-// PUBLISH reaches every node), and through the next node's when that one ends.
-import { randomBytes } from 'node:crypto'
-import type { FastifyBaseLogger } from 'fastify'
-import type { Cluster, Redis } from 'ioredis'
-import type { CacheInfo } from '../types'
-import { HEADER_BYTES, MAGIC } from './serializer'
-import type { Statistics } from './statistics'
-import type { RedisClient } from './stores/redis'
-import type { CacheStore, RateWindow } from './stores/store'
+// The local tier's memory: a bounded in-process cache of stored bytes, for hot entries, with
+// CLOCK eviction (close to LRU) over a log of segments. It keeps only our own envelopes, and an
+// entry never outlives its own freshness nor the tier's `ttl`. What keeps it coherent with Redis
+// and with other instances is stores/tiered.ts and bus/.
+import { freshUntilOf, isEnvelope } from '../envelope'
+import type { Statistics } from '../statistics'
 
-export interface LocalTierBounds {
+export interface SegmentCacheBounds {
   maxEntries: number
   maxBytes: number
   /** Seconds an entry may stay at most. */
@@ -89,7 +72,7 @@ const MAX_SEGMENT_BYTES = 4 * 1024 * 1024
  * A view returned by `get` keeps its whole segment alive while someone holds it: callers that
  * keep stored bytes for long should copy them.
  */
-export class LocalTier {
+export class SegmentCache {
   /** Key to slot; iteration order is the order the entries' bytes were written in. */
   private readonly slots = new Map<string, number>()
   // By slot: the view of the entry's bytes (made once, so every hit returns this same object),
@@ -101,7 +84,7 @@ export class LocalTier {
   private marks = new Uint8Array(INITIAL_SLOTS)
   /** Slots given back by removed entries, reused first. */
   private free: number[] = []
-  private readonly options: LocalTierBounds
+  private readonly options: SegmentCacheBounds
   private readonly stats: Statistics
   /** Bytes of a segment: maxBytes / 32 within [64 KiB, 4 MiB], at most maxBytes / 8. */
   readonly segmentSize: number
@@ -112,7 +95,7 @@ export class LocalTier {
   private segmentCount = 0
   bytes = 0
 
-  constructor (options: LocalTierBounds, stats: Statistics) {
+  constructor (options: SegmentCacheBounds, stats: Statistics) {
     this.options = options
     this.stats = stats
     this.segmentSize = segmentSizeFor(options.maxBytes)
@@ -144,13 +127,13 @@ export class LocalTier {
     // The old copy goes first, whether or not the new bytes are kept: it is stale now.
     this.delete(key)
     // Only our own envelopes carry the freshness the local copy must not outlive.
-    if (bytes.length < HEADER_BYTES || bytes[0] !== MAGIC) return
+    if (!isEnvelope(bytes)) return
     // What the entry needs with nothing else kept: its objects, the segment being filled and the
     // spare, and a segment of its own when it is larger than a segment. Beyond maxBytes, eviction
     // could not make room, so it is not kept (and nothing is evicted for it).
     const own = bytes.length > this.segmentSize
     if (entryCost(key) + 2 * this.segmentSize + (own ? bytes.length : 0) > this.options.maxBytes) return
-    const freshUntil = bytes.readUIntBE(3, 6) + bytes.readUInt32BE(9) * 1000
+    const freshUntil = freshUntilOf(bytes)
     const slot = this.takeSlot()
     this.expiry[slot] = Math.min(freshUntil, Date.now() + this.options.ttl * 1000)
     this.marks[slot] = 0
@@ -300,10 +283,6 @@ export class LocalTier {
   }
 }
 
-/** Cluster: the first wait before subscribing through another node, and the longest. */
-const RESUBSCRIBE_DELAY_MS = 50
-const RESUBSCRIBE_MAX_DELAY_MS = 2000
-
 function entryCost (key: string): number {
   return key.length * 2 + ENTRY_OVERHEAD_BYTES
 }
@@ -312,241 +291,4 @@ function entryCost (key: string): number {
 function segmentSizeFor (maxBytes: number): number {
   const size = Math.min(MAX_SEGMENT_BYTES, Math.max(MIN_SEGMENT_BYTES, Math.floor(maxBytes / 32)))
   return Math.max(1, Math.min(size, Math.floor(maxBytes / 8)))
-}
-
-/** What an invalidation message says: keys, a namespace prefix, or everything. */
-interface Invalidation {
-  /** The instance that sent it, which has already applied it. */
-  o: string
-  k?: string[]
-  p?: string
-}
-
-/** The reads of one key from Redis in flight together. */
-interface PendingRead {
-  readers: number
-  /** The key was invalidated since these reads began. */
-  raced: boolean
-}
-
-/** The local tier in front of a store, with the Pub/Sub that keeps instances coherent. */
-export class TieredStore implements CacheStore {
-  readonly kind = 'redis'
-  readonly local: LocalTier
-  readonly inner: CacheStore
-  private readonly publisher: RedisClient
-  private subscriber: Redis | undefined
-  private readonly channel: string
-  private readonly prefix: string
-  private readonly instance = randomBytes(8).toString('hex')
-  private readonly log: FastifyBaseLogger
-  private subscribedOnce = false
-  private closed = false
-  // Cluster: the node to subscribe through next, and the attempts since the last subscription.
-  private nextNode = 0
-  private attempts = 0
-  // Reads from Redis in flight, by key. An invalidation of the key, here or from another
-  // instance, marks the read raced and takes it out: what it brings back may be the old bytes
-  // (sent before the change), so it is not kept locally. Reads of other keys are not affected.
-  private readonly reading = new Map<string, PendingRead>()
-
-  constructor (inner: CacheStore, client: RedisClient, prefix: string, local: LocalTier, log: FastifyBaseLogger) {
-    this.inner = inner
-    this.local = local
-    this.publisher = client
-    this.prefix = prefix
-    this.channel = `${prefix}:#invalidate`
-    this.log = log
-    if (client.isCluster) this.subscribeOnNode(client as Cluster)
-    else this.subscriber = this.listen((client as Redis).duplicate())
-  }
-
-  get connected (): boolean {
-    return this.inner.connected
-  }
-
-  async get (key: string, field?: string): Promise<Buffer | null> {
-    // Variants of routes that vary on request headers are not kept locally.
-    if (field !== undefined) return this.inner.get(key, field)
-    const cached = this.local.get(key)
-    if (cached !== undefined) return cached
-    let read = this.reading.get(key)
-    if (read === undefined) {
-      read = { readers: 0, raced: false }
-      this.reading.set(key, read)
-    }
-    read.readers++
-    try {
-      const bytes = await this.inner.get(key)
-      if (bytes !== null && !read.raced) this.local.set(key, bytes)
-      return bytes
-    } finally {
-      if (--read.readers === 0 && this.reading.get(key) === read) this.reading.delete(key)
-    }
-  }
-
-  async set (key: string, value: Buffer, ttl: number, tags: readonly string[], field?: string): Promise<void> {
-    this.markRaced(key)
-    await this.inner.set(key, value, ttl, tags, field)
-    if (field === undefined) this.local.set(key, value)
-    else this.local.delete(key)
-    this.publish({ o: this.instance, k: [key] })
-  }
-
-  delete (keys: readonly string[]): Promise<number> {
-    return this.changing(keys, this.inner.delete(keys))
-  }
-
-  exists (keys: readonly string[]): Promise<number> {
-    return this.inner.exists(keys)
-  }
-
-  expire (key: string, seconds: number): Promise<boolean> {
-    return this.changing([key], this.inner.expire(key, seconds))
-  }
-
-  ttl (key: string): Promise<number> {
-    return this.inner.ttl(key)
-  }
-
-  async clear (namespace?: string): Promise<number> {
-    const prefix = namespace === undefined ? `${this.prefix}:` : `${this.prefix}:${namespace}:`
-    this.forgetPrefix(prefix)
-    const removed = await this.inner.clear(namespace)
-    this.publish({ o: this.instance, p: prefix })
-    return removed
-  }
-
-  async invalidateTags (tags: readonly string[]): Promise<{ removed: number, keys: string[] }> {
-    const result = await this.inner.invalidateTags(tags)
-    for (const key of result.keys) this.forget(key)
-    if (result.keys.length > 0) this.publish({ o: this.instance, k: result.keys })
-    return result
-  }
-
-  hitWindow (id: string, windowSeconds: number): Promise<RateWindow> {
-    return this.inner.hitWindow(id, windowSeconds)
-  }
-
-  acquireLock (key: string, token: string, ttlMs: number): Promise<boolean> {
-    return this.inner.acquireLock(key, token, ttlMs)
-  }
-
-  releaseLock (key: string, token: string): Promise<void> {
-    return this.inner.releaseLock(key, token)
-  }
-
-  ping (): Promise<void> {
-    return this.inner.ping()
-  }
-
-  info (): Promise<CacheInfo> {
-    return this.inner.info()
-  }
-
-  async close (): Promise<void> {
-    this.closed = true
-    this.subscriber?.disconnect()
-    this.forgetAll()
-    await this.inner.close()
-  }
-
-  /** Drops keys locally at once (even if Redis fails), then tells the other instances. */
-  private async changing<T> (keys: readonly string[], work: Promise<T>): Promise<T> {
-    for (const key of keys) this.forget(key)
-    const result = await work
-    this.publish({ o: this.instance, k: [...keys] })
-    return result
-  }
-
-  /** Subscribes on `connection` whenever it is ready; every time after the first, flushes. */
-  private listen (connection: Redis): Redis {
-    connection.on('error', () => {}) // reported by the main client already
-    connection.on('ready', () => {
-      // Messages missed while unsubscribed: what the local tier holds may be stale.
-      if (this.subscribedOnce) {
-        this.forgetAll()
-        this.log.info('fastify-redis-cache: invalidation channel reconnected; local tier flushed')
-      }
-      this.subscribedOnce = true
-      this.attempts = 0
-      // Commands are not queued while disconnected, so subscribe on each (re)connect.
-      connection.subscribe(this.channel).catch((err: unknown) => {
-        this.log.warn({ err }, 'fastify-redis-cache: cannot subscribe to the invalidation channel')
-      })
-    })
-    connection.on('message', (channel: string, message: string) => this.receive(channel, message))
-    return connection
-  }
-
-  /**
-   * Subscribes through one node of the Cluster, never reconnecting to it: when the connection
-   * ends, the next node is tried, sooner after a subscription than after failed attempts.
-   */
-  private subscribeOnNode (cluster: Cluster): void {
-    const nodes = cluster.nodes('all')
-    if (nodes.length > 0) {
-      const node = nodes[this.nextNode++ % nodes.length]
-      const connection = node.duplicate({ lazyConnect: false, readOnly: false, retryStrategy: () => null })
-      this.subscriber = this.listen(connection)
-      connection.once('end', () => this.resubscribe(cluster))
-    } else {
-      // Not connected yet, or every node lost: the Cluster client finds them again.
-      this.resubscribe(cluster)
-    }
-  }
-
-  private resubscribe (cluster: Cluster): void {
-    if (this.closed) return
-    const delay = Math.min(RESUBSCRIBE_MAX_DELAY_MS, RESUBSCRIBE_DELAY_MS * 2 ** this.attempts++)
-    setTimeout(() => { if (!this.closed) this.subscribeOnNode(cluster) }, delay).unref()
-  }
-
-  private publish (message: Invalidation): void {
-    this.publisher.publish(this.channel, JSON.stringify(message)).catch((err: unknown) => {
-      this.log.warn({ err }, 'fastify-redis-cache: cannot publish an invalidation; other instances keep their local copies until these expire')
-    })
-  }
-
-  private receive (channel: string, text: string): void {
-    /* c8 ignore next: the subscriber listens on this one channel only */
-    if (channel !== this.channel) return
-    let message: Invalidation
-    try {
-      message = JSON.parse(text) as Invalidation
-    } catch {
-      this.forgetAll()
-      return
-    }
-    if (message.o === this.instance) return
-    if (Array.isArray(message.k)) for (const key of message.k) this.forget(key)
-    else if (typeof message.p === 'string') this.forgetPrefix(message.p)
-    else this.forgetAll()
-  }
-
-  /** Drops the local copy of `key`, and keeps reads of it in flight from storing theirs. */
-  private forget (key: string): void {
-    this.local.delete(key)
-    this.markRaced(key)
-  }
-
-  private forgetPrefix (prefix: string): void {
-    this.local.deletePrefix(prefix)
-    for (const key of this.reading.keys()) if (key.startsWith(prefix)) this.markRaced(key)
-  }
-
-  private forgetAll (): void {
-    this.local.clear()
-    for (const read of this.reading.values()) read.raced = true
-    this.reading.clear()
-  }
-
-  /** Marks the reads of `key` in flight raced; reads that start later are not. */
-  private markRaced (key: string): void {
-    const read = this.reading.get(key)
-    if (read !== undefined) {
-      read.raced = true
-      this.reading.delete(key)
-    }
-  }
 }

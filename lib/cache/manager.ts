@@ -1,0 +1,182 @@
+// The cache manager behind `fastify.cache`: the public API. It validates what callers pass,
+// applies the failure policy around the store (programmer errors always throw; store failures
+// degrade to a miss, `false`, `0` unless `throwOnError`), and hands getOrSet, reading values
+// back and rate limiting to the parts named after them.
+import type {
+  CacheInfo,
+  CacheNamespaceView,
+  CacheStatistics,
+  FastifyCache,
+  GetOrSetOptions,
+  NamespaceOption,
+  RateLimitOptions,
+  RateLimitResult,
+  SetOptions
+} from '../../types'
+import { KIND_VALUE } from '../envelope'
+import { isFresh } from '../freshness'
+import { DEFAULT_NAMESPACE, validateKey, validateKeys, validateNamespace, validateTags } from '../keys'
+import { unknownInfo } from '../stores/store'
+import type { CacheCore } from './core'
+import { GetOrSet } from './get-or-set'
+import { rateLimit } from './rate-limit'
+import { ValueReader } from './value-reader'
+
+export class CacheManager implements FastifyCache {
+  /** What route caching and the management routes share with the API (see core.ts). */
+  readonly core: CacheCore
+  private readonly reader: ValueReader
+  private readonly readThrough: GetOrSet
+
+  constructor (core: CacheCore) {
+    this.core = core
+    this.reader = new ValueReader(core)
+    this.readThrough = new GetOrSet(core, this.reader)
+  }
+
+  redisKey (key: string, namespace?: string): string {
+    return this.core.layout.entry(validateKey(key), namespace === undefined ? DEFAULT_NAMESPACE : validateNamespace(namespace))
+  }
+
+  async get<T = unknown> (key: string, opts?: NamespaceOption): Promise<T | null> {
+    const lookup = await this.reader.lookup(this.redisKey(key, opts?.namespace))
+    // An entry past its ttl, kept only for getOrSet's stale serving, is not returned.
+    return lookup.found && isFresh(lookup.envelope) ? lookup.value as T : null
+  }
+
+  async set (key: string, value: unknown, opts?: SetOptions): Promise<boolean> {
+    const fullKey = this.redisKey(key, opts?.namespace)
+    const ttl = this.core.resolveTtl(opts?.ttl)
+    const tags = opts?.tags === undefined ? [] : validateTags(opts.tags)
+    if (value === undefined) return false
+    let payload: Buffer
+    try {
+      payload = this.core.codec.serialize(value)
+    } catch (err) {
+      return this.core.failures.failed(err, 'set', fullKey, false)
+    }
+    return this.core.write(fullKey, payload, { kind: KIND_VALUE, freshFor: ttl, ttl, compress: opts?.compress, tags })
+  }
+
+  async delete (keys: string | string[], opts?: NamespaceOption): Promise<number> {
+    const fullKeys = validateKeys(keys).map((key) => this.redisKey(key, opts?.namespace))
+    return this.removed(fullKeys.length === 0 ? 0 : this.core.stack.entries.delete(fullKeys), 'delete', fullKeys[0])
+  }
+
+  async exists (keys: string | string[], opts?: NamespaceOption): Promise<number> {
+    const fullKeys = validateKeys(keys).map((key) => this.redisKey(key, opts?.namespace))
+    if (fullKeys.length === 0) return 0
+    try {
+      return await this.core.stack.entries.exists(fullKeys)
+    } catch (err) {
+      return this.core.failures.failed(err, 'exists', fullKeys[0], 0)
+    }
+  }
+
+  getOrSet<T> (key: string, callback: () => T | Promise<T>, opts?: GetOrSetOptions): Promise<T> {
+    let fullKey: string
+    try {
+      fullKey = this.redisKey(key, opts?.namespace)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this.readThrough.run(fullKey, callback, opts)
+  }
+
+  async expire (key: string, seconds: number, opts?: NamespaceOption): Promise<boolean> {
+    const fullKey = this.redisKey(key, opts?.namespace)
+    const ttl = this.core.resolveTtl(seconds)
+    try {
+      return await this.core.stack.entries.expire(fullKey, ttl)
+    } catch (err) {
+      return this.core.failures.failed(err, 'expire', fullKey, false)
+    }
+  }
+
+  async ttl (key: string, opts?: NamespaceOption): Promise<number> {
+    const fullKey = this.redisKey(key, opts?.namespace)
+    try {
+      return await this.core.stack.entries.ttl(fullKey)
+    } catch (err) {
+      return this.core.failures.failed(err, 'ttl', fullKey, -2)
+    }
+  }
+
+  async clear (namespace?: string): Promise<number> {
+    return this.clearEntries(namespace, this.core.failures.throwOnError)
+  }
+
+  /** `clear` with its own failure policy: the management route reports a failed clear as such. */
+  async clearEntries (namespace: string | undefined, throwOnError: boolean): Promise<number> {
+    if (namespace !== undefined) validateNamespace(namespace)
+    return this.removed(this.core.stack.entries.clear(namespace), 'clear', this.core.layout.pattern(namespace), throwOnError)
+  }
+
+  async invalidateTags (tags: string | string[]): Promise<number> {
+    const list = validateTags(tags)
+    return this.removed(this.core.stack.entries.invalidateTags(list).then((result) => result.removed), 'invalidateTags', list.join(','))
+  }
+
+  async ping (): Promise<boolean> {
+    try {
+      await this.core.stack.server.ping()
+      return true
+    } catch (err) {
+      this.core.failures.count(err, 'ping', '')
+      return false
+    }
+  }
+
+  async info (): Promise<CacheInfo> {
+    return this.readInfo(this.core.failures.throwOnError)
+  }
+
+  /** `info` with its own failure policy: the management routes answer while Redis is down. */
+  async readInfo (throwOnError: boolean): Promise<CacheInfo> {
+    try {
+      return await this.core.stack.server.info()
+    } catch (err) {
+      return this.core.failures.failed(err, 'info', '', unknownInfo(this.core.stack.kind), throwOnError)
+    }
+  }
+
+  getStatistics (): CacheStatistics {
+    const { stack, stats } = this.core
+    return stats.snapshot(stack.kind, stack.connected, stack.circuit, stack.local?.describe() ?? null)
+  }
+
+  resetStatistics (): void {
+    this.core.stats.reset()
+  }
+
+  rateLimit (id: string, opts: RateLimitOptions): Promise<RateLimitResult> {
+    return rateLimit(this.core.stack.windows, this.core.failures, id, opts)
+  }
+
+  namespace (name: string): CacheNamespaceView {
+    validateNamespace(name)
+    const ns = { namespace: name }
+    return {
+      name,
+      get: (key) => this.get(key, ns),
+      set: (key, value, opts) => this.set(key, value, { ...opts, ...ns }),
+      delete: (keys) => this.delete(keys, ns),
+      exists: (keys) => this.exists(keys, ns),
+      getOrSet: (key, callback, opts) => this.getOrSet(key, callback, { ...opts, ...ns }),
+      expire: (key, seconds) => this.expire(key, seconds, ns),
+      ttl: (key) => this.ttl(key, ns),
+      clear: () => this.clear(name),
+      redisKey: (key) => this.redisKey(key, name)
+    }
+  }
+
+  private async removed (work: Promise<number> | number, op: string, key: string, throwOnError = this.core.failures.throwOnError): Promise<number> {
+    try {
+      const count = await work
+      this.core.stats.deletes += count
+      return count
+    } catch (err) {
+      return this.core.failures.failed(err, op, key, 0, throwOnError)
+    }
+  }
+}

@@ -1,0 +1,67 @@
+// Reading values back for `get` and getOrSet: the store read, decoding, and the statistics and
+// failure policy around them. An unreadable entry is a miss: deleted, counted, logged.
+import type { Envelope } from '../envelope'
+import { isFresh } from '../freshness'
+import type { CacheCore } from './core'
+
+export type Lookup = { found: true, value: unknown, envelope: Envelope } | { found: false }
+const MISS: Lookup = { found: false }
+
+export class ValueReader {
+  private readonly core: CacheCore
+  // The local tier hands out the same Buffer on every hit: it is deserialized once. Values from
+  // the local tier are therefore shared between callers, as in any in-process cache.
+  private readonly decoded = new WeakMap<Buffer, { value: unknown, envelope: Envelope }>()
+
+  constructor (core: CacheCore) {
+    this.core = core
+  }
+
+  /**
+   * A fresh value held by the local tier and already decoded, without a promise or a lookup:
+   * the hot path of getOrSet. Undefined sends the caller down the full lookup.
+   */
+  localHit (fullKey: string): { value: unknown } | undefined {
+    const bytes = this.core.local?.get(fullKey)
+    if (bytes === undefined) return undefined
+    const decoded = this.decoded.get(bytes)
+    if (decoded === undefined || !isFresh(decoded.envelope)) return undefined
+    this.core.stats.hits++
+    this.core.stats.bytesRead += bytes.length
+    return decoded
+  }
+
+  /**
+   * Reads an entry, fresh or kept for stale serving: a miss when absent, unreadable or when the
+   * store fails (counted, logged, or thrown with `throwOnError`).
+   */
+  async lookup (fullKey: string): Promise<Lookup> {
+    const { core } = this
+    let bytes: Buffer | null
+    try {
+      bytes = await core.read(fullKey)
+    } catch (err) {
+      core.stats.misses++
+      return core.failures.failed(err, 'get', fullKey, MISS)
+    }
+    if (bytes === null) {
+      core.stats.misses++
+      return MISS
+    }
+    core.stats.bytesRead += bytes.length
+    let decoded = this.decoded.get(bytes)
+    try {
+      if (decoded === undefined) {
+        decoded = core.codec.decodeValue(bytes)
+        if (core.local !== undefined) this.decoded.set(bytes, decoded)
+      }
+    } catch (err) {
+      core.stats.misses++
+      core.discard(fullKey)
+      return core.failures.failed(err, 'get', fullKey, MISS)
+    }
+    if (isFresh(decoded.envelope)) core.stats.hits++
+    else core.stats.misses++
+    return { found: true, ...decoded }
+  }
+}

@@ -1,0 +1,145 @@
+// The onRequest stage: answering from the cache without running the handler. The hit path is
+// one store read (or a synchronous read of the local tier) and a send of the stored bytes. On a
+// miss, requests for the same entry are collapsed: within this process on a flight, across
+// instances on the distributed lock, so one handler runs and the others get its response.
+import type { FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify'
+import { freshness, isFreshBytes, secondsLeft } from '../freshness'
+import { validateKey } from '../keys'
+import type { CompiledRoute } from './compile'
+import { CACHE_NAME, COLLAPSED_STATUS, hitStatus, urlKey, variantOf } from './replay'
+import type { RouteCache } from './route-cache'
+import { bypass, kState, type RequestState } from './state'
+
+// How long requests that found another request already fetching their entry wait for it
+// before running the handler themselves.
+const COLLAPSE_WAIT_MS = 5000
+
+export function makeOnRequest (cache: RouteCache, route: CompiledRoute): onRequestHookHandler {
+  // Callback style, so a hit from the local tier is answered synchronously: no promise and no
+  // microtask on the fastest path. Fastify ignores done() once a hook has replied.
+  return function answerFromCache (request, reply, done) {
+    const state: RequestState = { outcome: 'MISS', answered: false, untyped: false, status: 'fwd=uri-miss', fullKey: '', field: undefined, entryId: '', stale: null, flight: null, lease: null }
+    request[kState] = state
+    // A route for several methods: only GET and HEAD are answered from or stored in the cache.
+    if (request.method !== 'GET' && request.method !== 'HEAD') {
+      bypass(state, 'fwd=method')
+      done()
+      return
+    }
+    if (!route.allowAuthorization && request.headers.authorization !== undefined) {
+      bypass(state, 'fwd=request; detail=authorization')
+      done()
+      return
+    }
+    try {
+      state.fullKey = route.key === undefined ? urlKey(route, request.url) : route.keyPrefix + validateKey(typeof route.key === 'function' ? route.key(request) : route.key)
+      state.entryId = state.fullKey
+      if (route.vary.length > 0) {
+        state.field = variantOf(route, request)
+        state.entryId = `${state.fullKey}\n${state.field}`
+      }
+    } catch (err) {
+      cache.log.warn({ err, url: request.url }, 'fastify-redis-cache: cannot build the cache key; request not cached')
+      bypass(state, 'fwd=bypass; detail=key')
+      done()
+      return
+    }
+    const isRefresh = cache.isRefresh(request)
+    const local = cache.local
+    if (!isRefresh && local !== undefined && state.field === undefined) {
+      const bytes = local.get(state.fullKey)
+      if (bytes !== undefined && answerFromEntry(cache, route, request, reply, state, bytes)) return
+    }
+    lookUp(cache, route, request, reply, state, isRefresh).then(() => done(), done)
+  }
+}
+
+/**
+ * Answers from stored bytes when they are fresh, or stale within staleWhileRevalidate (then
+ * refreshing them in the background). False when the request goes on to the handler; an
+ * expired entry is kept for staleIfError.
+ */
+function answerFromEntry (cache: RouteCache, route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, state: RequestState, bytes: Buffer): boolean {
+  const entry = cache.readEntry(bytes, state, route)
+  if (entry === null) return false
+  const now = Date.now()
+  // sendEntry gives undefined when the body cannot be read back: then this is a miss.
+  switch (freshness(entry.envelope, route.windows, now)) {
+    case 'fresh':
+      if (cache.sendEntry(request, reply, entry, 'HIT', hitStatus(entry, secondsLeft(entry.envelope, now)), now) === undefined) return false
+      cache.countHit(route, bytes.length)
+      return true
+    case 'stale-while-revalidate':
+      if (cache.sendEntry(request, reply, entry, 'STALE', `${CACHE_NAME}; hit; fwd=stale; ttl=${secondsLeft(entry.envelope, now)}`, now) === undefined) return false
+      cache.countHit(route, bytes.length)
+      cache.refreshInBackground(request, state.entryId)
+      return true
+    default:
+      // Kept whether or not it is still within staleIfError: onSend decides once the handler
+      // has answered, and says `fwd=stale` either way.
+      state.stale = entry
+      state.status = 'fwd=stale'
+      return false
+  }
+}
+
+/** The store read, and on a miss the single-flight within this process and across instances. */
+async function lookUp (cache: RouteCache, route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, state: RequestState, isRefresh: boolean): Promise<void> {
+  const core = cache.core
+  if (!isRefresh) {
+    let bytes: Buffer | null
+    try {
+      bytes = await core.read(state.fullKey, state.field)
+    } catch (err) {
+      core.failures.count(err, 'get', state.fullKey)
+      // A key of the other shape (the route's vary setting changed since it was stored).
+      if (err instanceof Error && err.message.startsWith('WRONGTYPE')) core.discard(state.fullKey)
+      bypass(state, 'fwd=bypass; detail=unavailable')
+      return
+    }
+    if (bytes !== null && answerFromEntry(cache, route, request, reply, state, bytes)) return
+  }
+  core.stats.misses++
+  core.stats.namespaceMiss(route.namespace)
+  if (request.method === 'HEAD') return
+
+  const running = cache.flights.join(state.entryId)
+  if (running !== undefined && !isRefresh) {
+    const bytes = await waitFor(running)
+    const entry = bytes === null ? null : cache.readEntry(bytes, state, route)
+    if (entry !== null) cache.sendEntry(request, reply, entry, 'MISS', COLLAPSED_STATUS, Date.now())
+    // Otherwise the request ahead produced nothing storable, or took too long: run the handler.
+    return
+  }
+  const flight = state.flight = cache.flights.open(state.entryId)
+  // A hijacked reply ends without onSend: its waiters must still be let go. (An aborted one
+  // still reaches onSend when its handler is done, and its waiters get that response.) A
+  // listener on misses only: hits pay nothing for it.
+  reply.raw.once('close', () => { if (reply.sent) releaseFlight(state) })
+  // Other instances may be fetching the same entry: one of them runs the handler.
+  const claim = await core.lock.claim(state.fullKey, isFreshBytes, state.field)
+  if (claim.lease !== undefined) {
+    state.lease = claim.lease
+    return
+  }
+  const bytes = claim.bytes
+  const entry = bytes === null ? null : cache.readEntry(bytes, state, route)
+  if (entry !== null) {
+    state.flight = null
+    flight.settle(bytes)
+    cache.sendEntry(request, reply, entry, 'MISS', COLLAPSED_STATUS, Date.now())
+  }
+}
+
+// Settles the flight and releases the lock of a reply that never reached onSend (after onSend
+// both are null already), so waiters do not hang.
+function releaseFlight (state: RequestState): void {
+  state.flight?.settle(null)
+  state.lease?.release()
+}
+
+function waitFor (promise: Promise<Buffer | null>): Promise<Buffer | null> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<null>((resolve) => { timer = setTimeout(resolve, COLLAPSE_WAIT_MS, null) })
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
+}

@@ -1,0 +1,65 @@
+// Decoded heads and gunzipped bodies of recently hit entries, kept per process so that hits of
+// an entry that has not changed skip that work.
+import { isEnvelope, storedAtOf } from '../envelope'
+import { Codec } from '../serializer'
+import type { HttpEntry } from './http-entry'
+
+/**
+ * Decoded entries by key, for the version last read (stored-at time and size), so a hit of an
+ * unchanged entry skips decoding its head and gunzipping its body. Bounded in entries and bytes;
+ * the oldest decoded goes first.
+ */
+export class DecodedEntries {
+  private readonly entries = new Map<string, HttpEntry>()
+  private readonly maxEntries: number
+  private readonly maxBytes: number
+  private bytes = 0
+
+  constructor (maxEntries: number, maxBytes: number) {
+    this.maxEntries = maxEntries
+    this.maxBytes = maxBytes
+  }
+
+  /** The decoded entry when `bytes` are the version already decoded for `key`. */
+  get (key: string, bytes: Buffer): HttpEntry | undefined {
+    const entry = this.entries.get(key)
+    if (entry === undefined || entry.storedSize !== bytes.length || !isEnvelope(bytes) || entry.envelope.storedAt !== storedAtOf(bytes)) return undefined
+    return entry
+  }
+
+  remember (key: string, entry: HttpEntry): void {
+    this.forget(key)
+    // Its own copy, and nothing else of the stored bytes kept: a reply from ioredis is a slice
+    // of a large read buffer, a local-tier entry a view of a whole segment.
+    entry.body = Buffer.from(entry.body)
+    entry.envelope = { ...entry.envelope, payload: entry.body }
+    this.entries.set(key, entry)
+    this.bytes += entry.body.length
+    this.trim()
+  }
+
+  /** The entry's body gunzipped, kept for the next client that does not take gzip. */
+  plainBody (key: string, entry: HttpEntry): Buffer {
+    if (entry.plain === undefined) {
+      entry.plain = Codec.plain(entry.envelope, entry.body)
+      if (this.entries.get(key) === entry) {
+        this.bytes += entry.plain.length
+        this.trim()
+      }
+    }
+    return entry.plain
+  }
+
+  forget (key: string): void {
+    const entry = this.entries.get(key)
+    if (entry === undefined) return
+    this.entries.delete(key)
+    this.bytes -= entry.body.length + (entry.plain?.length ?? 0)
+  }
+
+  private trim (): void {
+    while (this.entries.size > this.maxEntries || this.bytes > this.maxBytes) {
+      this.forget(this.entries.keys().next().value as string)
+    }
+  }
+}

@@ -1,0 +1,106 @@
+// The HTTP side of route caching that needs no store: keys and variants from a request, what may
+// be stored, content coding, and the cache headers of an answer. Pure functions of their
+// arguments (some memoize on the entry or the route), testable without Redis.
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { boundedKey, defaultRouteKey } from '../keys'
+import type { CompiledRoute } from './compile'
+import type { HttpEntry } from './http-entry'
+
+export const CACHE_NAME = 'fastify-redis-cache'
+export const COLLAPSED_STATUS = `${CACHE_NAME}; fwd=uri-miss; collapsed`
+
+// URLs per route whose full keys are remembered, and the longest URL remembered: a bounded
+// memo, refilled when full, for the URLs that are hit again and again.
+const URL_KEYS_MAX = 1024
+const URL_KEY_MAX_LENGTH = 512
+
+/**
+ * The Cache-Status of a fresh hit with `ttl` seconds left. It changes once a second: made once
+ * per second per entry, not per hit.
+ */
+export function hitStatus (entry: HttpEntry, ttl: number): string {
+  if (entry.hitTtl !== ttl) {
+    entry.hitTtl = ttl
+    entry.hitStatus = `${CACHE_NAME}; hit; ttl=${ttl}`
+  }
+  return entry.hitStatus as string
+}
+
+/** The Age header of an entry, in whole seconds; likewise made once per second. */
+export function ageOf (entry: HttpEntry, now: number): string {
+  const age = Math.max(0, Math.floor((now - entry.envelope.storedAt) / 1000))
+  if (entry.ageSeconds !== age) {
+    entry.ageSeconds = age
+    entry.age = String(age)
+  }
+  return entry.age as string
+}
+
+/** Why a response must not be stored, or null when it may be. */
+export function unstorable (route: CompiledRoute, reply: FastifyReply, payload: unknown): string | null {
+  if (!route.statuses.has(reply.statusCode)) return 'status'
+  if (payload !== null && payload !== undefined && typeof payload !== 'string' && !Buffer.isBuffer(payload)) return 'stream'
+  if (reply.hasHeader('set-cookie')) return 'set-cookie'
+  const cacheControl = reply.getHeader('cache-control')
+  if (cacheControl !== undefined && /(?:^|[,\s])(?:no-store|private|no-cache)\b/i.test(String(cacheControl))) return 'cache-control'
+  const vary = reply.getHeader('vary')
+  if (vary !== undefined) {
+    for (const name of String(vary).split(',')) {
+      const header = name.trim().toLowerCase()
+      if (header === '*') return 'vary'
+      // The entry may only vary on what its key includes. Accept-Encoding is the cache's own
+      // business, unless the handler negotiated a content coding itself.
+      if (header === '' || route.vary.includes(header)) continue
+      if (header !== 'accept-encoding' || reply.hasHeader('content-encoding')) return 'vary'
+    }
+  }
+  return null
+}
+
+/**
+ * For a route that varies on request headers, the variant: the field of the hash at the entry's
+ * key where this combination of header values is stored.
+ */
+export function variantOf (route: CompiledRoute, request: FastifyRequest): string {
+  let field = ''
+  for (const header of route.vary) {
+    const value = request.headers[header]
+    field += `${header}:${value === undefined ? '' : String(value)}\n`
+  }
+  return boundedKey(field)
+}
+
+/** The full key of the default key: the path plus the sorted query, remembered per URL. */
+export function urlKey (route: CompiledRoute, url: string): string {
+  let fullKey = route.urlKeys.get(url)
+  if (fullKey === undefined) {
+    fullKey = route.keyPrefix + boundedKey(defaultRouteKey(url))
+    if (url.length <= URL_KEY_MAX_LENGTH) {
+      if (route.urlKeys.size >= URL_KEYS_MAX) route.urlKeys.clear()
+      route.urlKeys.set(url, fullKey)
+    }
+  }
+  return fullKey
+}
+
+/** Whether Accept-Encoding allows gzip: an explicit `gzip` (or `x-gzip`) entry wins over `*`. */
+export function acceptsGzip (acceptEncoding: string | undefined): boolean {
+  if (acceptEncoding === undefined) return false
+  let wildcard = false
+  for (const part of acceptEncoding.split(',')) {
+    const [coding, ...params] = part.split(';')
+    const name = coding.trim().toLowerCase()
+    if (name !== 'gzip' && name !== 'x-gzip' && name !== '*') continue
+    const q = params.map((p) => p.trim()).find((p) => p.startsWith('q='))
+    const accepted = q === undefined || Number(q.slice(2)) > 0
+    if (name !== '*') return accepted
+    wildcard = accepted
+  }
+  return wildcard
+}
+
+export function appendVary (existing: string | string[] | undefined, header: string): string {
+  const current = existing === undefined ? '' : String(existing)
+  if (current.toLowerCase().split(',').some((name) => name.trim() === header)) return current
+  return current === '' ? header : `${current}, ${header}`
+}

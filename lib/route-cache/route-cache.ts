@@ -1,0 +1,166 @@
+// What route caching keeps for the life of the app, and the steps its stages share: reading a
+// stored response back, replaying it with the cache headers, counting hits and refreshing a
+// stale entry in the background. The stages (answer.ts in onRequest, store.ts and bust.ts in
+// onSend) are top-level functions handed this object, like a route's compiled settings.
+import { randomBytes } from 'node:crypto'
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyCache } from '../../types'
+import type { CacheCore } from '../cache/core'
+import { ENCODING_GZIP } from '../envelope'
+import { CacheDeserializationError } from '../errors'
+import { Flights } from '../flights'
+import { BackgroundRefresh } from '../refresh'
+import type { CompiledRoute } from './compile'
+import { DecodedEntries } from './decoded-entries'
+import { decodeEntry, etagMatches, type HttpEntry } from './http-entry'
+import { acceptsGzip, ageOf, appendVary, CACHE_NAME } from './replay'
+import { kState, type Outcome, type RequestState } from './state'
+
+/** What busts go through: the public methods, so namespaces and tags are handled as for users. */
+export type CacheBusting = Pick<FastifyCache, 'delete' | 'invalidateTags' | 'clear'>
+
+// Decoded heads and gunzipped bodies of recently hit entries, so hits skip that work.
+const DECODED_MAX_ENTRIES = 1024
+const DECODED_MAX_BYTES = 16 * 1024 * 1024
+// A background refresh is a request the plugin sends to itself; this header, with a secret
+// made per process, marks it so that no client can force one.
+const REFRESH_HEADER = 'x-fastify-redis-cache-refresh'
+
+export class RouteCache {
+  readonly core: CacheCore
+  /** `fastify.cache`, for busts only. */
+  readonly fastifyCache: CacheBusting
+  readonly log: FastifyBaseLogger
+  /** Misses being fetched in this process, by entry id: later requests wait for them. */
+  readonly flights = new Flights<Buffer | null>()
+  /** The local tier, read synchronously on the hit path when it is on. */
+  readonly local: CacheCore['local']
+  /** Checked once: building the debug line's fields costs an allocation on every request. */
+  readonly debug: boolean
+  private readonly fastify: FastifyInstance
+  private readonly refreshSecret = randomBytes(16).toString('hex')
+  /** Entries being refreshed in the background, so each is refreshed once at a time. */
+  private readonly refreshes = new BackgroundRefresh()
+  private readonly decoded = new DecodedEntries(DECODED_MAX_ENTRIES, DECODED_MAX_BYTES)
+
+  constructor (fastify: FastifyInstance, core: CacheCore, cache: CacheBusting) {
+    this.fastify = fastify
+    this.core = core
+    this.fastifyCache = cache
+    this.log = core.log
+    this.local = core.local
+    this.debug = this.log.level === 'debug' || this.log.level === 'trace'
+  }
+
+  /** Whether a request is this process's own background refresh (which must not hit). */
+  isRefresh (request: FastifyRequest): boolean {
+    return request.headers[REFRESH_HEADER] === this.refreshSecret
+  }
+
+  /** Reads a stored response; an unreadable one is a miss: deleted, counted, logged. */
+  readEntry (bytes: Buffer, state: RequestState, route: CompiledRoute): HttpEntry | null {
+    const known = this.decoded.get(state.entryId, bytes)
+    if (known !== undefined) return known
+    try {
+      const entry = decodeEntry(bytes)
+      // A status this route never stores is forged or stale bytes, not an answer to replay.
+      if (!route.statuses.has(entry.status)) throw new CacheDeserializationError(`Stored response has status ${entry.status}, which this route does not store`)
+      this.decoded.remember(state.entryId, entry)
+      return entry
+    } catch (err) {
+      this.core.failures.count(err, 'get', state.fullKey)
+      this.core.discard(state.fullKey)
+      return null
+    }
+  }
+
+  countHit (route: CompiledRoute, bytes: number): void {
+    const stats = this.core.stats
+    stats.hits++
+    stats.bytesRead += bytes
+    stats.namespaceHit(route.namespace)
+  }
+
+  /** Replays the refresh request in-process so the handler runs and its response is stored. */
+  refreshInBackground (request: FastifyRequest, entryId: string): void {
+    this.refreshes.start(entryId, () => {
+      const headers = { ...request.headers, [REFRESH_HEADER]: this.refreshSecret }
+      delete headers['if-none-match']
+      return this.fastify.inject({ method: 'GET', url: request.url, headers })
+    }, (err) => this.log.warn({ err, url: request.url }, 'fastify-redis-cache: background refresh failed'))
+  }
+
+  /**
+   * Answers from an entry in onRequest; the handler does not run. Undefined, with the reply
+   * untouched, when the entry's body cannot be read back.
+   */
+  sendEntry (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry, outcome: Outcome, cacheStatus: string, now: number): FastifyReply | undefined {
+    const body = this.bodyOf(request, entry)
+    if (body === null) return undefined
+    const state = request[kState] as RequestState
+    state.answered = true
+    state.untyped = entry.headers['content-type'] === undefined
+    return reply.send(this.replay(request, reply, entry, body, outcome, cacheStatus, now))
+  }
+
+  /**
+   * The body to send from an entry: the stored bytes, gunzipped for a client that does not take
+   * gzip. Null when they cannot be gunzipped (a corrupt or truncated entry): it is then
+   * unreadable like any other, so dropped and counted, and the request is a miss.
+   */
+  bodyOf (request: FastifyRequest, entry: HttpEntry): Buffer | null {
+    if (entry.envelope.encoding !== ENCODING_GZIP || acceptsGzip(request.headers['accept-encoding'])) return entry.body
+    const { fullKey, entryId } = request[kState] as RequestState
+    try {
+      return this.decoded.plainBody(entryId, entry)
+    } catch (err) {
+      this.decoded.forget(entryId)
+      this.core.failures.count(err, 'get', fullKey)
+      this.core.discard(fullKey)
+      return null
+    }
+  }
+
+  /**
+   * Sets status and headers from an entry and returns the body to send (from bodyOf).
+   * `cacheStatus` is the whole Cache-Status value.
+   */
+  replay (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry, body: Buffer, outcome: Outcome, cacheStatus: string, now: number): Buffer | null {
+    reply.code(entry.status)
+    for (const name of entry.headerNames) reply.header(name, entry.headers[name])
+    this.announce(request, reply, outcome, cacheStatus)
+    reply.header('age', ageOf(entry, now))
+    let etag = entry.headers.etag as string | undefined
+    if (entry.envelope.encoding === ENCODING_GZIP) {
+      // Same bytes for every client that takes gzip; decompressed once for those that do not.
+      entry.gzipVary ??= appendVary(entry.headers.vary, 'accept-encoding')
+      reply.header('vary', entry.gzipVary)
+      if (body === entry.body) {
+        reply.header('content-encoding', 'gzip')
+        // A strong validator must differ between content codings (RFC 9110 8.8.3).
+        if (etag !== undefined) {
+          etag = entry.gzipEtag ??= etag.replace(/"$/, '-gzip"')
+          reply.header('etag', etag)
+        }
+      }
+    }
+    const ifNoneMatch = request.headers['if-none-match']
+    if (ifNoneMatch !== undefined && etag !== undefined && entry.status === 200 && etagMatches(ifNoneMatch, etag)) {
+      reply.code(304)
+      return null
+    }
+    return body
+  }
+
+  /** The cache headers of an answer not replayed from an entry; `status` without the cache name. */
+  decided (request: FastifyRequest, reply: FastifyReply, outcome: Outcome, status: string): void {
+    this.announce(request, reply, outcome, `${CACHE_NAME}; ${status}`)
+  }
+
+  /** Sets X-Cache and the whole Cache-Status value, and logs the decision when debugging. */
+  announce (request: FastifyRequest, reply: FastifyReply, outcome: Outcome, cacheStatus: string): void {
+    reply.header('x-cache', outcome)
+    reply.header('cache-status', cacheStatus)
+    if (this.debug) this.log.debug({ url: request.url, key: request[kState]?.fullKey, outcome, status: cacheStatus }, 'fastify-redis-cache: route cache decision')
+  }
+}

@@ -1,0 +1,42 @@
+// What one request on a cached route carries from onRequest to onSend.
+import type { Flight } from '../flights'
+import type { Lease } from '../lock'
+import type { HttpEntry } from './http-entry'
+
+export type Outcome = 'HIT' | 'MISS' | 'STALE' | 'BYPASS'
+
+/** What one request on a cached route has found out so far. */
+export interface RequestState {
+  outcome: Outcome
+  /** Answered from the cache in onRequest: onSend has nothing left to do. */
+  answered: boolean
+  /** The entry it was answered from has no content type (Fastify adds one to a Buffer). */
+  untyped: boolean
+  /** RFC 9211 parameters after the cache name, e.g. `fwd=uri-miss; stored`. */
+  status: string
+  fullKey: string
+  /** The variant's field in the hash at `fullKey`, for a route with `vary`. */
+  field: string | undefined
+  /** `fullKey` plus the variant: what this process's flights and decoded entries go by. */
+  entryId: string
+  /** The expired entry kept for stale-if-error. */
+  stale: HttpEntry | null
+  /** Set when this request runs the handler for others waiting on the same entry. */
+  flight: Flight<Buffer | null> | null
+  /** The cross-instance lock this request holds while its handler runs. */
+  lease: Lease | null
+}
+
+export const kState = Symbol('fastify-redis-cache.state')
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    [kState]: RequestState | null
+  }
+}
+
+/** A request that is neither answered from nor stored in the cache; `status` says why. */
+export function bypass (state: RequestState, status: string): void {
+  state.outcome = 'BYPASS'
+  state.status = status
+}

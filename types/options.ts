@@ -1,0 +1,81 @@
+// The plain-data part of the plugin's options, defined once: these TypeBox schemas validate the
+// options at registration (lib/config.ts) and the public option types are derived from them, doc
+// comments included. Options that hold functions or clients (redis, serializer,
+// routes.preHandler) are typed in index.ts and checked by hand.
+import { Type, type Static } from '@sinclair/typebox'
+
+/** What a namespace or a prefix may be made of: no ':' or '#', so none reaches into another. */
+export const NAME_PATTERN = '^[A-Za-z0-9_.-]+$'
+const Seconds = Type.Integer({ minimum: 1 })
+
+export const CompressionOptionsSchema = Type.Object({
+  enabled: Type.Optional(Type.Boolean()),
+  /** Serialized size in bytes at or above which values are gzipped. Default 1024. */
+  threshold: Type.Optional(Type.Integer({ minimum: 0 })),
+  /** gzip level, 1 (fast) to 9 (small). Default 6. */
+  level: Type.Optional(Type.Integer({ minimum: 1, maximum: 9 }))
+}, { additionalProperties: false })
+
+export const ManagementRoutesOptionsSchema = Type.Object({
+  /** Default `/cache`. */
+  prefix: Type.Optional(Type.String({ pattern: '^/' })),
+  /** Bearer token every management route requires (or `CACHE_ADMIN_TOKEN`). */
+  token: Type.Optional(Type.String({ minLength: 1 })),
+  /** Allow the routes without a token or preHandler in production. */
+  public: Type.Optional(Type.Boolean()),
+  /** Serve the HTML dashboard. Default true. */
+  dashboard: Type.Optional(Type.Boolean())
+})
+
+export const LocalTierOptionsSchema = Type.Object({
+  maxEntries: Type.Optional(Type.Integer({ minimum: 1 })),
+  maxBytes: Type.Optional(Type.Integer({ minimum: 1 })),
+  /** Seconds an entry may live in the local tier at most. */
+  ttl: Type.Optional(Seconds)
+}, { additionalProperties: false })
+
+export const CircuitBreakerOptionsSchema = Type.Object({
+  /** Failures in a row that open the circuit. Default 5. */
+  failureThreshold: Type.Optional(Type.Integer({ minimum: 1 })),
+  /** Milliseconds the circuit stays open before Redis is probed again. Default 2000. */
+  resetTimeout: Type.Optional(Type.Integer({ minimum: 1 }))
+}, { additionalProperties: false })
+
+export const LockOptionsSchema = Type.Object({
+  /** Milliseconds a lock is held at most (the holder may die). Default 5000. */
+  ttl: Type.Optional(Type.Integer({ minimum: 1 })),
+  /** Milliseconds others wait for the holder's result before running the work themselves. Default 3000. */
+  wait: Type.Optional(Type.Integer({ minimum: 0 }))
+}, { additionalProperties: false })
+
+export const PlainOptionsSchema = Type.Object({
+  /** Every key lives under `${prefix}:`. Default `'cache'`. */
+  prefix: Type.Optional(Type.String({ pattern: NAME_PATTERN })),
+  /** Seconds. Default 3600. */
+  defaultTtl: Type.Optional(Seconds),
+  /** Seconds; larger TTLs are clamped to this. Default 86400. */
+  maxTtl: Type.Optional(Seconds),
+  compression: Type.Optional(Type.Union([Type.Boolean(), CompressionOptionsSchema])),
+  routes: Type.Optional(Type.Union([Type.Literal(false), ManagementRoutesOptionsSchema])),
+  /** Map CacheError subclasses thrown from routes to JSON replies. Default true. */
+  errorHandler: Type.Optional(Type.Boolean()),
+  /** Throw typed errors on Redis failures instead of degrading. Default false. */
+  throwOnError: Type.Optional(Type.Boolean()),
+  local: Type.Optional(Type.Union([Type.Literal(false), LocalTierOptionsSchema])),
+  /** Milliseconds a Redis command may take before it counts as failed. Default 500. */
+  commandTimeout: Type.Optional(Type.Integer({ minimum: 1 })),
+  /** Largest stored entry in bytes (after compression); larger ones are not stored. Default 8 MiB. */
+  maxEntrySize: Type.Optional(Type.Integer({ minimum: 1 })),
+  /** Skip Redis for a while after repeated failures; `false` turns it off. */
+  circuitBreaker: Type.Optional(Type.Union([Type.Literal(false), CircuitBreakerOptionsSchema])),
+  /** Milliseconds between health-check PINGs. Default 30000. */
+  healthCheckInterval: Type.Optional(Type.Integer({ minimum: 1 })),
+  /** Cross-instance single-flight for misses of cached routes and getOrSet. */
+  lock: Type.Optional(Type.Union([Type.Literal(false), LockOptionsSchema]))
+})
+
+export type CompressionOptions = Static<typeof CompressionOptionsSchema>
+export type LocalTierOptions = Static<typeof LocalTierOptionsSchema>
+export type CircuitBreakerOptions = Static<typeof CircuitBreakerOptionsSchema>
+export type LockOptions = Static<typeof LockOptionsSchema>
+export type PlainOptions = Static<typeof PlainOptionsSchema>
