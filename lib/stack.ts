@@ -46,7 +46,7 @@ export async function buildStack (fastify: FastifyInstance, log: FastifyBaseLogg
   if (config.redis.kind === 'memory') {
     log.info(`fastify-redis-cache: using the in-process memory store (${config.redis.reason}); entries are not shared between processes`)
     if (config.local !== false) log.info('fastify-redis-cache: the local tier is for Redis; the memory store is local already')
-    return memoryStack(new MemoryStore(layout))
+    return memoryStack(new MemoryStore(layout, config.memory, stats))
   }
   const connectTimeout = config.redis.kind === 'standalone' ? config.redis.options.connectTimeout : undefined
   const client = await openConnection(fastify, log, config.redis, config.commandTimeout, connectTimeout ?? DEFAULTS.connectTimeout)

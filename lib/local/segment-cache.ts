@@ -1,294 +1,37 @@
-// The local tier's memory: a bounded in-process cache of stored bytes, for hot entries, with
-// CLOCK eviction (close to LRU) over a log of segments. It keeps only our own envelopes, and an
-// entry never outlives its own freshness nor the tier's `ttl`. What keeps it coherent with Redis
-// and with other instances is stores/tiered.ts and bus/.
+// The local tier's memory: a bounded in-process cache of stored bytes, for hot entries, in the
+// segment memory (local/segment-memory.ts: CLOCK eviction, close to LRU, over a log of segments).
+// It keeps only our own envelopes, and an entry never outlives its own freshness nor the tier's
+// `ttl`. What keeps it coherent with Redis and with other instances is stores/tiered.ts and bus/.
 import { freshUntilOf, isEnvelope } from '../envelope'
 import type { Statistics } from '../statistics'
+import { type SegmentBounds, SegmentMemory } from './segment-memory'
 
-export interface SegmentCacheBounds {
-  maxEntries: number
-  maxBytes: number
+export interface SegmentCacheBounds extends SegmentBounds {
   /** Seconds an entry may stay at most. */
   ttl: number
 }
 
 /**
- * A slab that entries' bytes are copied into, one after the other. It is only ever appended to:
- * a region that an entry occupied is never written again while a view of it may be held, so a
- * view handed out by `get` keeps its bytes for as long as the caller holds it, even after the
- * entry was evicted or replaced.
+ * The segment memory with the local tier's rule for what it keeps and for how long. A view
+ * returned by `get` keeps its whole segment alive while someone holds it: callers that keep
+ * stored bytes for long should copy them.
  */
-interface Segment {
-  readonly slab: Buffer
-  /** Where the next entry's bytes go. */
-  end: number
-  /** Entries of the tier in it: at 0 (and not the segment being filled) it is released. */
-  live: number
-  /** A view of it was handed out by `get`: only the GC can tell when nobody holds one any more. */
-  exposed: boolean
-}
-
-// What a free slot holds, so that the slot arrays keep one type of element.
-const NO_BYTES = Buffer.alloc(0)
-const NO_SEGMENT: Segment = { slab: NO_BYTES, end: 0, live: 0, exposed: false }
-const INITIAL_SLOTS = 64
-
-// What an entry costs beside its bytes in a segment and its key's characters (counted apart, at
-// two bytes each), so that maxBytes bounds the process's RSS and not just the payloads. Measured
-// with the benchmark's memory step (a 64 MiB tier, entries of about 420 bytes under 33-character
-// keys, RSS growth less that of the same load without a tier): per entry held, about 230 bytes of
-// V8 heap (the key string, the view, the Map's share of a table that churn keeps at up to twice
-// the entries) and 25 of slot arrays; and the process keeps 8 to 16 MiB more malloc heap resident
-// than without the tier (the requests' garbage, freed below allocations that live on, such as the
-// pages of a growing old generation, cannot be given back), some 150 to 300 bytes per entry at
-// that size. 768 covers that, with about 200 bytes per entry to spare for the run-to-run spread
-// (single runs of the same load differ by 15 MiB and more).
-const ENTRY_OVERHEAD_BYTES = 768
-// Segments: few enough that a slab is one allocation for thousands of small entries (so the
-// allocator is not churned per entry), small enough that the one being filled and the dead space
-// left by deletes stay a small share of maxBytes.
-const MIN_SEGMENT_BYTES = 64 * 1024
-const MAX_SEGMENT_BYTES = 4 * 1024 * 1024
-
-/**
- * A bounded cache with CLOCK (second-chance) eviction, close to LRU, over a log of segments
- * (like Segcache): entries' bytes are appended to the current segment, and Map iteration order
- * (insertion order) is the order they were written in. A hit only marks its entry; eviction
- * takes the Map's head, re-queues a marked entry (copying its bytes forward to the current
- * segment) and drops an unmarked one, so the oldest segment empties and is released whole.
- * `bytes` counts every allocated segment in full plus each entry's objects, so maxBytes bounds
- * the memory the tier holds, not just the payloads.
- *
- * An entry is a slot: an index into arrays of views, segments, expiry times and marks, rather
- * than an object of its own, so each entry costs the V8 heap only its key, its view and its Map
- * slot (fewer objects also mean less for the GC to trace and less old-space fragmentation).
- *
- * Churn, not the bytes held, is what makes a process's RSS outgrow such a cache: a released slab
- * is freed only by the next full GC (V8 lets tens of MiB of dead ArrayBuffers pile up before
- * one), and the allocator keeps the high-water mark resident. So a released segment none of
- * whose views was ever handed out is kept as the spare and written again as the next segment,
- * instead of going to the GC and having a new slab allocated. Segments with hits go to the GC.
- *
- * A view returned by `get` keeps its whole segment alive while someone holds it: callers that
- * keep stored bytes for long should copy them.
- */
-export class SegmentCache {
-  /** Key to slot; iteration order is the order the entries' bytes were written in. */
-  private readonly slots = new Map<string, number>()
-  // By slot: the view of the entry's bytes (made once, so every hit returns this same object),
-  // the segment holding them, when the entry expires (ms), and whether it was hit since it was
-  // last queued (it is spared once at eviction time: the second chance).
-  private views: Buffer[] = []
-  private homes: Segment[] = []
-  private expiry = new Float64Array(INITIAL_SLOTS)
-  private marks = new Uint8Array(INITIAL_SLOTS)
-  /** Slots given back by removed entries, reused first. */
-  private free: number[] = []
-  private readonly options: SegmentCacheBounds
-  private readonly stats: Statistics
-  /** Bytes of a segment: maxBytes / 32 within [64 KiB, 4 MiB], at most maxBytes / 8. */
-  readonly segmentSize: number
-  /** The segment being filled; undefined before the first write and after clear(). */
-  private current: Segment | undefined
-  /** A released segment that was never exposed, counted in `bytes`, to be the next current one. */
-  private spare: Segment | undefined
-  private segmentCount = 0
-  bytes = 0
+export class SegmentCache extends SegmentMemory {
+  private readonly ttl: number
 
   constructor (options: SegmentCacheBounds, stats: Statistics) {
-    this.options = options
-    this.stats = stats
-    this.segmentSize = segmentSizeFor(options.maxBytes)
-  }
-
-  describe (): { entries: number, bytes: number, maxEntries: number, maxBytes: number } {
-    return { entries: this.slots.size, bytes: this.bytes, maxEntries: this.options.maxEntries, maxBytes: this.options.maxBytes }
-  }
-
-  /** Segments allocated and not yet released (the spare included). */
-  get segments (): number {
-    return this.segmentCount
-  }
-
-  get (key: string): Buffer | undefined {
-    const slot = this.slots.get(key)
-    if (slot === undefined) return undefined
-    if (this.expiry[slot] <= Date.now()) {
-      this.remove(key, slot)
-      return undefined
-    }
-    this.marks[slot] = 1
-    this.homes[slot].exposed = true
-    return this.views[slot]
+    super(options, stats)
+    this.ttl = options.ttl
   }
 
   /** Keeps bytes until their own freshness ends or the tier's ttl, whichever is first. */
   set (key: string, bytes: Buffer): void {
-    // The old copy goes first, whether or not the new bytes are kept: it is stale now.
-    this.delete(key)
-    // Only our own envelopes carry the freshness the local copy must not outlive.
-    if (!isEnvelope(bytes)) return
-    // What the entry needs with nothing else kept: its objects, the segment being filled and the
-    // spare, and a segment of its own when it is larger than a segment. Beyond maxBytes, eviction
-    // could not make room, so it is not kept (and nothing is evicted for it).
-    const own = bytes.length > this.segmentSize
-    if (entryCost(key) + 2 * this.segmentSize + (own ? bytes.length : 0) > this.options.maxBytes) return
-    const freshUntil = freshUntilOf(bytes)
-    const slot = this.takeSlot()
-    this.expiry[slot] = Math.min(freshUntil, Date.now() + this.options.ttl * 1000)
-    this.marks[slot] = 0
-    this.write(slot, bytes)
-    this.slots.set(key, slot)
-    this.bytes += entryCost(key)
-    this.evict()
-  }
-
-  delete (key: string): void {
-    const slot = this.slots.get(key)
-    if (slot !== undefined) this.remove(key, slot)
-  }
-
-  deletePrefix (prefix: string): void {
-    for (const [key, slot] of this.slots) if (key.startsWith(prefix)) this.remove(key, slot)
-  }
-
-  clear (): void {
-    // Views handed out keep their slabs alive by themselves; the tier forgets all of them.
-    this.slots.clear()
-    this.views = []
-    this.homes = []
-    this.expiry = new Float64Array(INITIAL_SLOTS)
-    this.marks = new Uint8Array(INITIAL_SLOTS)
-    this.free = []
-    this.current = undefined
-    this.spare = undefined
-    this.segmentCount = 0
-    this.bytes = 0
-  }
-
-  /**
-   * CLOCK over the Map's head until within bounds. It ends: every turn evicts an entry or clears
-   * the mark of one (only hits set marks), so each entry is copied forward at most once. And it
-   * never finds the Map empty: with no entry, every segment but the current one and the spare
-   * has been released, and each of those is at most an eighth of maxBytes.
-   */
-  private evict (): void {
-    const now = Date.now()
-    while (this.slots.size > this.options.maxEntries || this.bytes > this.options.maxBytes) {
-      const [key, slot] = this.slots.entries().next().value as [string, number]
-      this.slots.delete(key)
-      if (this.marks[slot] === 1 && this.expiry[slot] > now) {
-        this.marks[slot] = 0
-        const from = this.homes[slot]
-        // Copied forward, so that the segment it was in can empty and be released; alone in a
-        // segment of its own, it would only move to another slab its size.
-        if (this.views[slot].length <= this.segmentSize) {
-          this.write(slot, this.views[slot])
-          this.leave(from)
-        }
-        this.slots.set(key, slot)
-      } else {
-        // An expired entry was due to go anyway: not an eviction.
-        if (this.expiry[slot] > now) this.stats.evictions++
-        this.release(key, slot)
-      }
-    }
-  }
-
-  /**
-   * Copies bytes to the end of the log (or to a segment of their own when they are larger than a
-   * segment) and points the slot at the copy. Never writes where bytes were.
-   */
-  private write (slot: number, bytes: Buffer): void {
-    const length = bytes.length
-    let segment = this.current
-    if (length > this.segmentSize) {
-      segment = this.allocate(length)
-    } else if (segment === undefined || segment.slab.length - segment.end < length) {
-      // Emptied while it was being filled (by deletes), and now full: nothing keeps it.
-      if (segment !== undefined && segment.live === 0) this.drop(segment)
-      segment = this.spare ?? this.allocate(this.segmentSize)
-      this.spare = undefined
-      this.current = segment
-    }
-    const offset = segment.end
-    bytes.copy(segment.slab, offset)
-    segment.end = offset + length
-    segment.live++
-    this.views[slot] = segment.slab.subarray(offset, offset + length)
-    this.homes[slot] = segment
-  }
-
-  private remove (key: string, slot: number): void {
-    this.slots.delete(key)
-    this.release(key, slot)
-  }
-
-  /** Frees the slot of an entry already out of the Map. */
-  private release (key: string, slot: number): void {
-    this.bytes -= entryCost(key)
-    this.leave(this.homes[slot])
-    this.views[slot] = NO_BYTES
-    this.homes[slot] = NO_SEGMENT
-    this.free.push(slot)
-  }
-
-  private takeSlot (): number {
-    const reused = this.free.pop()
-    if (reused !== undefined) return reused
-    const slot = this.views.length
-    this.views.push(NO_BYTES)
-    this.homes.push(NO_SEGMENT)
-    if (slot === this.expiry.length) {
-      // Doubled, though never past what the bounds can use: maxEntries, and one more while a
-      // set evicts.
-      const length = Math.max(slot + 1, Math.min(slot * 2, this.options.maxEntries + 1))
-      const expiry = new Float64Array(length)
-      expiry.set(this.expiry)
-      this.expiry = expiry
-      const marks = new Uint8Array(length)
-      marks.set(this.marks)
-      this.marks = marks
-    }
-    return slot
-  }
-
-  /** One entry fewer in `segment`; an empty segment that is not being filled is released. */
-  private leave (segment: Segment): void {
-    segment.live--
-    if (segment.live === 0 && segment !== this.current) this.drop(segment)
-  }
-
-  private allocate (size: number): Segment {
-    // Its own allocation, not a slice of Node's shared pool; unsafe is fine, as only what was
-    // written is ever viewed.
-    const segment: Segment = { slab: Buffer.allocUnsafeSlow(size), end: 0, live: 0, exposed: false }
-    this.segmentCount++
-    this.bytes += size
-    return segment
-  }
-
-  /** A segment no entry refers to any more: kept as the spare, or forgotten. */
-  private drop (segment: Segment): void {
-    // No view of it was handed out, so nobody can see its bytes change: written again from the
-    // start as the next segment. (The tier's own views of it went with its entries.)
-    if (!segment.exposed && this.spare === undefined && segment.slab.length === this.segmentSize) {
-      segment.end = 0
-      this.spare = segment
+    // Only our own envelopes carry the freshness the local copy must not outlive. The old copy
+    // goes whether or not the new bytes are kept: it is stale now.
+    if (!isEnvelope(bytes)) {
+      this.delete(key)
       return
     }
-    // The GC frees it once no view of it is held.
-    this.segmentCount--
-    this.bytes -= segment.slab.length
+    this.put(key, bytes, Math.min(freshUntilOf(bytes), Date.now() + this.ttl * 1000))
   }
-}
-
-function entryCost (key: string): number {
-  return key.length * 2 + ENTRY_OVERHEAD_BYTES
-}
-
-/** maxBytes / 32 within [64 KiB, 4 MiB], and at most an eighth of maxBytes for small tiers. */
-function segmentSizeFor (maxBytes: number): number {
-  const size = Math.min(MAX_SEGMENT_BYTES, Math.max(MIN_SEGMENT_BYTES, Math.floor(maxBytes / 32)))
-  return Math.max(1, Math.min(size, Math.floor(maxBytes / 8)))
 }

@@ -21,8 +21,10 @@ redis.call('SADD', KEYS[1], ARGV[1])
 if redis.call('TTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return 1`)
 
-// Stores one field of a hash; the hash lives at least as long as its freshest field needs.
+// Stores one field of a hash; the hash lives at least as long as its freshest field needs. A
+// plain value at the key (the route stored before it varied) is replaced, as SET replaces a hash.
 const FIELD_SET = lua(`
+if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then redis.call('DEL', KEYS[1]) end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if redis.call('TTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 return 1`)

@@ -17,13 +17,11 @@ export interface StoreFactory {
   /** A new store over `layout`, ready for commands; whatever it holds is released when `t` ends. */
   make: (t: tap.Test, layout: KeyLayout) => SuiteStore | Promise<SuiteStore>
   /**
-   * Parts of the contract the store is known not to meet yet, with why. Their assertions still
-   * run, as todo: reported (`not ok ... # TODO`) without failing the run, never silently skipped.
+   * A key leaves its tags' sets when it is removed (the memory store, which bounds its indexes).
+   * Otherwise a removed key stays a member until its tag is invalidated or its set expires (Redis,
+   * where a tag set is a key of its own); invalidateTags then reports it, without counting it.
    */
-  known?: {
-    /** A plain value read as a hash field, a hash read as a plain value, a field written over a plain value. */
-    wrongKind?: string
-  }
+  dropsRemovedMembers?: boolean
 }
 
 /** Long enough for a 1 s ttl to run out on a loaded machine. */
@@ -157,22 +155,24 @@ export function storeSuite (t: tap.Test, name: string, factory: StoreFactory): v
       t.equal(await store.get(key('hash'), 'b'), null)
     })
 
-    t.test('a read or write of the other kind is a miss or a replacement, not an error', async (t) => {
+    t.test('a read of the other kind is a miss or an unreadable entry; a write replaces it', async (t) => {
       const { store, key } = await subject(t)
-      const todo = { todo: factory.known?.wrongKind }
+      // Redis answers WRONGTYPE, which the cache treats as it treats a corrupt entry (a miss,
+      // dropped and counted); the memory store answers a miss. Either way nothing is served.
+      const missOrUnreadable = (result: unknown): boolean => result === null || (result instanceof Error && result.message.startsWith('WRONGTYPE'))
       await store.set(key('plain'), bytes('p'), 60, [])
       await store.set(key('hash'), bytes('a'), 60, [], 'a')
       await store.set(key('replaced'), bytes('f'), 60, [], 'f')
       await store.set(key('replaced'), bytes('plain now'), 60, [])
-      t.equal(await settled(store.get(key('hash'))), null, 'a hash read as a plain value is a miss', todo)
+      t.ok(missOrUnreadable(await settled(store.get(key('hash')))), 'a hash read as a plain value')
       // Read together with another key (the standalone Redis store sends one MGET for the turn).
       const [asPlain, plain] = await Promise.all([settled(store.get(key('hash'))), settled(store.get(key('plain')))])
-      t.equal(asPlain, null, 'a hash read as a plain value among other reads is a miss', todo)
-      t.same(plain, bytes('p'), 'and the other reads are answered', todo)
-      t.equal(await settled(store.get(key('plain'), 'a')), null, 'a plain value read as a hash is a miss', todo)
-      t.equal(await settled(store.get(key('replaced'), 'f')), null, 'so is a field of a hash a plain value replaced', todo)
-      t.equal(await settled(store.set(key('plain'), bytes('f'), 60, [], 'f')), undefined, 'a field written over a plain value is stored', todo)
-      t.same(await settled(store.get(key('plain'), 'f')), bytes('f'), 'and read back', todo)
+      t.ok(missOrUnreadable(asPlain), 'a hash read as a plain value among other reads')
+      t.same(plain, bytes('p'), 'and the other reads are answered')
+      t.ok(missOrUnreadable(await settled(store.get(key('plain'), 'a'))), 'a plain value read as a hash')
+      t.ok(missOrUnreadable(await settled(store.get(key('replaced'), 'f'))), 'so is a field of a hash a plain value replaced')
+      t.equal(await settled(store.set(key('plain'), bytes('f'), 60, [], 'f')), undefined, 'a field written over a plain value is stored')
+      t.same(await settled(store.get(key('plain'), 'f')), bytes('f'), 'and read back')
     })
 
     t.test('expire and ttl', async (t) => {
@@ -217,7 +217,8 @@ export function storeSuite (t: tap.Test, name: string, factory: StoreFactory): v
       await store.set(key('2', 'b'), bytes('tagged'), 60, ['keep'])
       // Keys a careless pattern would reach: a longer prefix, a prefix inside a longer one.
       const outside = [`${layout.prefix}x:a:1`, `x${layout.prefix}:a:1`, `${layout.prefix}-a:1`]
-      for (const k of outside) await store.set(k, bytes(k), 60, [])
+      // Filed under a tag, whose set is under the prefix.
+      for (const k of outside) await store.set(k, bytes(k), 60, ['keep'])
       t.equal((await store.hitWindow('w', 60)).count, 1)
 
       t.equal(await store.clear('a'), 3, 'namespace a only, its hash included')
@@ -231,7 +232,7 @@ export function storeSuite (t: tap.Test, name: string, factory: StoreFactory): v
       t.equal(await store.clear(), 4, 'everything under the prefix; only entries are counted')
       t.equal(await store.exists([key('1', 'ab'), key('1', 'b'), key('1', 'a-b'), key('2', 'b')]), 0)
       t.equal(await store.exists(outside), outside.length, 'other prefixes untouched')
-      t.same(await store.invalidateTags(['keep']), { removed: 0, keys: [] }, 'clear() drops the tag sets')
+      t.same(await store.invalidateTags(['keep']), { removed: 0, keys: [] }, 'clear() drops the tag sets, members outside the prefix included')
       t.equal((await store.hitWindow('w', 60)).count, 1, 'clear() resets windows')
       t.equal(await store.clear(), 0, 'nothing left under the prefix')
       t.same(await store.get(outside[0]), bytes(outside[0]), 'and the neighbours still readable')
@@ -268,11 +269,19 @@ export function storeSuite (t: tap.Test, name: string, factory: StoreFactory): v
 
       await store.set(key('5'), bytes('5'), 60, ['t3'])
       await store.delete([key('5')])
-      t.same(await store.invalidateTags(['t3']), { removed: 0, keys: [key('5')] }, 'a member deleted since is reported, not counted')
+      const reported = (k: string): string[] => factory.dropsRemovedMembers === true ? [] : [k]
+      t.same(await store.invalidateTags(['t3']), { removed: 0, keys: reported(key('5')) }, 'a member deleted since is not counted')
 
       await store.set(key('6'), bytes('6'), 60, ['t4'])
       await store.clear('a')
-      t.same(await store.invalidateTags(['t4']), { removed: 0, keys: [key('6')] }, 'members of a cleared namespace are not counted')
+      t.same(await store.invalidateTags(['t4']), { removed: 0, keys: reported(key('6')) }, 'members of a cleared namespace are not counted')
+
+      await store.set(key('8'), bytes('8'), 60, ['t6'])
+      await store.set(key('8'), bytes('8 again'), 60, ['t7'])
+      t.same(await store.invalidateTags(['t6']), { removed: 1, keys: [key('8')] }, 'tags are the key\'s: a second write adds to those of the first')
+      await store.set(key('h2'), bytes('h'), 60, ['t8'], 'f')
+      await store.set(key('h2'), bytes('plain now'), 60, [])
+      t.same(await store.invalidateTags(['t8']), { removed: 1, keys: [key('h2')] }, 'and stay when a plain value replaces a hash')
 
       await store.set(key('7'), bytes('7'), 60, ['t5'])
       await store.clear()
@@ -314,4 +323,13 @@ export function storeSuite (t: tap.Test, name: string, factory: StoreFactory): v
       await t.resolves(store.close(), 'closing twice is harmless')
     })
   })
+}
+
+/** Replaces Date.now for one test; `advance` moves the clock. */
+export function clock (t: tap.Test): { advance: (ms: number) => void } {
+  const realNow = Date.now
+  let now = realNow()
+  Date.now = () => now
+  t.teardown(() => { Date.now = realNow })
+  return { advance: (ms) => { now += ms } }
 }
