@@ -64,6 +64,15 @@ export class CacheUnauthorizedError extends CacheError {
   override readonly statusCode = 401
 }
 
+/**
+ * A management request refused for where it comes from: a client beyond the loopback interface
+ * while the routes are unprotected, or a state-changing request sent by another site's page.
+ */
+export class CacheForbiddenError extends CacheError {
+  override readonly code = 'CACHE_FORBIDDEN'
+  override readonly statusCode = 403
+}
+
 // Programmer errors in an argument stay the built-in RangeError or TypeError users expect, with
 // a stable `code` of our own.
 export type CodedError<E extends Error> = E & { code: string }

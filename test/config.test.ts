@@ -35,7 +35,7 @@ t.test('defaults with no options and an empty environment', async (t) => {
   t.equal(config.maxTtl, 86400)
   t.same(config.compression, { enabled: true, threshold: 1024, level: 6 })
   t.equal(config.serializer, undefined)
-  t.same(config.routes, { prefix: '/cache', token: undefined, preHandler: undefined, dashboard: true })
+  t.same(config.routes, { prefix: '/cache', token: undefined, preHandler: undefined, public: false, dashboard: true })
   t.equal(config.errorHandler, true)
   t.equal(config.throwOnError, false)
   t.equal(config.local, false)
@@ -167,7 +167,7 @@ t.test('environment variables', async (t) => {
     t.equal(config.defaultTtl, 10)
     t.equal(config.maxTtl, 20)
     t.same(config.compression, { enabled: false, threshold: 99, level: 6 })
-    t.same(config.routes, { prefix: '/cache', token: 'envtoken', preHandler: undefined, dashboard: true })
+    t.same(config.routes, { prefix: '/cache', token: 'envtoken', preHandler: undefined, public: false, dashboard: true })
   })
 
   t.test('explicit options win over environment variables', async (t) => {
@@ -351,7 +351,7 @@ t.test('option values are used', async (t) => {
   }, {})
   t.same(config.compression, { enabled: true, threshold: 1024, level: 9 })
   t.equal(config.serializer, serializer)
-  t.same(config.routes, { prefix: '/admin/cache', token: 't', preHandler, dashboard: false })
+  t.same(config.routes, { prefix: '/admin/cache', token: 't', preHandler, public: false, dashboard: false })
   t.equal(config.errorHandler, false)
   t.equal(config.throwOnError, true)
   t.same(config.local, { maxEntries: 5, maxBytes: 100, ttl: 2 })
@@ -387,6 +387,21 @@ t.test('production needs an admin token for the management routes', async (t) =>
   }
 })
 
+t.test('production is recognised in any usual spelling', async (t) => {
+  for (const name of ['production', 'Production', 'PRODUCTION', 'prod', 'PROD', 'Prod', ' production ', 'prod\n']) {
+    for (const variable of ['ENVIRONMENT', 'NODE_ENV']) {
+      const env = { [variable]: name }
+      t.equal(resolveConfig({ routes: false }, env).production, true, `${variable}=${JSON.stringify(name)}`)
+      t.throws(() => resolveConfig({}, env), { name: 'CacheConfigError', message: /CACHE_ADMIN_TOKEN/ }, `${variable}=${JSON.stringify(name)} needs a token`)
+      t.match(resolveConfig({ routes: { public: true } }, env).routes, { public: true, token: undefined })
+    }
+  }
+  for (const name of ['staging', 'development', 'preprod', 'productions', 'prod-eu', 'production2', 'pro', 'p rod']) {
+    t.equal(resolveConfig({}, { NODE_ENV: name, ENVIRONMENT: name }).production, false, `${JSON.stringify(name)} is not production`)
+  }
+  t.equal(resolveConfig({ routes: false }, { NODE_ENV: 'development', ENVIRONMENT: 'PROD' }).production, true, 'either variable is enough')
+})
+
 t.test('registration', async (t) => {
   t.test('a bad environment variable fails registration naming it', async (t) => {
     process.env.CACHE_DEFAULT_TTL = 'abc'
@@ -410,6 +425,19 @@ t.test('registration', async (t) => {
     await t.rejects(registered(app, {}), { name: 'CacheConfigError', message: /CACHE_ADMIN_TOKEN/ })
     const { cache } = await build(t, { routes: false })
     t.equal(cache.core.stack.kind, 'memory', 'routes: false is fine in production')
+  })
+
+  t.test('NODE_ENV=Production and ENVIRONMENT=PROD fail registration without a token too', async (t) => {
+    t.teardown(() => { delete process.env.NODE_ENV; delete process.env.ENVIRONMENT })
+    for (const [variable, name] of [['NODE_ENV', 'Production'], ['ENVIRONMENT', 'PROD'], ['ENVIRONMENT', 'prod']]) {
+      process.env[variable] = name
+      const app = Fastify()
+      t.teardown(() => app.close())
+      await t.rejects(registered(app, {}), { name: 'CacheConfigError', message: /CACHE_ADMIN_TOKEN/ }, `${variable}=${name}`)
+      const open = await build(t, { routes: { public: true } })
+      t.equal((await open.app.inject({ url: '/cache/ping', remoteAddress: '10.0.0.5' })).statusCode, 200, 'routes.public: true opts out')
+      delete process.env[variable]
+    }
   })
 
   t.test('no redis option and no REDIS_URL/REDIS_HOST: memory store, logged', async (t) => {

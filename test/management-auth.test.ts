@@ -6,19 +6,9 @@ import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify'
 import t from 'tap'
 import fastifyRedisCache from '../index'
 import { bearerChecker } from '../lib/management/auth'
-import { build } from './helpers/app'
+import { build, MANAGEMENT_ROUTES } from './helpers/app'
 
-type Method = 'GET' | 'POST' | 'DELETE' | 'HEAD'
-const ROUTES: Array<[Method, string]> = [
-  ['GET', '/cache/stats'],
-  ['GET', '/cache/ping'],
-  ['DELETE', '/cache/clear'],
-  ['DELETE', '/cache/clear?namespace=a'],
-  ['GET', '/cache/reset-stats'],
-  ['POST', '/cache/reset-stats'],
-  ['GET', '/cache/metrics'],
-  ['HEAD', '/cache/stats']
-]
+const ROUTES = MANAGEMENT_ROUTES
 
 const TOKEN = 's3cret-Token_with.chars~+/='
 

@@ -52,8 +52,11 @@ t.test('the OpenAPI document lists every management route', async (t) => {
       t.type(operation?.summary, 'string')
       t.ok(operation?.responses['200'], `${method.toUpperCase()} ${path}: 200 documented`)
       t.ok(operation?.responses['401'], `${method.toUpperCase()} ${path}: 401 documented`)
+      t.ok(operation?.responses['403'], `${method.toUpperCase()} ${path}: 403 documented`)
       if (operation !== undefined) {
-        t.match(schemaOf(operation, '401'), { type: 'object', properties: { statusCode: {}, code: {}, error: {}, message: {} } })
+        for (const status of ['401', '403']) {
+          t.match(schemaOf(operation, status), { type: 'object', properties: { statusCode: {}, code: {}, error: {}, message: {} } })
+        }
       }
     }
   }

@@ -5,14 +5,17 @@
 // Security: with a token every route needs `Authorization: Bearer <token>`, checked in
 // `onRequest` (before anything else runs) by comparing SHA-256 digests in constant time, so
 // neither the token's content nor its length leaks through timing (auth.ts). A user `preHandler`
-// runs as a preHandler hook of every route (after the token check when both are given). Whether
-// the routes may run unprotected at all (production) is decided in config.ts at registration.
+// runs as a preHandler hook of every route (after the token check when both are given). With
+// neither, and unless `public: true`, the routes answer loopback clients only; and the routes
+// that change state refuse cross-site requests whatever protects them (guard.ts). Whether the
+// routes may run unprotected at all (production) is decided in config.ts at registration.
 import { Type } from '@sinclair/typebox'
 import type { FastifyError, FastifyPluginAsync, preHandlerHookHandler } from 'fastify'
 import type { CacheManager } from '../cache/manager'
 import { cacheErrorHandler } from '../error-handler'
 import { addTokenCheck } from './auth'
 import { DASHBOARD_CSP, DASHBOARD_HTML } from './dashboard'
+import { addLoopbackCheck } from './guard'
 import { registerClearRoutes, registerMetricsRoute, registerStatusRoutes } from './routes'
 import { TAGS, routeSchema } from './schemas'
 
@@ -20,6 +23,8 @@ export interface ManagementOptions {
   cache: CacheManager
   token: string | undefined
   preHandler: preHandlerHookHandler | undefined
+  /** Answer clients beyond the loopback interface without a token or preHandler. */
+  public: boolean
   dashboard: boolean
 }
 
@@ -45,7 +50,15 @@ export const managementRoutes: FastifyPluginAsync<ManagementOptions> = async fun
   }
   // Not `options` itself: it also holds the `prefix` this plugin was registered with.
   const { cache, token, preHandler, dashboard } = options
-  await fastify.register(protectedRoutes, { cache, token, preHandler, dashboard })
+  if (loopbackOnly(options)) {
+    fastify.log.warn(`fastify-redis-cache: the management routes under ${fastify.prefix}/ have no token or preHandler and answer loopback clients only; set routes.token (or CACHE_ADMIN_TOKEN), routes.preHandler, or routes.public: true to open them`)
+  }
+  await fastify.register(protectedRoutes, { cache, token, preHandler, public: options.public, dashboard })
+}
+
+/** Unprotected and not made public: the routes answer clients on this machine only. */
+function loopbackOnly ({ token, preHandler, public: open }: ManagementOptions): boolean {
+  return token === undefined && preHandler === undefined && !open
 }
 
 const protectedRoutes: FastifyPluginAsync<ManagementOptions> = async function protectedRoutes (fastify, options) {
@@ -62,6 +75,7 @@ const protectedRoutes: FastifyPluginAsync<ManagementOptions> = async function pr
     return cacheErrorHandler(err, request, reply)
   })
 
+  if (loopbackOnly(options)) addLoopbackCheck(fastify)
   if (token !== undefined) addTokenCheck(fastify, token)
   if (preHandler !== undefined) fastify.addHook('preHandler', preHandler)
 

@@ -5,11 +5,13 @@ import type { FastifyInstance } from 'fastify'
 import type { CacheManager } from '../cache/manager'
 import { unknownQueryParameters } from '../errors'
 import type { CacheStack } from '../stack'
+import { refuseCrossSite } from './guard'
 import { METRICS_CONTENT_TYPE, renderMetrics } from './metrics'
 import {
   ClearQuerySchema,
   ClearReplySchema,
   ErrorReplySchema,
+  forbidden,
   NoQuery,
   PingErrorSchema,
   PingOkSchema,
@@ -38,7 +40,7 @@ export function registerStatusRoutes (fastify: FastifyInstance, cache: CacheMana
       tags: TAGS,
       summary: 'Cache statistics and Redis server information',
       querystring: NoQuery,
-      response: { 200: StatsReplySchema, ...unauthorized }
+      response: { 200: StatsReplySchema, ...unauthorized, ...forbidden }
     })
   }, async () => {
     const info = await cache.readInfo(false)
@@ -54,7 +56,7 @@ export function registerStatusRoutes (fastify: FastifyInstance, cache: CacheMana
       tags: TAGS,
       summary: 'Whether Redis answers, and how fast',
       querystring: NoQuery,
-      response: { 200: PingOkSchema, 503: PingErrorSchema, ...unauthorized }
+      response: { 200: PingOkSchema, 503: PingErrorSchema, ...unauthorized, ...forbidden }
     })
   }, async (_request, reply) => {
     const start = process.hrtime.bigint()
@@ -66,10 +68,15 @@ export function registerStatusRoutes (fastify: FastifyInstance, cache: CacheMana
   })
 }
 
-/** `DELETE /clear` and `GET`/`POST /reset-stats`: the routes that change something. */
+/**
+ * `DELETE /clear` and `GET`/`POST /reset-stats`: the routes that change something. Another
+ * site's page must not be able to fire them through a visitor's browser, whatever protects
+ * the routes otherwise.
+ */
 export function registerClearRoutes (fastify: FastifyInstance, cache: CacheManager): void {
   fastify.delete<{ Querystring: ClearQuery }>('/clear', {
     config,
+    onRequest: refuseCrossSite,
     // Fastify's validator drops unknown query parameters instead of refusing them, which would
     // turn a typo (`?namspace=a`, `?pattern=a*`) into clearing everything: refuse them first.
     preValidation: async (request) => {
@@ -82,7 +89,7 @@ export function registerClearRoutes (fastify: FastifyInstance, cache: CacheManag
       tags: TAGS,
       summary: 'Remove every entry under the prefix, or one namespace',
       querystring: ClearQuerySchema,
-      response: { 200: ClearReplySchema, 400: ErrorReplySchema, ...unauthorized, 503: ErrorReplySchema }
+      response: { 200: ClearReplySchema, 400: ErrorReplySchema, ...unauthorized, ...forbidden, 503: ErrorReplySchema }
     })
   }, async (request) => {
     // A failed clear is a 503, not `{ cleared: 0 }`, which an operator would read as done.
@@ -97,10 +104,10 @@ export function registerClearRoutes (fastify: FastifyInstance, cache: CacheManag
     tags: TAGS,
     summary: 'Reset the statistics',
     querystring: NoQuery,
-    response: { 200: ResetReplySchema, ...unauthorized }
+    response: { 200: ResetReplySchema, ...unauthorized, ...forbidden }
   })
-  fastify.get('/reset-stats', { config, schema: resetSchema }, reset)
-  fastify.post('/reset-stats', { config, schema: resetSchema }, reset)
+  fastify.get('/reset-stats', { config, onRequest: refuseCrossSite, schema: resetSchema }, reset)
+  fastify.post('/reset-stats', { config, onRequest: refuseCrossSite, schema: resetSchema }, reset)
 }
 
 /** `GET /metrics`: the statistics and Redis counters in Prometheus text format. */
@@ -116,7 +123,8 @@ export function registerMetricsRoute (fastify: FastifyInstance, cache: CacheMana
           description: 'Prometheus text exposition format 0.0.4',
           content: { 'text/plain': { schema: Type.String() } }
         },
-        ...unauthorized
+        ...unauthorized,
+        ...forbidden
       }
     })
   }, async (_request, reply) => {

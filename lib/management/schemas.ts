@@ -26,6 +26,9 @@ export const ErrorReplySchema = Type.Object({
 /** The 401 every protected route may answer (the token check in auth.ts). */
 export const unauthorized = { 401: ErrorReplySchema }
 
+/** The 403 every protected route may answer (a remote or cross-site client, guard.ts). */
+export const forbidden = { 403: ErrorReplySchema }
+
 export const NoQuery = Type.Object({}, { additionalProperties: false })
 
 export const RedisInfoSchema = Type.Object({

@@ -101,3 +101,18 @@ export function uniquePrefix (name = 't'): string {
   counter++
   return `${name}${process.pid}x${counter}`
 }
+
+export type Method = 'GET' | 'POST' | 'DELETE' | 'HEAD'
+
+/** Every guarded management route under the default prefix, HEAD included. */
+export const MANAGEMENT_ROUTES: ReadonlyArray<[Method, string]> = [
+  ['GET', '/cache/stats'],
+  ['GET', '/cache/ping'],
+  ['DELETE', '/cache/clear'],
+  ['DELETE', '/cache/clear?namespace=a'],
+  ['GET', '/cache/reset-stats'],
+  ['POST', '/cache/reset-stats'],
+  ['GET', '/cache/metrics'],
+  ['HEAD', '/cache/stats'],
+  ['HEAD', '/cache/reset-stats']
+]
