@@ -41,7 +41,7 @@ const plugin: FastifyPluginAsync<CacheOptions> = async function fastifyRedisCach
   const cache = new CacheManager(core)
   fastify.decorate('cache', cache)
 
-  installRouteCaching(fastify, core, cache)
+  installRouteCaching(fastify, core, cache, config.routeDefaults)
   if (config.errorHandler) installErrorHandler(fastify)
   if (config.routes !== false) {
     const { prefix, ...routes } = config.routes
@@ -63,8 +63,11 @@ export {
   CacheDeserializationError,
   CacheCompressionError,
   CacheDecompressionError,
+  CacheForbiddenError,
+  CacheUnauthorizedError,
   RateLimitError,
   RedisConnectionError
 } from './lib/errors'
+export { keyFromParts } from './lib/keys'
 export { jsonSerializer } from './lib/serializer'
 export type * from './types'

@@ -51,6 +51,8 @@ export const DEFAULTS = {
   localMaxEntries: 10_000,
   localMaxBytes: 64 * 1024 * 1024,
   localTtl: 60,
+  memoryMaxEntries: 100_000,
+  memoryMaxBytes: 64 * 1024 * 1024,
   failureThreshold: 5,
   resetTimeout: 2000,
   healthCheckInterval: 30_000,
@@ -71,6 +73,8 @@ interface ResolvedRoutes {
   prefix: string
   token: string | undefined
   preHandler: ManagementRoutesOptions['preHandler']
+  /** Answer clients beyond the loopback interface without a token or preHandler. */
+  public: boolean
   dashboard: boolean
 }
 
@@ -85,8 +89,14 @@ function resolveRoutes (option: CacheOptions['routes'], env: Environment, produc
     prefix: (routeOptions.prefix ?? DEFAULTS.routesPrefix).replace(/\/+$/, ''),
     token,
     preHandler: routeOptions.preHandler,
+    public: routeOptions.public === true,
     dashboard: routeOptions.dashboard !== false
   }
+}
+
+/** `production` or `prod`, in any case: how deployments name it. */
+function isProduction (name: string | undefined): boolean {
+  return name !== undefined && /^\s*prod(uction)?\s*$/i.test(name)
 }
 
 /** Reads and validates the environment variables of API.md; names the variable on failure. */
@@ -197,7 +207,7 @@ export function resolveConfig (options: CacheOptions = {}, envSource: NodeJS.Pro
   }
 
   const compressionOption = typeof options.compression === 'boolean' ? { enabled: options.compression } : options.compression ?? {}
-  const production = env.ENVIRONMENT === 'production' || env.NODE_ENV === 'production'
+  const production = isProduction(env.ENVIRONMENT) || isProduction(env.NODE_ENV)
 
   const routes = resolveRoutes(options.routes, env, production)
   const localOption = options.local ?? false
@@ -232,6 +242,11 @@ export function resolveConfig (options: CacheOptions = {}, envSource: NodeJS.Pro
         },
     healthCheckInterval: options.healthCheckInterval ?? DEFAULTS.healthCheckInterval,
     lock: options.lock === false ? false as const : { ttl: options.lock?.ttl ?? DEFAULTS.lockTtl, wait: options.lock?.wait ?? DEFAULTS.lockWait },
+    memory: {
+      maxEntries: options.memory?.maxEntries ?? DEFAULTS.memoryMaxEntries,
+      maxBytes: options.memory?.maxBytes ?? DEFAULTS.memoryMaxBytes
+    },
+    routeDefaults: { credentials: options.routeDefaults?.credentials ?? 'bypass' as const },
     production,
     debug: env.DEBUG !== undefined && /^(true|1|yes|on)$/i.test(env.DEBUG)
   }

@@ -71,6 +71,27 @@ export function validateStaleSeconds (value: unknown, what: string): number {
   return value
 }
 
+/**
+ * A key made of parts: each part's backslashes and colons are escaped with a backslash and the
+ * parts are joined with `:`, so different parts never make the same key (`['item:5', 'reviews']`
+ * is `item\:5:reviews`, `['item', '5', 'reviews']` is `item:5:reviews`).
+ */
+export function keyFromParts (parts: readonly unknown[]): string {
+  if (parts.length === 0) throw new CacheKeyError('Cache key parts must not be empty')
+  let key = ''
+  for (let i = 0; i < parts.length; i++) {
+    const part = parts[i]
+    if (typeof part !== 'string') throw new CacheKeyError(`Cache key parts must be strings (got ${describe(part)})`)
+    key += (i === 0 ? '' : ':') + part.replace(/[\\:]/g, '\\$&')
+  }
+  return key
+}
+
+/** A key given as a string or as parts, validated. */
+export function toKey (key: unknown): string {
+  return validateKey(Array.isArray(key) ? keyFromParts(key) : key)
+}
+
 /** Escapes a literal for use inside a Redis glob pattern (SCAN MATCH). */
 export function escapeGlob (literal: string): string {
   return literal.replace(/[*?[\]\\^-]/g, '\\$&')

@@ -1,6 +1,7 @@
 // Values to stored bytes and back: the serializer (JSON by default, pluggable), gzip over a
 // threshold, and the envelope (envelope.ts) that says how to read them back.
-import { gunzipSync, gzipSync } from 'node:zlib'
+import { promisify } from 'node:util'
+import { gunzipSync, gzip, gzipSync } from 'node:zlib'
 import {
   CacheCompressionError,
   CacheDecompressionError,
@@ -8,7 +9,7 @@ import {
   CacheDeserializationError,
   notJson
 } from './errors'
-import { ENCODING_GZIP, ENCODING_PLAIN, type Envelope, KIND_VALUE, openEnvelope, writeEnvelope } from './envelope'
+import { ENCODING_GZIP, ENCODING_PLAIN, type Envelope, KIND_VALUE, openEnvelope, type Stamp, writeEnvelope } from './envelope'
 import type { Serializer } from '../types'
 
 export const jsonSerializer: Serializer = {
@@ -33,6 +34,23 @@ export interface EncodeResult {
   bytes: Buffer
   /** Size before compression when the payload was compressed, else 0. */
   uncompressedSize: number
+}
+
+// Payloads from this size on are gzipped off the event loop (a few hundred microseconds of work).
+const ASYNC_GZIP_BYTES = 64 * 1024
+const gzipAsync = promisify(gzip)
+
+/** The envelope of a payload, gzipped when `zipped` is given and smaller. */
+function wrap (payload: Buffer, zipped: Buffer | undefined, kind: number, stamp: Stamp, head: Buffer | undefined): EncodeResult {
+  // Keep gzip only when it actually saves space (already-compressed data grows).
+  if (zipped !== undefined && zipped.length < payload.length) {
+    return { bytes: writeEnvelope(ENCODING_GZIP, kind, stamp, zipped, head), uncompressedSize: payload.length }
+  }
+  return { bytes: writeEnvelope(ENCODING_PLAIN, kind, stamp, payload, head), uncompressedSize: 0 }
+}
+
+function compressionFailed (err: unknown): CacheCompressionError {
+  return new CacheCompressionError(`Cannot compress value: ${(err as Error).message}`, { cause: err })
 }
 
 export class Codec {
@@ -64,24 +82,38 @@ export class Codec {
     }
   }
 
+  /** Whether a payload of `size` bytes is to be gzipped (kept only when that saves space). */
+  compresses (size: number, compress: boolean | undefined): boolean {
+    return compress !== false && this.compression.enabled && size >= this.compression.threshold
+  }
+
   /**
    * Wraps a payload in an envelope, gzipped when it is worth it and allowed. `head`, when given,
    * is stored uncompressed in front of the payload.
    */
   encode (payload: Buffer, kind: number, freshFor: number, compress: boolean | undefined, head?: Buffer, storedAt = Date.now()): EncodeResult {
-    if (compress !== false && this.compression.enabled && payload.length >= this.compression.threshold) {
-      let zipped: Buffer
+    let zipped: Buffer | undefined
+    if (this.compresses(payload.length, compress)) {
       try {
         zipped = gzipSync(payload, { level: this.compression.level })
       } catch (err) {
-        throw new CacheCompressionError(`Cannot compress value: ${(err as Error).message}`, { cause: err })
-      }
-      // Keep gzip only when it actually saves space (already-compressed data grows).
-      if (zipped.length < payload.length) {
-        return { bytes: writeEnvelope(ENCODING_GZIP, kind, { storedAt, freshFor }, zipped, head), uncompressedSize: payload.length }
+        throw compressionFailed(err)
       }
     }
-    return { bytes: writeEnvelope(ENCODING_PLAIN, kind, { storedAt, freshFor }, payload, head), uncompressedSize: 0 }
+    return wrap(payload, zipped, kind, { storedAt, freshFor }, head)
+  }
+
+  /**
+   * `encode`, with large payloads gzipped on libuv's thread pool rather than on the event loop.
+   * Smaller ones are encoded at once, in the same tick: a write that follows is queued ahead of
+   * any later read.
+   */
+  encodeSoon (payload: Buffer, kind: number, freshFor: number, compress: boolean | undefined, head?: Buffer): EncodeResult | Promise<EncodeResult> {
+    if (payload.length < ASYNC_GZIP_BYTES || !this.compresses(payload.length, compress)) return this.encode(payload, kind, freshFor, compress, head)
+    const storedAt = Date.now()
+    return gzipAsync(payload, { level: this.compression.level }).then(
+      (zipped) => wrap(payload, zipped, kind, { storedAt, freshFor }, head),
+      (err: unknown) => { throw compressionFailed(err) })
   }
 
   /** The payload (or a part of it) with gzip undone. */

@@ -122,7 +122,7 @@ async function exercise (t: tap.Test, { app: instance, cache }: App): Promise<vo
   const variant = await instance.inject({ url: '/greeting', headers: { 'accept-language': 'fr' } })
   t.equal(variant.headers['x-cache'], 'HIT')
   t.same(variant.json(), { lang: 'fr' })
-  t.equal(await cache.delete('/greeting'), 1, 'one delete reaches every variant')
+  t.equal(await cache.delete('localhost:80/greeting'), 1, 'one delete reaches every variant')
   t.equal((await instance.inject({ url: '/greeting', headers: { 'accept-language': 'en' } })).headers['x-cache'], 'MISS')
 
   const info = await cache.info()

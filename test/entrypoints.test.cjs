@@ -5,7 +5,7 @@ const t = require('tap')
 const Fastify = require('fastify')
 
 const names = ['CacheError', 'CacheConfigError', 'CacheKeyError', 'CacheSerializationError', 'CacheDeserializationError',
-  'CacheCompressionError', 'CacheDecompressionError', 'RateLimitError', 'RedisConnectionError']
+  'CacheCompressionError', 'CacheDecompressionError', 'CacheForbiddenError', 'CacheUnauthorizedError', 'RateLimitError', 'RedisConnectionError']
 
 t.test('require gives the plugin, with .default, .fastifyRedisCache and the error classes', async (t) => {
   const plugin = require('../dist/cjs.js')
@@ -20,6 +20,7 @@ t.test('require gives the plugin, with .default, .fastifyRedisCache and the erro
     t.ok(new plugin[name]('m', 1, 1) instanceof plugin.CacheError, `${name} is a CacheError`)
   }
   t.equal(typeof plugin.jsonSerializer.serialize, 'function')
+  t.equal(plugin.keyFromParts(['item:5', 'reviews']), 'item\\:5:reviews')
   t.equal(require('fastify-redis-cache'), plugin, 'the package name resolves to dist/cjs.js')
 })
 

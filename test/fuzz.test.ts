@@ -281,7 +281,7 @@ t.test('arbitrary bytes in Redis are a miss for get and getOrSet, never a throw'
 
 t.test('arbitrary bytes under a route\'s key: answered, never a 5xx the entry did not say', async (t) => {
   const { cache, port } = await listening(t)
-  const fullKey = cache.redisKey('/items', 'items')
+  const fullKey = cache.redisKey(`127.0.0.1:${port}/items`, 'items')
   const replayed = new Map<string, number>()
   await fc.assert(fc.asyncProperty(storedBytes, fc.boolean(), async (bytes, gzip) => {
     await raw.set(fullKey, bytes)

@@ -17,9 +17,11 @@ import {
   DEFAULT_NAMESPACE,
   defaultRouteKey,
   escapeGlob,
+  keyFromParts,
   KeyLayout,
   MAX_KEY_BYTES,
   NAMESPACE_PATTERN,
+  toKey,
   validateKey,
   validateKeys,
   validateNamespace,
@@ -173,4 +175,17 @@ t.test('boundedKey replaces overlong keys by a digest', async (t) => {
   t.equal(boundedKey(long), digest, 'stable')
   t.not(boundedKey(`${long}b`), digest)
   t.doesNotThrow(() => validateKey(digest))
+})
+
+t.test('keys from parts: escaped and joined, so different parts never make the same key', async (t) => {
+  t.equal(keyFromParts(['item', '5', 'reviews']), 'item:5:reviews')
+  t.equal(keyFromParts(['item:5', 'reviews']), 'item\\:5:reviews')
+  t.equal(keyFromParts(['a\\', 'b']), 'a\\\\:b', 'a backslash is escaped too, so it cannot escape the separator')
+  t.not(keyFromParts(['a\\', 'b']), keyFromParts(['a\\:b']))
+  t.equal(keyFromParts(['']), '')
+  t.throws(() => keyFromParts([]), { name: 'CacheKeyError', message: /must not be empty/ })
+  t.throws(() => keyFromParts(['a', 5]), { name: 'CacheKeyError', message: /parts must be strings \(got 5\)/ })
+  t.equal(toKey(['a', 'b']), 'a:b')
+  t.equal(toKey('a:b'), 'a:b', 'a string is used as it is')
+  t.throws(() => toKey(['']), { name: 'CacheKeyError' }, 'the joined key is validated')
 })

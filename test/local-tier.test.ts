@@ -33,7 +33,7 @@ async function instance (t: tap.Test, prefix: string, options: CacheOptions = {}
   await app.register(fastifyRedisCache, { redis: { url: redis.url }, prefix, routes: false, local: { maxEntries: 100 }, ...options })
   app.get('/page', { config: { cache: { ttl: 60, namespace: 'pages', tags: ['pages'] } } }, async () => ({ page: pageVersion }))
   app.get('/greeting', { config: { cache: { ttl: 60, vary: ['accept-language'] } } }, async (request) => ({ lang: request.headers['accept-language'] ?? null }))
-  app.post('/page', { config: { cache: { bust: { namespace: 'pages', keys: ['/page'] } } } }, async () => {
+  app.post('/page', { config: { cache: { bust: { namespace: 'pages', keys: ['localhost:80/page'] } } } }, async () => {
     pageVersion++
     return { ok: true }
   })
@@ -120,7 +120,7 @@ t.test('every change on one instance drops the other\'s local copy within 100 ms
 
   // Route caching: a bust on one instance, a hit served locally on the other.
   t.equal((await b.app.inject('/page')).headers['x-cache'], 'MISS')
-  fullKey = b.cache.redisKey('/page', 'pages')
+  fullKey = b.cache.redisKey('localhost:80/page', 'pages')
   await until(() => b.local.get(fullKey) !== undefined, 1000, 'b to hold the page it stored')
   t.equal((await a.app.inject('/page')).headers['x-cache'], 'HIT')
   t.equal((await b.app.inject('/page')).headers['x-cache'], 'HIT', 'a local hit')
@@ -149,10 +149,10 @@ t.test('the other methods go straight to Redis', async (t) => {
 
 t.test('variants of a route with vary are served from Redis, never kept locally', async (t) => {
   const [a, b] = await pair(t)
-  const fullKey = a.cache.redisKey('/greeting')
-  await b.cache.set('/greeting', 'a plain entry at the same key, held locally')
+  const fullKey = a.cache.redisKey('localhost:80/greeting')
+  await b.cache.set('localhost:80/greeting', 'a plain entry at the same key, held locally')
   t.ok(b.local.get(fullKey) !== undefined)
-  await b.cache.delete('/greeting')
+  await b.cache.delete('localhost:80/greeting')
   for (const lang of ['en', 'fr']) {
     t.equal((await a.app.inject({ url: '/greeting', headers: { 'accept-language': lang } })).headers['x-cache'], 'MISS')
   }

@@ -126,7 +126,7 @@ t.test('a lock holder that died: waiters run the handler once its lock expires',
   const { apps, caches, prefix, runs } = await fleet(t, 3, { lock: { ttl: 5000, wait: 3000 } }, { delay: 20 })
   const raw = rawClient(t, server.url)
   // What a crashed holder leaves behind: a lock nobody releases.
-  const lockKey = `${prefix}:#lock:${caches[0].redisKey('/report')}`
+  const lockKey = `${prefix}:#lock:${caches[0].redisKey('localhost:80/report')}`
   t.equal(await raw.set(lockKey, 'dead-holder', 'PX', 600, 'NX'), 'OK')
   const started = Date.now()
   const responses = await storm(apps, 2)
@@ -141,7 +141,7 @@ t.test('a lock holder that died: waiters run the handler once its lock expires',
 t.test('a wait that exceeds lock.wait gives up and runs the handler', async (t) => {
   const { apps, caches, prefix, runs } = await fleet(t, 2, { lock: { ttl: 5000, wait: 300 } }, { delay: 10 })
   const raw = rawClient(t, server.url)
-  const lockKey = `${prefix}:#lock:${caches[0].redisKey('/report')}`
+  const lockKey = `${prefix}:#lock:${caches[0].redisKey('localhost:80/report')}`
   await raw.set(lockKey, 'stuck-holder', 'PX', 60_000)
   const started = Date.now()
   const responses = await storm(apps, 3)
@@ -161,7 +161,7 @@ t.test('a holder whose response is not storable: waiters run their own handlers 
     }
   })
   const raw = rawClient(t, server.url)
-  const lockKey = `${prefix}:#lock:${caches[0].redisKey('/report')}`
+  const lockKey = `${prefix}:#lock:${caches[0].redisKey('localhost:80/report')}`
   const started = Date.now()
   const holder = apps[0].inject('/report')
   await until(async () => (await raw.exists(lockKey)) === 1, 2000, 'the holder to take the lock')
@@ -182,7 +182,7 @@ t.test('a holder whose handler fails: waiters run their own handlers', async (t)
     reply: (run, reply) => run === 1 ? reply.code(500).send({ error: 'boom' }) : { run }
   })
   const raw = rawClient(t, server.url)
-  const lockKey = `${prefix}:#lock:${caches[0].redisKey('/report')}`
+  const lockKey = `${prefix}:#lock:${caches[0].redisKey('localhost:80/report')}`
   const started = Date.now()
   const holder = apps[0].inject('/report')
   await until(async () => (await raw.exists(lockKey)) === 1, 2000, 'the holder to take the lock')

@@ -7,7 +7,7 @@ import type { FastifyInstance } from 'fastify'
 import { RedisConnectionError } from '../lib/errors'
 import { LEVEL, rawClient, uniquePrefix, until } from './helpers/app'
 import { startRedis } from './helpers/redis-server'
-import { listen, onRedis, type RouteApp, routeApp, sharedRedis } from './helpers/route-app'
+import { listen, onRedis, rawRequest, type RouteApp, routeApp, sharedRedis } from './helpers/route-app'
 
 const redis = sharedRedis(t)
 
@@ -124,7 +124,7 @@ t.test('bust.keys as a function of the request, bust.namespace, bust.tags', asyn
   const cleared = await app.inject({ method: 'DELETE', url: '/items' })
   t.equal(cleared.statusCode, 204)
   t.equal(await cache.exists(['list', 'item:1', 'item:2'], { namespace: 'items' }), 0, 'a namespace alone clears it')
-  t.equal(await cache.exists('/elsewhere', { namespace: 'other' }), 1, 'and only it')
+  t.equal(await cache.exists('localhost:80/elsewhere', { namespace: 'other' }), 1, 'and only it')
 })
 
 t.test('busts run only after a 2xx', async (t) => {
@@ -279,6 +279,12 @@ t.test('every rule over real HTTP, across two instances sharing Redis', async (t
   const a = await routeApp(t, onRedis(server, { prefix }), declare)
   const b = await routeApp(t, onRedis(server, { prefix }), declare)
   const [baseA, baseB] = [await listen(a.app), await listen(b.app)]
+  // Both instances behind one name, as behind a load balancer: the host is part of the key.
+  const fetch = async (url: string, init: { method?: string, headers?: Record<string, string> } = {}): Promise<{ status: number, headers: Headers, json: () => unknown, arrayBuffer: () => Promise<void> }> => {
+    const res = await rawRequest(url, { method: init.method, headers: { host: 'shop.example', ...init.headers } })
+    const headers = new Headers(Object.entries(res.headers).map(([name, value]) => [name, String(value)]))
+    return { status: res.status, headers, json: () => JSON.parse(res.body.toString()), arrayBuffer: async () => {} }
+  }
 
   const happyA = await fetch(`${baseA}/ok`)
   const happyB = await fetch(`${baseB}/ok`)
@@ -287,9 +293,9 @@ t.test('every rule over real HTTP, across two instances sharing Redis', async (t
   const hostile = '/q?*=1&a[b]=%0D%0A&x=a:b'
   await fetch(`${baseA}${hostile}`)
   t.equal((await fetch(`${baseB}${hostile}`)).headers.get('x-cache'), 'HIT')
-  t.equal(await b.cache.exists(hostile, { namespace: 'rules' }), 1)
+  t.equal(await b.cache.exists(`shop.example${hostile}`, { namespace: 'rules' }), 1)
 
-  const unhappy: Array<[string, RequestInit, number, string]> = [
+  const unhappy: Array<[string, { method?: string, headers?: Record<string, string> }, number, string]> = [
     ['/cookie', {}, 200, 'MISS'],
     ['/auth', { headers: { authorization: 'Bearer x' } }, 200, 'BYPASS'],
     ['/no-store', {}, 200, 'MISS'],
@@ -306,7 +312,7 @@ t.test('every rule over real HTTP, across two instances sharing Redis', async (t
       await res.arrayBuffer()
     }
     if (init.method === 'POST') continue
-    t.equal(await a.cache.exists(url, { namespace: 'rules' }), 0, `${url}: nothing stored`)
+    t.equal(await a.cache.exists(`shop.example${url}`, { namespace: 'rules' }), 0, `${url}: nothing stored`)
   }
   const get = await fetch(`${baseB}/ok`)
   t.equal(get.headers.get('x-cache'), 'HIT')

@@ -13,7 +13,7 @@ import { gate, listen, onRedis, routeApp, sharedRedis } from './helpers/route-ap
 
 const redis = sharedRedis(t)
 
-/** Writes a response entry as another instance (or an older one) would have stored it. */
+/** Writes a response entry as another instance (or an older one) would have stored it; `key` as the route makes it (a default key starts with the host). */
 async function plant (raw: Redis, cache: CacheManager, key: string, entry: { body: string, ageMs: number, freshFor: number, gzip?: boolean, corrupt?: boolean }): Promise<void> {
   const body = Buffer.from(entry.body)
   const head = encodeHead(200, { 'content-type': 'text/plain; charset=utf-8', etag: strongEtag(body) })
@@ -163,7 +163,9 @@ t.test('an aborted leader\'s handler still runs to the end, and its waiters get 
   const leader = http.get(`${base}/abandoned`, { agent: false })
   leader.on('error', () => {})
   await until(() => runs === 1, 2000, 'the leader\'s handler')
-  const waiter = app.inject('/abandoned')
+  // The same host as the leader's, or it would be another entry.
+  const host = new URL(base).host
+  const waiter = app.inject({ url: '/abandoned', headers: { host } })
   await until(() => cache.getStatistics().misses === 2, 2000, 'the waiter')
   leader.destroy()
   setTimeout(() => release.open(), 100)
@@ -171,7 +173,7 @@ t.test('an aborted leader\'s handler still runs to the end, and its waiters get 
   t.same(res.json(), { run: 1 }, 'the waiter got the leader\'s response')
   t.match(res.headers['cache-status'], /collapsed/)
   t.equal(runs, 1, 'the handler ran once')
-  t.equal((await app.inject('/abandoned')).headers['x-cache'], 'HIT', 'and it was stored')
+  t.equal((await app.inject({ url: '/abandoned', headers: { host } })).headers['x-cache'], 'HIT', 'and it was stored')
 })
 
 t.test('a hijacked leader releases its waiters when its response ends', async (t) => {
@@ -276,19 +278,19 @@ t.test('stale entries past their window, or unreadable, are not served', async (
   })
   const raw = rawClient(t, server.url)
   // Written by an instance with a longer window: 10 s past its ttl, this route allows 5.
-  await plant(raw, cache, '/sie', { body: 'too old', ageMs: 11_000, freshFor: 1 })
+  await plant(raw, cache, 'localhost:80/sie', { body: 'too old', ageMs: 11_000, freshFor: 1 })
   const tooOld = await app.inject('/sie')
   t.equal(tooOld.statusCode, 500)
   t.equal(tooOld.headers['cache-status'], 'fastify-redis-cache; fwd=stale; detail=status')
 
-  await plant(raw, cache, '/sie-gz', { body: 'stale and corrupt '.repeat(10), ageMs: 2000, freshFor: 1, gzip: true, corrupt: true })
+  await plant(raw, cache, 'localhost:80/sie-gz', { body: 'stale and corrupt '.repeat(10), ageMs: 2000, freshFor: 1, gzip: true, corrupt: true })
   const errors = cache.getStatistics().errors
   const corruptStale = await app.inject('/sie-gz')
   t.equal(corruptStale.statusCode, 500, 'the handler\'s error, not a crash of the cache')
   t.equal(corruptStale.headers['x-cache'], 'MISS')
   t.equal(cache.getStatistics().errors, errors + 1)
 
-  await plant(raw, cache, '/swr-gz', { body: 'stale and corrupt '.repeat(10), ageMs: 2000, freshFor: 1, gzip: true, corrupt: true })
+  await plant(raw, cache, 'localhost:80/swr-gz', { body: 'stale and corrupt '.repeat(10), ageMs: 2000, freshFor: 1, gzip: true, corrupt: true })
   const corruptSwr = await app.inject('/swr-gz')
   t.equal(corruptSwr.statusCode, 200)
   t.equal(corruptSwr.headers['x-cache'], 'MISS')

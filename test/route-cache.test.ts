@@ -131,7 +131,7 @@ t.test('hop-by-hop, Content-Length, Date, Set-Cookie and the cache headers are n
   })
   await app.inject('/h')
   const raw = rawClient(t, server.url)
-  const stored = await raw.getBuffer(cache.redisKey('/h')) as Buffer
+  const stored = await raw.getBuffer(cache.redisKey('localhost:80/h')) as Buffer
   const text = stored.toString('latin1')
   t.match(text, 'x-kept:yes')
   t.match(text, 'content-type:text/plain')
@@ -159,7 +159,7 @@ t.test('X-Cache, Cache-Status (RFC 9211) and Age', async (t) => {
   t.equal(hit.headers.age, '0')
 })
 
-t.test('default key: path plus sorted query; the entry lives under redisKey(key, namespace)', async (t) => {
+t.test('default key: host, path and sorted query; the entry lives under redisKey(key, namespace)', async (t) => {
   const server = await redis()
   const seen: string[] = []
   const { app, cache } = await routeApp(t, onRedis(server), (app) => {
@@ -182,10 +182,10 @@ t.test('default key: path plus sorted query; the entry lives under redisKey(key,
   t.equal((await app.inject('/items?')).headers['x-cache'], 'HIT', 'a bare ? is the path')
   t.equal((await app.inject('/items?&')).headers['x-cache'], 'HIT')
 
-  t.equal(await cache.exists('/items?a=1&b=2', { namespace: 'items' }), 1, 'fastify.cache.exists reaches the entry')
-  t.equal(await cache.exists('/items', { namespace: 'items' }), 1)
-  t.equal(await cache.exists('/items?a=1&b=2'), 0, 'not in the default namespace')
-  t.equal(await cache.delete('/items?a=1&b=2', { namespace: 'items' }), 1, 'fastify.cache.delete removes it')
+  t.equal(await cache.exists('localhost:80/items?a=1&b=2', { namespace: 'items' }), 1, 'fastify.cache.exists reaches the entry')
+  t.equal(await cache.exists('localhost:80/items', { namespace: 'items' }), 1)
+  t.equal(await cache.exists('localhost:80/items?a=1&b=2'), 0, 'not in the default namespace')
+  t.equal(await cache.delete('localhost:80/items?a=1&b=2', { namespace: 'items' }), 1, 'fastify.cache.delete removes it')
   t.equal((await app.inject('/items?b=2&a=1')).headers['x-cache'], 'MISS')
   t.equal(seen.length, 6)
 })
@@ -251,7 +251,8 @@ t.test('key: a string, a function of the request; a throwing or invalid key bypa
     t.equal(res.headers['cache-status'], 'fastify-redis-cache; fwd=bypass; detail=key')
   }
   t.equal(broken, 3, 'the handler ran for each')
-  t.equal(logs.find('cannot build the cache key').length, 3)
+  // One warning: a client could send a bad key with every request; the rest are throttled.
+  t.equal(logs.find('cannot build the cache key').length, 1)
   t.equal(cache.getStatistics().misses, 3, 'bypasses are not counted as misses')
 })
 
@@ -664,7 +665,7 @@ t.test('a header Node would refuse is never stored (no header injection through 
     t.not(res.headers['x-cache'], 'HIT')
   }
   t.equal(runs, 2)
-  t.equal(await cache.exists(`/echo?v=${encodeURIComponent('a\r\nset-cookie: pwned=1')}`), 0)
+  t.equal(await cache.exists(`localhost:80/echo?v=${encodeURIComponent('a\r\nset-cookie: pwned=1')}`), 0)
   t.ok(cache.getStatistics().errors >= 2)
 })
 
@@ -686,7 +687,7 @@ t.test('compression: bodies over the threshold are stored gzipped and passed thr
   t.equal(miss.body.toString(), big)
   t.equal(miss.headers.vary, 'accept-encoding', 'Vary from the first response')
   t.ok(cache.getStatistics().compressedBytesIn >= big.length)
-  const stored = await rawClient(t, server.url).getBuffer(cache.redisKey('/big')) as Buffer
+  const stored = await rawClient(t, server.url).getBuffer(cache.redisKey(`${new URL(base).host}/big`)) as Buffer
   t.ok(stored.length < big.length / 2, 'stored gzipped')
 
   const gz = await rawRequest(`${base}/big`, { headers: { 'accept-encoding': 'gzip, deflate, br' } })
@@ -727,7 +728,7 @@ t.test('compression: bodies over the threshold are stored gzipped and passed thr
   const wrongCoding = await app.inject({ url: '/big', headers: { 'if-none-match': gz.headers.etag as string } })
   t.equal(wrongCoding.statusCode, 200, 'the gzip validator does not match the identity representation')
 
-  await app.inject('/plain')
+  await rawRequest(`${base}/plain`)
   const plain = await rawRequest(`${base}/plain`, { headers: { 'accept-encoding': 'gzip' } })
   t.equal(plain.headers['x-cache'], 'HIT')
   t.equal(plain.headers['content-encoding'], undefined, 'compress: false stores it plain')
@@ -817,14 +818,14 @@ t.test('hostile URLs: keys are literal, never patterns, never outside their name
     const again = await app.inject(url)
     t.equal(again.headers['x-cache'], 'HIT', url)
     t.same(again.json(), { url })
-    t.equal(await cache.exists(url, { namespace: 'ns' }), 1, 'stored under its literal key')
+    t.equal(await cache.exists(`localhost:80${url}`, { namespace: 'ns' }), 1, 'stored under its literal key')
   }
   t.equal((await app.inject('/q?b=2')).headers['x-cache'], 'MISS', 'no pattern matched it')
 
   const long = `/q?x=${'a'.repeat(3000)}`
   await app.inject(long)
   t.equal((await app.inject(long)).headers['x-cache'], 'HIT', 'an overlong query is still cached')
-  const digest = `#sha256:${createHash('sha256').update(long).digest('hex')}`
+  const digest = `#sha256:${createHash('sha256').update(`localhost:80${long}`).digest('hex')}`
   t.equal(await cache.exists(digest, { namespace: 'ns' }), 1, 'under a bounded digest key')
 
   for (const k of ['*', 'other:x', '../ns2/x', '?']) {
@@ -849,7 +850,7 @@ t.test('unreadable entries are misses: deleted, counted, never a 5xx', async (t)
     app.get('/gz', { config: { cache: { ttl: 60 } } }, async () => { runs++; return big })
   })
   const raw = rawClient(t, server.url)
-  const key = cache.redisKey('/r')
+  const key = cache.redisKey('localhost:80/r')
   const head = encodeHead(200, { 'content-type': 'text/plain' })
   const valid = cache.core.codec.encode(Buffer.from('old'), KIND_RESPONSE, 60, false, head).bytes
   const corrupt: Array<[string, Buffer]> = [
@@ -872,7 +873,7 @@ t.test('unreadable entries are misses: deleted, counted, never a 5xx', async (t)
   }
 
   await app.inject('/gz')
-  const gzKey = cache.redisKey('/gz')
+  const gzKey = cache.redisKey('localhost:80/gz')
   await until(async () => (await raw.exists(gzKey)) === 1, 2000, 'the entry to be stored')
   const stored = await raw.getBuffer(gzKey) as Buffer
   await raw.set(gzKey, stored.subarray(0, stored.length - 16))
@@ -895,8 +896,8 @@ t.test('entries written by others: no ETag means no 304, gzip or not', async (t)
   })
   const raw = rawClient(t, server.url)
   const head = encodeHead(200, { 'content-type': 'text/plain' })
-  await raw.set(cache.redisKey('/plain'), cache.core.codec.encode(Buffer.from('written elsewhere'), KIND_RESPONSE, 60, false, head).bytes)
-  await raw.set(cache.redisKey('/gz'), cache.core.codec.encode(Buffer.from('written elsewhere, gzipped'.repeat(5)), KIND_RESPONSE, 60, true, head).bytes)
+  await raw.set(cache.redisKey('localhost:80/plain'), cache.core.codec.encode(Buffer.from('written elsewhere'), KIND_RESPONSE, 60, false, head).bytes)
+  await raw.set(cache.redisKey('localhost:80/gz'), cache.core.codec.encode(Buffer.from('written elsewhere, gzipped'.repeat(5)), KIND_RESPONSE, 60, true, head).bytes)
   const plain = await app.inject({ url: '/plain', headers: { 'if-none-match': '*' } })
   t.equal(plain.statusCode, 200)
   t.equal(plain.body, 'written elsewhere')
@@ -1053,7 +1054,7 @@ t.test('DEBUG=true logs every route cache decision, early replies included', asy
   await app.inject({ url: '/d', headers: { 'x-deny': '1' } })
   const decisions = logs.find('route cache decision', LEVEL.debug)
   t.same(decisions.map((line) => line.outcome), ['MISS', 'HIT', 'BYPASS'])
-  t.equal(decisions[0].key, 'cache:default:/d')
+  t.equal(decisions[0].key, 'cache:default:localhost:80/d')
   t.equal(decisions[2].key, undefined, 'the early reply came before any key was made')
 })
 

@@ -3,10 +3,10 @@
 import type { FastifyReply, FastifyRequest, preHandlerHookHandler } from 'fastify'
 import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from 'ioredis'
 import type { Static } from '@sinclair/typebox'
-import type { ManagementRoutesOptionsSchema, PlainOptions } from './options'
+import type { Credentials, ManagementRoutesOptionsSchema, PlainOptions } from './options'
 import type { CacheInfo, CacheStatistics } from './statistics'
 
-export type { CircuitBreakerOptions, CompressionOptions, LocalTierOptions, LockOptions } from './options'
+export type { CircuitBreakerOptions, CompressionOptions, Credentials, LocalTierOptions, LockOptions, MemoryStoreOptions, RouteDefaults } from './options'
 export type { CacheInfo, CacheStatistics } from './statistics'
 
 /** Turns values into bytes and back. JSON by default. */
@@ -122,16 +122,23 @@ export interface FastifyCache {
 
 type RequestValue<T> = T | ((request: FastifyRequest) => T)
 
+/**
+ * A cache key: a string, used as it is, or its parts, joined so that different parts never make
+ * the same key (`['item:5', 'reviews']` and `['item', '5', 'reviews']` are two keys).
+ */
+export type CacheKey = string | readonly string[]
+
 export interface RouteCacheBustOptions {
   namespace?: string
-  keys?: string[] | ((request: FastifyRequest, reply: FastifyReply) => string[])
+  keys?: CacheKey[] | ((request: FastifyRequest, reply: FastifyReply) => CacheKey[])
   tags?: string[] | ((request: FastifyRequest, reply: FastifyReply) => string[])
 }
 
 export interface RouteCacheOptions {
   ttl?: number
   namespace?: string
-  key?: RequestValue<string>
+  /** The entry's key; default: the host, the path, the sorted query and the route's constraints. */
+  key?: RequestValue<CacheKey>
   compress?: boolean
   tags?: RequestValue<string[]>
   /** Request headers whose values split the entry. */
@@ -142,8 +149,18 @@ export interface RouteCacheOptions {
   staleIfError?: number
   /** Statuses that are stored. Default `[200]`. */
   statuses?: number[]
-  /** Serve and store requests that carry `Authorization`; the key must then include the user. */
+  /**
+   * Requests with `Cookie` or `Authorization`: `'bypass'` (default) passes them to the handler,
+   * `'shared'` says the answer does not depend on them, `'per-user'` that `key` includes the user.
+   */
+  credentials?: Credentials
+  /** @deprecated `credentials: 'per-user'` says the same. */
   allowAuthorization?: boolean
+  /**
+   * Answer hits in `onRequest`, before every other hook: authentication and authorization in
+   * `preValidation` or `preHandler` hooks do not run on hits. Faster; only for public routes.
+   */
+  skipHooksOnHit?: boolean
   /** `Cache-Control: max-age` (seconds) sent to clients and CDNs; `false` sends none. */
   maxAge?: number | false
   /** Invalidate after a successful (2xx) response. */

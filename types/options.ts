@@ -48,6 +48,26 @@ export const LockOptionsSchema = Type.Object({
   wait: Type.Optional(Type.Integer({ minimum: 0 }))
 }, { additionalProperties: false })
 
+export const MemoryStoreOptionsSchema = Type.Object({
+  /** Entries the in-process store keeps at most. Default 100000. */
+  maxEntries: Type.Optional(Type.Integer({ minimum: 1 })),
+  /** Bytes it keeps at most, the entries' bookkeeping included. Default 64 MiB. */
+  maxBytes: Type.Optional(Type.Integer({ minimum: 1 }))
+}, { additionalProperties: false })
+
+/**
+ * What a cached route does with requests that carry `Cookie` or `Authorization`:
+ * - `'bypass'` (default): they neither read nor fill the shared entry; the handler answers them.
+ * - `'shared'`: the answer does not depend on them; they share the entry with everybody.
+ * - `'per-user'`: the route's `key` includes the user; it must be a function.
+ */
+export const CredentialsSchema = Type.Union([Type.Literal('bypass'), Type.Literal('shared'), Type.Literal('per-user')])
+
+export const RouteDefaultsSchema = Type.Object({
+  /** The `credentials` of every cached route that does not set its own. Default `'bypass'`. */
+  credentials: Type.Optional(CredentialsSchema)
+}, { additionalProperties: false })
+
 export const PlainOptionsSchema = Type.Object({
   /** Every key lives under `${prefix}:`. Default `'cache'`. */
   prefix: Type.Optional(Type.String({ pattern: NAME_PATTERN })),
@@ -71,11 +91,18 @@ export const PlainOptionsSchema = Type.Object({
   /** Milliseconds between health-check PINGs. Default 30000. */
   healthCheckInterval: Type.Optional(Type.Integer({ minimum: 1 })),
   /** Cross-instance single-flight for misses of cached routes and getOrSet. */
-  lock: Type.Optional(Type.Union([Type.Literal(false), LockOptionsSchema]))
+  lock: Type.Optional(Type.Union([Type.Literal(false), LockOptionsSchema])),
+  /** Bounds of the in-process store used without Redis. */
+  memory: Type.Optional(MemoryStoreOptionsSchema),
+  /** Defaults for every route's `config.cache`. */
+  routeDefaults: Type.Optional(RouteDefaultsSchema)
 })
 
 export type CompressionOptions = Static<typeof CompressionOptionsSchema>
 export type LocalTierOptions = Static<typeof LocalTierOptionsSchema>
 export type CircuitBreakerOptions = Static<typeof CircuitBreakerOptionsSchema>
 export type LockOptions = Static<typeof LockOptionsSchema>
+export type MemoryStoreOptions = Static<typeof MemoryStoreOptionsSchema>
+export type RouteDefaults = Static<typeof RouteDefaultsSchema>
+export type Credentials = Static<typeof CredentialsSchema>
 export type PlainOptions = Static<typeof PlainOptionsSchema>

@@ -2,7 +2,9 @@
 // the TTL rules, encoding and storing entries within `maxEntrySize`, the cross-instance lock and
 // the failure policy. Route caching talks to the cache through this and nothing else.
 import type { FastifyBaseLogger } from 'fastify'
-import type { Codec } from '../serializer'
+import { HEADER_BYTES } from '../envelope'
+import type { Codec, EncodeResult } from '../serializer'
+import { Throttle } from '../throttled-log'
 import type { KeyLayout } from '../keys'
 import { validateSeconds } from '../keys'
 import type { DistributedLock } from '../lock'
@@ -49,6 +51,8 @@ export class CacheCore {
   readonly local: SegmentCache | undefined
   private readonly defaultTtl: number
   private readonly maxTtl: number
+  /** A client can send any number of oversized answers: one warning every few seconds. */
+  private readonly oversizedLog = new Throttle()
 
   constructor (options: CacheCoreOptions) {
     this.stack = options.stack
@@ -75,31 +79,54 @@ export class CacheCore {
     return this.stack.entries.get(fullKey, field)
   }
 
-  /** Stores a payload in an envelope. Never throws unless `throwOnError`. */
-  async write (fullKey: string, payload: Buffer, entry: EntryOptions): Promise<boolean> {
+  /**
+   * Stores a value's payload in an envelope unless it is over `maxEntrySize`. Never throws unless
+   * `throwOnError`.
+   */
+  async write (fullKey: string, payload: Buffer, entry: Omit<EntryOptions, 'head'>): Promise<boolean> {
+    if (this.oversized(fullKey, payload.length)) return false
     let bytes: Buffer
     try {
-      bytes = this.encode(payload, entry)
+      bytes = await this.encode(payload, entry)
     } catch (err) {
       return this.failures.failed(err, 'set', fullKey, false)
     }
     return this.storeBytes(fullKey, bytes, entry.ttl, entry.tags)
   }
 
-  /** The envelope for a payload, with compression counted in the statistics. */
-  encode (payload: Buffer, entry: Omit<EntryOptions, 'ttl' | 'tags'>): Buffer {
-    const encoded = this.codec.encode(payload, entry.kind, entry.freshFor, entry.compress, entry.head)
+  /**
+   * Whether an entry of `size` bytes (its payload before compression, and its head) is over
+   * `maxEntrySize` with its envelope: then it is counted and not stored. Checked before any
+   * compression, so a body too large to store costs no gzip.
+   */
+  oversized (fullKey: string, size: number): boolean {
+    const bytes = HEADER_BYTES + size
+    if (bytes <= this.maxEntrySize) return false
+    this.stats.oversized++
+    const suppressed = this.oversizedLog.pass()
+    if (suppressed !== undefined) {
+      this.log.warn({ key: fullKey, bytes, maxEntrySize: this.maxEntrySize, suppressed }, 'fastify-redis-cache: entry larger than maxEntrySize, not stored')
+    }
+    return true
+  }
+
+  /**
+   * The envelope for a payload, with compression counted in the statistics: at once for small
+   * payloads, off the event loop for large ones that are gzipped.
+   */
+  encode (payload: Buffer, entry: Omit<EntryOptions, 'ttl' | 'tags'>): Buffer | Promise<Buffer> {
+    const encoded = this.codec.encodeSoon(payload, entry.kind, entry.freshFor, entry.compress, entry.head)
+    if (!(encoded instanceof Promise)) return this.counted(encoded)
+    return encoded.then((result) => this.counted(result))
+  }
+
+  private counted (encoded: EncodeResult): Buffer {
     if (encoded.uncompressedSize > 0) this.stats.compressed(encoded.uncompressedSize, encoded.bytes.length)
     return encoded.bytes
   }
 
-  /** Stores encoded bytes unless they exceed `maxEntrySize`. Never throws unless `throwOnError`. */
+  /** Stores encoded bytes. Never throws unless `throwOnError`. */
   async storeBytes (fullKey: string, bytes: Buffer, ttl: number, tags: readonly string[], field?: string): Promise<boolean> {
-    if (bytes.length > this.maxEntrySize) {
-      this.stats.oversized++
-      this.log.warn({ key: fullKey, bytes: bytes.length, maxEntrySize: this.maxEntrySize }, 'fastify-redis-cache: entry larger than maxEntrySize, not stored')
-      return false
-    }
     try {
       await this.stack.entries.set(fullKey, bytes, ttl, tags, field)
     } catch (err) {

@@ -1,12 +1,12 @@
-// The onRequest stage: answering from the cache without running the handler. The hit path is
+// The lookup stage: answering from the cache without running the handler. The hit path is
 // one store read (or a synchronous read of the local tier) and a send of the stored bytes. On a
 // miss, requests for the same entry are collapsed: within this process on a flight, across
 // instances on the distributed lock, so one handler runs and the others get its response.
-import type { FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify'
+import type { FastifyReply, FastifyRequest, onRequestHookHandler, preHandlerHookHandler } from 'fastify'
 import { freshness, isFreshBytes, secondsLeft } from '../freshness'
-import { validateKey } from '../keys'
 import type { CompiledRoute } from './compile'
-import { CACHE_NAME, COLLAPSED_STATUS, hitStatus, urlKey, variantOf } from './replay'
+import { CACHE_NAME, COLLAPSED_STATUS, hitStatus } from './replay'
+import { requestKey, variantOf } from './request-key'
 import type { RouteCache } from './route-cache'
 import { bypass, kState, type RequestState } from './state'
 
@@ -14,33 +14,20 @@ import { bypass, kState, type RequestState } from './state'
 // before running the handler themselves.
 const COLLAPSE_WAIT_MS = 5000
 
-export function makeOnRequest (cache: RouteCache, route: CompiledRoute): onRequestHookHandler {
+/**
+ * The hook that answers from the cache: a route-level preHandler, so that it runs after every
+ * onRequest, preParsing, preValidation and preHandler hook of the route (authentication on hits
+ * as on misses), or an onRequest hook for a route that opts into `skipHooksOnHit`.
+ */
+export function makeLookup (cache: RouteCache, route: CompiledRoute): onRequestHookHandler & preHandlerHookHandler {
   // Callback style, so a hit from the local tier is answered synchronously: no promise and no
   // microtask on the fastest path. Fastify ignores done() once a hook has replied.
   return function answerFromCache (request, reply, done) {
     const state: RequestState = { outcome: 'MISS', answered: false, untyped: false, status: 'fwd=uri-miss', fullKey: '', field: undefined, entryId: '', stale: null, flight: null, lease: null }
     request[kState] = state
-    // A route for several methods: only GET and HEAD are answered from or stored in the cache.
-    if (request.method !== 'GET' && request.method !== 'HEAD') {
-      bypass(state, 'fwd=method')
-      done()
-      return
-    }
-    if (!route.allowAuthorization && request.headers.authorization !== undefined) {
-      bypass(state, 'fwd=request; detail=authorization')
-      done()
-      return
-    }
-    try {
-      state.fullKey = route.key === undefined ? urlKey(route, request.url) : route.keyPrefix + validateKey(typeof route.key === 'function' ? route.key(request) : route.key)
-      state.entryId = state.fullKey
-      if (route.vary.length > 0) {
-        state.field = variantOf(route, request)
-        state.entryId = `${state.fullKey}\n${state.field}`
-      }
-    } catch (err) {
-      cache.log.warn({ err, url: request.url }, 'fastify-redis-cache: cannot build the cache key; request not cached')
-      bypass(state, 'fwd=bypass; detail=key')
+    const refusal = whyNotCached(cache, route, request, state)
+    if (refusal !== null) {
+      bypass(state, refusal)
       done()
       return
     }
@@ -52,6 +39,33 @@ export function makeOnRequest (cache: RouteCache, route: CompiledRoute): onReque
     }
     lookUp(cache, route, request, reply, state, isRefresh).then(() => done(), done)
   }
+}
+
+/**
+ * Why a request neither reads nor fills the shared entry (its Cache-Status parameters), or null
+ * when it does; then `state` has its key.
+ */
+function whyNotCached (cache: RouteCache, route: CompiledRoute, request: FastifyRequest, state: RequestState): string | null {
+  // A route for several methods: only GET and HEAD are answered from or stored in the cache.
+  if (request.method !== 'GET' && request.method !== 'HEAD') return 'fwd=method'
+  if (route.credentials === 'bypass') {
+    if (request.headers.authorization !== undefined) return 'fwd=request; detail=authorization'
+    if (request.headers.cookie !== undefined) return 'fwd=request; detail=cookie'
+  }
+  let fullKey: string | undefined
+  try {
+    fullKey = requestKey(route, request)
+  } catch (err) {
+    cache.warn(request, { err }, 'cannot build the cache key; request not cached')
+    return 'fwd=bypass; detail=key'
+  }
+  if (fullKey === undefined) return 'fwd=request; detail=host'
+  state.fullKey = state.entryId = fullKey
+  if (route.vary.length > 0) {
+    state.field = variantOf(route, request)
+    state.entryId = `${fullKey}\n${state.field}`
+  }
+  return null
 }
 
 /**
@@ -92,7 +106,8 @@ async function lookUp (cache: RouteCache, route: CompiledRoute, request: Fastify
       bytes = await core.read(state.fullKey, state.field)
     } catch (err) {
       core.failures.count(err, 'get', state.fullKey)
-      // A key of the other shape (the route's vary setting changed since it was stored).
+      // A key of the other shape (the route's vary setting changed since it was stored), or
+      // foreign data: unreadable like a corrupt entry, so dropped.
       if (err instanceof Error && err.message.startsWith('WRONGTYPE')) core.discard(state.fullKey)
       bypass(state, 'fwd=bypass; detail=unavailable')
       return

@@ -2,6 +2,7 @@
 // success, before it is sent, so a client that reads after it never gets the old entry.
 import type { onSendHookHandler } from 'fastify'
 import { RedisConnectionError } from '../errors'
+import { toKey } from '../keys'
 import type { CompiledBust } from './compile'
 import type { RouteCache } from './route-cache'
 
@@ -14,7 +15,7 @@ export function makeBust (cache: RouteCache, bust: CompiledBust): onSendHookHand
     try {
       if (bust.keys !== undefined) {
         const keys = typeof bust.keys === 'function' ? bust.keys(request, reply) : bust.keys
-        work.push(cache.fastifyCache.delete(keys, { namespace: bust.namespace }))
+        work.push(cache.fastifyCache.delete(keys.map(toKey), { namespace: bust.namespace }))
       }
       if (bust.tags !== undefined) {
         work.push(cache.fastifyCache.invalidateTags(typeof bust.tags === 'function' ? bust.tags(request, reply) : bust.tags))

@@ -1,18 +1,21 @@
 // Compiling `config.cache` once, in onRoute: everything a request on the route needs is checked
 // and worked out here, so bad options fail registration naming the route and the hooks do no
 // option handling per request.
-import type { RouteCacheBustOptions, RouteCacheOptions } from '../../types'
+import type { Credentials, RouteCacheBustOptions, RouteCacheOptions, RouteDefaults } from '../../types'
 import type { CacheCore } from '../cache/core'
 import { CacheConfigError } from '../errors'
 import type { StaleWindows } from '../freshness'
-import { DEFAULT_NAMESPACE, validateKey, validateNamespace, validateStaleSeconds, validateTags } from '../keys'
+import { DEFAULT_NAMESPACE, toKey, validateNamespace, validateStaleSeconds, validateTags } from '../keys'
+import { constraintKey, type UrlKeys } from './request-key'
 
 export interface CompiledRoute {
   namespace: string
   /** `redisKey('', namespace)`: a route's entry keys are this plus the key. */
   keyPrefix: string
-  /** Full keys of the default (URL) key by request URL, so a hit builds no string. */
-  urlKeys: Map<string, string>
+  /** Full default keys by host and URL, so a hit builds no string. */
+  urlKeys: UrlKeys
+  /** The route's constraints, as they end its default keys. */
+  constraintKey: string
   ttl: number
   /** How long the store keeps an entry: `ttl` plus the longer stale window. */
   keepFor: number
@@ -22,7 +25,9 @@ export interface CompiledRoute {
   vary: string[]
   statuses: Set<number>
   compress: boolean | undefined
-  allowAuthorization: boolean
+  credentials: Credentials
+  /** Hits are answered in onRequest, before the route's other hooks (an opt-in). */
+  skipHooksOnHit: boolean
   maxAge: number | undefined
 }
 
@@ -37,7 +42,17 @@ export interface CompiledBust {
 // What `vary` may list: RFC 9110 tokens, as header names are.
 const HEADER_NAME = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/
 
-export function compileRoute (options: RouteCacheOptions, where: string, core: CacheCore): CompiledRoute {
+/** What compiling a route needs besides its `config.cache`. */
+export interface RouteContext {
+  /** `GET /path`, for errors and logs. */
+  where: string
+  /** The constraints Fastify picks the route by. */
+  constraints: Record<string, unknown> | undefined
+  defaults: Required<RouteDefaults>
+}
+
+export function compileRoute (options: RouteCacheOptions, context: RouteContext, core: CacheCore): CompiledRoute {
+  const { where } = context
   if (typeof options !== 'object' || options === null) {
     throw new CacheConfigError(`fastify-redis-cache: config.cache of ${where} must be an object or false`)
   }
@@ -48,13 +63,15 @@ export function compileRoute (options: RouteCacheOptions, where: string, core: C
     staleIfError: check(what, () => validateStaleSeconds(options.staleIfError, 'staleIfError'))
   }
   const ttl = check(what, () => core.resolveTtl(options.ttl))
-  if (options.key !== undefined && typeof options.key !== 'function') check(what, () => validateKey(options.key))
+  if (options.key !== undefined && typeof options.key !== 'function') check(what, () => toKey(options.key))
   if (Array.isArray(options.tags)) check(what, () => validateTags(options.tags))
   else if (options.tags !== undefined && typeof options.tags !== 'function') throw invalid(what, 'tags must be an array or a function')
   const statuses = options.statuses ?? [200]
   if (!Array.isArray(statuses) || !statuses.every((s) => Number.isInteger(s) && s >= 200 && s <= 599)) {
     throw invalid(what, 'statuses must be an array of HTTP status codes')
   }
+  // A 206 answers one Range; stored under a key that ignores Range, it would answer plain GETs.
+  if (statuses.includes(206)) throw invalid(what, 'statuses cannot include 206: a partial response is never stored')
   const vary = options.vary ?? []
   if (!Array.isArray(vary) || !vary.every((h) => typeof h === 'string' && HEADER_NAME.test(h))) {
     throw invalid(what, 'vary must be an array of header names')
@@ -62,10 +79,12 @@ export function compileRoute (options: RouteCacheOptions, where: string, core: C
   // max-age=0 is meaningful: stored downstream, revalidated before each use.
   if (options.maxAge !== false) check(what, () => validateStaleSeconds(options.maxAge, 'maxAge'))
   const namespace = options.namespace === undefined ? DEFAULT_NAMESPACE : check(what, () => validateNamespace(options.namespace))
+  const credentials = compileCredentials(options, context.defaults, what)
   return {
     namespace,
     keyPrefix: core.layout.entry('', namespace),
     urlKeys: new Map(),
+    constraintKey: constraintKey(context.constraints),
     ttl,
     keepFor: ttl + Math.max(windows.staleWhileRevalidate, windows.staleIfError),
     windows,
@@ -74,16 +93,31 @@ export function compileRoute (options: RouteCacheOptions, where: string, core: C
     vary: vary.map((h) => h.toLowerCase()),
     statuses: new Set(statuses),
     compress: options.compress,
-    allowAuthorization: options.allowAuthorization === true,
+    credentials,
+    skipHooksOnHit: options.skipHooksOnHit === true,
     maxAge: options.maxAge === false ? undefined : options.maxAge
   }
+}
+
+const CREDENTIALS: readonly Credentials[] = ['bypass', 'shared', 'per-user']
+
+/** What the route does with requests carrying Cookie or Authorization; see `credentials`. */
+function compileCredentials (options: RouteCacheOptions, defaults: Required<RouteDefaults>, what: string): Credentials {
+  const credentials = options.credentials ?? (options.allowAuthorization === true ? 'per-user' : defaults.credentials)
+  if (!CREDENTIALS.includes(credentials)) throw invalid(what, `credentials must be one of ${CREDENTIALS.join(', ')}`)
+  // A key that is the same for every request cannot tell one user from another.
+  if (credentials === 'per-user' && typeof options.key !== 'function') {
+    throw invalid(what, "credentials: 'per-user' needs a key function that includes the user")
+  }
+  return credentials
 }
 
 export function compileBust (bust: RouteCacheBustOptions, routeNamespace: string, where: string): CompiledBust {
   const what = `config.cache.bust of ${where}`
   if (typeof bust !== 'object' || bust === null) throw invalid(what, 'bust must be an object')
   const namespace = bust.namespace === undefined ? routeNamespace : check(what, () => validateNamespace(bust.namespace))
-  if (Array.isArray(bust.keys)) check(what, () => (bust.keys as string[]).forEach(validateKey))
+  const keys = bust.keys
+  if (Array.isArray(keys)) check(what, () => keys.forEach(toKey))
   else if (bust.keys !== undefined && typeof bust.keys !== 'function') throw invalid(what, 'bust.keys must be an array or a function')
   if (Array.isArray(bust.tags)) check(what, () => validateTags(bust.tags))
   else if (bust.tags !== undefined && typeof bust.tags !== 'function') throw invalid(what, 'bust.tags must be an array or a function')

@@ -36,13 +36,16 @@ export interface HttpEntry {
   age?: string
 }
 
-// Never replayed from the cache: hop-by-hop headers, what Node computes per response, what is
-// per client (cookies) and what the cache itself sets on every answer.
+// Never replayed from the cache: hop-by-hop headers and those a shared cache must not store
+// (RFC 9111 3.1), what Node computes per response, what is per client (cookies) and what the
+// cache itself sets on every answer.
 const NOT_REPLAYED = new Set([
   'connection',
   'keep-alive',
   'proxy-authenticate',
+  'proxy-authentication-info',
   'proxy-authorization',
+  'proxy-connection',
   'te',
   'trailer',
   'transfer-encoding',
@@ -71,8 +74,9 @@ export function strongEtag (body: Buffer): string {
  */
 export function encodeHead (status: number, headers: Record<string, string | number | string[] | undefined>): Buffer {
   let text = String(status)
+  const hopByHop = connectionOptions(headers.connection)
   for (const name of Object.keys(headers)) {
-    if (NOT_REPLAYED.has(name)) continue
+    if (NOT_REPLAYED.has(name) || hopByHop?.has(name) === true) continue
     const value = headers[name]
     if (value === undefined) continue
     for (const item of Array.isArray(value) ? value : [value]) {
@@ -89,6 +93,12 @@ export function encodeHead (status: number, headers: Record<string, string | num
   head.writeUInt32BE(head.length - 4, 0)
   head.write(text, 4, 'latin1')
   return head
+}
+
+/** The headers a response's Connection header names: hop-by-hop too (RFC 9110 7.6.1). */
+function connectionOptions (connection: string | number | string[] | undefined): Set<string> | undefined {
+  if (connection === undefined) return undefined
+  return new Set(String(connection).split(',').map((name) => name.trim().toLowerCase()))
 }
 
 export function decodeEntry (bytes: Buffer): HttpEntry {

@@ -1,20 +1,24 @@
 // Route-level caching through `config.cache`: whole GET responses stored in the cache and
-// answered in `onRequest` without running the handler, and busts after successful mutations.
+// answered once the route's hooks have run, without running the handler, and busts after
+// successful mutations.
 //
 // Everything a route needs is compiled once in `onRoute`; routes without `config.cache` get no
 // hook at all. The hit path is one store read and a send of the stored bytes: headers and body
 // come from one value, and the body is never parsed or re-serialized.
 import type { FastifyInstance, RouteOptions } from 'fastify'
+import type { RouteDefaults } from '../../types'
 import type { CacheCore } from '../cache/core'
-import { makeOnRequest } from './answer'
+import { makeLookup } from './answer'
 import { makeBust } from './bust'
-import { compileBust, compileRoute } from './compile'
+import { compileBust, compileRoute, type CompiledRoute } from './compile'
 import { type CacheBusting, RouteCache } from './route-cache'
 import { kState } from './state'
 import { makeOnSend } from './store'
 
-export function installRouteCaching (fastify: FastifyInstance, core: CacheCore, cache: CacheBusting): void {
+export function installRouteCaching (fastify: FastifyInstance, core: CacheCore, cache: CacheBusting, defaults: Required<RouteDefaults>): void {
   const routeCache = new RouteCache(fastify, core, cache)
+  // Routes that serve shared entries beyond the safe default, said once at start.
+  const optIns: string[] = []
 
   fastify.decorateRequest(kState, null)
 
@@ -22,19 +26,33 @@ export function installRouteCaching (fastify: FastifyInstance, core: CacheCore, 
     const options = routeOptions.config?.cache
     if (options === undefined || options === false) return
     const where = `${String(routeOptions.method)} ${routeOptions.url}`
-    const route = compileRoute(options, where, core)
+    const route = compileRoute(options, { where, constraints: routeOptions.constraints, defaults }, core)
     const methods = [routeOptions.method].flat()
     if (methods.includes('GET') || methods.includes('HEAD')) {
-      addHook(routeOptions, 'onRequest', makeOnRequest(routeCache, route))
+      // Appended last, after the route's own hooks; the application's hooks of every level run
+      // before a route's.
+      addHook(routeOptions, route.skipHooksOnHit ? 'onRequest' : 'preHandler', makeLookup(routeCache, route))
       addHook(routeOptions, 'onSend', makeOnSend(routeCache, route))
+      // Fastify adds the HEAD route of a GET route itself: one line for the pair.
+      if (methods.includes('GET')) noteOptIns(optIns, where, route)
     }
     if (options.bust !== undefined) {
       addHook(routeOptions, 'onSend', makeBust(routeCache, compileBust(options.bust, route.namespace, where)))
     }
   })
+
+  fastify.addHook('onReady', function announceOptIns (done) {
+    if (optIns.length > 0) core.log.info({ routes: optIns }, `fastify-redis-cache: ${optIns.length} cached route(s) opted out of the safe defaults: ${optIns.join(', ')}`)
+    done()
+  })
 }
 
-type HookName = 'onRequest' | 'onSend'
+function noteOptIns (optIns: string[], where: string, route: CompiledRoute): void {
+  if (route.credentials !== 'bypass') optIns.push(`${where} (credentials: ${route.credentials})`)
+  if (route.skipHooksOnHit) optIns.push(`${where} (skipHooksOnHit: hits skip the route's hooks)`)
+}
+
+type HookName = 'onRequest' | 'preHandler' | 'onSend'
 
 /** Appends a route-level hook without mutating arrays Fastify shares with the HEAD route. */
 function addHook<T> (routeOptions: RouteOptions, name: HookName, hook: T): void {

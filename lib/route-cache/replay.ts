@@ -1,18 +1,12 @@
-// The HTTP side of route caching that needs no store: keys and variants from a request, what may
-// be stored, content coding, and the cache headers of an answer. Pure functions of their
-// arguments (some memoize on the entry or the route), testable without Redis.
-import type { FastifyReply, FastifyRequest } from 'fastify'
-import { boundedKey, defaultRouteKey } from '../keys'
+// The HTTP side of route caching that needs no store: what may be stored, content coding, and
+// the cache headers of an answer. Pure functions of their arguments (some memoize on the entry),
+// testable without Redis.
+import type { FastifyReply } from 'fastify'
 import type { CompiledRoute } from './compile'
 import type { HttpEntry } from './http-entry'
 
 export const CACHE_NAME = 'fastify-redis-cache'
 export const COLLAPSED_STATUS = `${CACHE_NAME}; fwd=uri-miss; collapsed`
-
-// URLs per route whose full keys are remembered, and the longest URL remembered: a bounded
-// memo, refilled when full, for the URLs that are hit again and again.
-const URL_KEYS_MAX = 1024
-const URL_KEY_MAX_LENGTH = 512
 
 /**
  * The Cache-Status of a fresh hit with `ttl` seconds left. It changes once a second: made once
@@ -55,32 +49,6 @@ export function unstorable (route: CompiledRoute, reply: FastifyReply, payload: 
     }
   }
   return null
-}
-
-/**
- * For a route that varies on request headers, the variant: the field of the hash at the entry's
- * key where this combination of header values is stored.
- */
-export function variantOf (route: CompiledRoute, request: FastifyRequest): string {
-  let field = ''
-  for (const header of route.vary) {
-    const value = request.headers[header]
-    field += `${header}:${value === undefined ? '' : String(value)}\n`
-  }
-  return boundedKey(field)
-}
-
-/** The full key of the default key: the path plus the sorted query, remembered per URL. */
-export function urlKey (route: CompiledRoute, url: string): string {
-  let fullKey = route.urlKeys.get(url)
-  if (fullKey === undefined) {
-    fullKey = route.keyPrefix + boundedKey(defaultRouteKey(url))
-    if (url.length <= URL_KEY_MAX_LENGTH) {
-      if (route.urlKeys.size >= URL_KEYS_MAX) route.urlKeys.clear()
-      route.urlKeys.set(url, fullKey)
-    }
-  }
-  return fullKey
 }
 
 /** Whether Accept-Encoding allows gzip: an explicit `gzip` (or `x-gzip`) entry wins over `*`. */

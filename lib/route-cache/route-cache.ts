@@ -1,8 +1,8 @@
 // What route caching keeps for the life of the app, and the steps its stages share: reading a
 // stored response back, replaying it with the cache headers, counting hits and refreshing a
-// stale entry in the background. The stages (answer.ts in onRequest, store.ts and bust.ts in
+// stale entry in the background. The stages (answer.ts in the lookup hook, store.ts and bust.ts in
 // onSend) are top-level functions handed this object, like a route's compiled settings.
-import { randomBytes } from 'node:crypto'
+import { IncomingMessage } from 'node:http'
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { FastifyCache } from '../../types'
 import type { CacheCore } from '../cache/core'
@@ -10,6 +10,7 @@ import { ENCODING_GZIP } from '../envelope'
 import { CacheDeserializationError } from '../errors'
 import { Flights } from '../flights'
 import { BackgroundRefresh } from '../refresh'
+import { Throttle } from '../throttled-log'
 import type { CompiledRoute } from './compile'
 import { DecodedEntries } from './decoded-entries'
 import { decodeEntry, etagMatches, type HttpEntry } from './http-entry'
@@ -22,9 +23,13 @@ export type CacheBusting = Pick<FastifyCache, 'delete' | 'invalidateTags' | 'cle
 // Decoded heads and gunzipped bodies of recently hit entries, so hits skip that work.
 const DECODED_MAX_ENTRIES = 1024
 const DECODED_MAX_BYTES = 16 * 1024 * 1024
-// A background refresh is a request the plugin sends to itself; this header, with a secret
-// made per process, marks it so that no client can force one.
-const REFRESH_HEADER = 'x-fastify-redis-cache-refresh'
+/**
+ * A background refresh is a request the plugin sends to itself (light-my-request builds its raw
+ * request from this class). Only the class marks it: it carries the client's headers and address
+ * and nothing else, so the handler sees what the client sent, and nothing a client can send makes
+ * a request of its own skip the cache.
+ */
+class RefreshRequest extends IncomingMessage {}
 
 export class RouteCache {
   readonly core: CacheCore
@@ -38,10 +43,11 @@ export class RouteCache {
   /** Checked once: building the debug line's fields costs an allocation on every request. */
   readonly debug: boolean
   private readonly fastify: FastifyInstance
-  private readonly refreshSecret = randomBytes(16).toString('hex')
   /** Entries being refreshed in the background, so each is refreshed once at a time. */
   private readonly refreshes = new BackgroundRefresh()
   private readonly decoded = new DecodedEntries(DECODED_MAX_ENTRIES, DECODED_MAX_BYTES)
+  /** Warnings a client can cause on every request (a key its request cannot make) are throttled. */
+  private readonly warnings = new Throttle()
 
   constructor (fastify: FastifyInstance, core: CacheCore, cache: CacheBusting) {
     this.fastify = fastify
@@ -54,7 +60,7 @@ export class RouteCache {
 
   /** Whether a request is this process's own background refresh (which must not hit). */
   isRefresh (request: FastifyRequest): boolean {
-    return request.headers[REFRESH_HEADER] === this.refreshSecret
+    return request.raw instanceof RefreshRequest
   }
 
   /** Reads a stored response; an unreadable one is a miss: deleted, counted, logged. */
@@ -74,6 +80,12 @@ export class RouteCache {
     }
   }
 
+  /** Logs a warning a request caused, at most once every few seconds. */
+  warn (request: FastifyRequest, fields: Record<string, unknown>, message: string): void {
+    const suppressed = this.warnings.pass()
+    if (suppressed !== undefined) this.log.warn({ ...fields, url: request.url, suppressed }, `fastify-redis-cache: ${message}`)
+  }
+
   countHit (route: CompiledRoute, bytes: number): void {
     const stats = this.core.stats
     stats.hits++
@@ -81,17 +93,22 @@ export class RouteCache {
     stats.namespaceHit(route.namespace)
   }
 
-  /** Replays the refresh request in-process so the handler runs and its response is stored. */
+  /**
+   * Replays the request in-process, from the client's address and with its headers, so that the
+   * route's hooks judge it as they judged the client and the handler's response is stored. Only
+   * the validators are left out: the refresh needs the whole response, not a 304.
+   */
   refreshInBackground (request: FastifyRequest, entryId: string): void {
     this.refreshes.start(entryId, () => {
-      const headers = { ...request.headers, [REFRESH_HEADER]: this.refreshSecret }
+      const headers = { ...request.headers }
       delete headers['if-none-match']
-      return this.fastify.inject({ method: 'GET', url: request.url, headers })
+      delete headers['if-modified-since']
+      return this.fastify.inject({ method: 'GET', url: request.url, headers, remoteAddress: request.socket.remoteAddress, Request: RefreshRequest })
     }, (err) => this.log.warn({ err, url: request.url }, 'fastify-redis-cache: background refresh failed'))
   }
 
   /**
-   * Answers from an entry in onRequest; the handler does not run. Undefined, with the reply
+   * Answers from an entry in the lookup hook; the handler does not run. Undefined, with the reply
    * untouched, when the entry's body cannot be read back.
    */
   sendEntry (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry, outcome: Outcome, cacheStatus: string, now: number): FastifyReply | undefined {

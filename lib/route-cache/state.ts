@@ -1,4 +1,4 @@
-// What one request on a cached route carries from onRequest to onSend.
+// What one request on a cached route carries from the lookup hook to onSend.
 import type { Flight } from '../flights'
 import type { Lease } from '../lock'
 import type { HttpEntry } from './http-entry'
@@ -8,7 +8,7 @@ export type Outcome = 'HIT' | 'MISS' | 'STALE' | 'BYPASS'
 /** What one request on a cached route has found out so far. */
 export interface RequestState {
   outcome: Outcome
-  /** Answered from the cache in onRequest: onSend has nothing left to do. */
+  /** Answered from the cache in the lookup hook: onSend has nothing left to do. */
   answered: boolean
   /** The entry it was answered from has no content type (Fastify adds one to a Buffer). */
   untyped: boolean

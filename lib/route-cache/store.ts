@@ -33,7 +33,7 @@ export function makeOnSend (cache: RouteCache, route: CompiledRoute): onSendHook
 /** onSend's work on a cached route: headers, storing a miss, 304s. Returns the payload to send. */
 function responseToSend (cache: RouteCache, route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, payload: unknown): unknown {
   const state = request[kState]
-  // An earlier onRequest hook replied (say, a 401) before the cache looked.
+  // An earlier hook replied (say, a 401 from authentication) before the cache looked.
   if (state === null) {
     cache.decided(request, reply, 'BYPASS', 'fwd=request; detail=early-reply')
     return payload
@@ -60,10 +60,12 @@ function responseToSend (cache: RouteCache, route: CompiledRoute, request: Fasti
   const body = payload === null || payload === undefined ? Buffer.alloc(0) : Buffer.isBuffer(payload) ? payload : Buffer.from(payload as string)
   if (!reply.hasHeader('etag')) reply.header('etag', strongEtag(body))
   if (route.maxAge !== undefined && !reply.hasHeader('cache-control')) {
-    reply.header('cache-control', `${request.headers.authorization === undefined ? 'public' : 'private'}, max-age=${route.maxAge}`)
+    // An answer to a request with credentials may be meant for that user only: never `public`.
+    const credentials = request.headers.authorization !== undefined || request.headers.cookie !== undefined
+    reply.header('cache-control', `${credentials ? 'private' : 'public'}, max-age=${route.maxAge}`)
   }
   // The entry is split on these request headers: say so to every cache downstream.
-  for (const header of route.vary) reply.header('vary', appendVary(reply.getHeader('vary') as string | undefined, header))
+  for (const header of route.vary) addVary(reply, header)
   storeMiss(cache, route, request, reply, state, body, flight, lease)
   const ifNoneMatch = request.headers['if-none-match']
   // As on hits, only a 200 becomes a 304 (RFC 9110 13.1.1: preconditions apply to 2xx only).
@@ -94,39 +96,59 @@ function notStored (cache: RouteCache, route: CompiledRoute, request: FastifyReq
  */
 function storeMiss (cache: RouteCache, route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, state: RequestState, body: Buffer, flight: Flight<Buffer | null> | null, lease: Lease | null): void {
   const core = cache.core
+  const giveUp = (detail: string): void => {
+    flight?.settle(null)
+    lease?.release()
+    cache.decided(request, reply, 'MISS', `${state.status}; detail=${detail}`)
+  }
   let tags: string[] = []
-  let bytes: Buffer | null = null
+  let head: Buffer
   let failure = 'tags'
   try {
     if (route.tags !== undefined) tags = validateTags(typeof route.tags === 'function' ? route.tags(request) : route.tags)
     failure = 'headers'
-    bytes = core.encode(body, {
-      kind: KIND_RESPONSE,
-      freshFor: route.ttl,
-      // A body the handler already encoded is never gzipped a second time.
-      compress: reply.hasHeader('content-encoding') ? false : route.compress,
-      head: encodeHead(reply.statusCode, reply.getHeaders())
-    })
+    head = encodeHead(reply.statusCode, reply.getHeaders())
   } catch (err) {
     core.failures.count(err, 'set', state.fullKey)
-  }
-  if (bytes === null) {
-    flight?.settle(null)
-    lease?.release()
-    cache.decided(request, reply, 'MISS', `${state.status}; detail=${failure}`)
+    giveUp(failure)
     return
   }
-  // Hits of a gzipped entry depend on Accept-Encoding: say so from the first response.
-  if (isGzipped(bytes)) reply.header('vary', appendVary(reply.getHeader('vary') as string | undefined, 'accept-encoding'))
-  // Not awaited: the response does not depend on it, and the write is queued on the same
-  // connection ahead of any later read, so the next request already sees it.
-  const stored = core.storeBytes(state.fullKey, bytes, route.keepFor, tags, state.field).catch(() => {})
-  stored.then(() => lease?.release())
-  // Waiters get the response either way; only an entry within maxEntrySize is stored. The
-  // flight is findable until the entry is written, not until the lock is let go: a bust that
-  // follows the write must not find the old response still in flight.
-  flight?.settle(bytes, stored)
-  cache.decided(request, reply, 'MISS', `${state.status}; ${bytes.length > core.maxEntrySize ? 'detail=size' : 'stored'}`)
+  if (core.oversized(state.fullKey, head.length + body.length)) {
+    giveUp('size')
+    return
+  }
+  // A body the handler already encoded is never gzipped a second time.
+  const compress = reply.hasHeader('content-encoding') ? false : route.compress
+  const encoded = core.encode(body, { kind: KIND_RESPONSE, freshFor: route.ttl, compress, head })
+  const store = (bytes: Buffer): void => {
+    // Not awaited: the response does not depend on it, and the write is queued on the same
+    // connection ahead of any later read, so the next request already sees it.
+    const stored = core.storeBytes(state.fullKey, bytes, route.keepFor, tags, state.field).catch(() => {})
+    stored.then(() => lease?.release())
+    // Waiters get the response either way. The flight is findable until the entry is written,
+    // not until the lock is let go: a bust that follows the write must not find the old
+    // response still in flight.
+    flight?.settle(bytes, stored)
+  }
+  if (Buffer.isBuffer(encoded)) {
+    // Hits of a gzipped entry depend on Accept-Encoding: say so from the first response.
+    if (isGzipped(encoded)) addVary(reply, 'accept-encoding')
+    store(encoded)
+  } else {
+    // Gzipped off the event loop while the response goes out: whether gzip is kept is not known
+    // yet, and a Vary that may be one header too many is safe.
+    addVary(reply, 'accept-encoding')
+    encoded.then(store, (err: unknown) => {
+      core.failures.count(err, 'set', state.fullKey)
+      flight?.settle(null)
+      lease?.release()
+    })
+  }
+  cache.decided(request, reply, 'MISS', `${state.status}; stored`)
+}
+
+function addVary (reply: FastifyReply, header: string): void {
+  reply.header('vary', appendVary(reply.getHeader('vary') as string | undefined, header))
 }
 
 // Counted as the miss it was (the handler ran); the answer says it came from the old entry.
