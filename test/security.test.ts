@@ -150,6 +150,21 @@ for (const store of STORES) {
     t.equal(seen.length, 1)
   })
 
+  t.test(`4b. a client whose connection is gone gets no refresh from the loopback (${store})`, async (t) => {
+    let runs = 0
+    const { app: server, cache } = await app(t, store, (app) => {
+      // As a closed socket does: it no longer has an address.
+      app.addHook('preValidation', async (request) => {
+        if (request.headers['x-gone'] !== undefined) Object.defineProperty(request.socket, 'remoteAddress', { value: undefined })
+      })
+      app.get('/gone', { config: { cache: { ttl: 1, staleWhileRevalidate: 600 } } }, async () => { runs++; return 'fresh' })
+    })
+    await plantStale(cache, 'localhost:80/gone', 'stale')
+    t.equal((await server.inject({ url: '/gone', headers: { 'x-gone': '1' } })).headers['x-cache'], 'STALE')
+    t.equal((await server.inject('/gone')).headers['x-cache'], 'STALE', 'still stale: no refresh ran for the first')
+    await until(() => runs === 1, 2000, 'the refresh of the second')
+  })
+
   t.test(`7. 206 is never stored, nor headers a shared cache must not keep (${store})`, async (t) => {
     await t.rejects(app(t, store, (app) => {
       app.get('/ranged', { config: { cache: { ttl: 60, statuses: [200, 206] } } }, async () => 'x')

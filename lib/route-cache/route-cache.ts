@@ -99,11 +99,15 @@ export class RouteCache {
    * the validators are left out: the refresh needs the whole response, not a 304.
    */
   refreshInBackground (request: FastifyRequest, entryId: string): void {
+    // A socket that is gone has no address any more, and light-my-request would then send the
+    // refresh from 127.0.0.1: a client could close its connection to be taken for the loopback.
+    const remoteAddress = request.socket.remoteAddress
+    if (remoteAddress === undefined) return
     this.refreshes.start(entryId, () => {
       const headers = { ...request.headers }
       delete headers['if-none-match']
       delete headers['if-modified-since']
-      return this.fastify.inject({ method: 'GET', url: request.url, headers, remoteAddress: request.socket.remoteAddress, Request: RefreshRequest })
+      return this.fastify.inject({ method: 'GET', url: request.url, headers, remoteAddress, Request: RefreshRequest })
     }, (err) => this.log.warn({ err, url: request.url }, 'fastify-redis-cache: background refresh failed'))
   }
 
