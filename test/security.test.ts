@@ -7,6 +7,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { KIND_RESPONSE } from '../lib/envelope'
 import type { CacheManager } from '../lib/cache/manager'
 import { encodeHead } from '../lib/route-cache/http-entry'
+import { constraintKey } from '../lib/route-cache/request-key'
 import type { CacheOptions } from '../types'
 import { LEVEL, type Scope, until } from './helpers/app'
 import { listen, onRedis, type RouteApp, routeApp, sharedRedis } from './helpers/route-app'
@@ -271,4 +272,55 @@ t.test('a large body whose gzip fails off the event loop: answered, not stored, 
   t.equal(res.body, body, 'the client gets the whole body')
   await until(() => cache.getStatistics().errors === 1, 2000, 'the failure to be counted')
   t.equal((await server.inject('/big')).headers['x-cache'], 'MISS', 'nothing was stored')
+})
+
+for (const store of STORES) {
+  t.test(`a hit is never followed by the handler, whatever the onSend hooks (${store})`, async (t) => {
+    let runs = 0
+    const { app: server } = await app(t, store, (app) => {
+      // Async onSend hooks: the reply is not yet `sent` when the lookup settles.
+      app.addHook('onSend', async (_request, _reply, payload) => { await new Promise((resolve) => setImmediate(resolve)); return payload })
+      app.get('/once', { config: { cache: { ttl: 60 } } }, async () => `run ${++runs}`)
+    })
+    for (let i = 0; i < 3; i++) t.equal((await server.inject('/once')).body, 'run 1')
+    t.equal(runs, 1)
+  })
+
+  t.test(`an entry filled anonymously is private to a client with credentials (${store})`, async (t) => {
+    const { app: server } = await app(t, store, (app) => {
+      app.get('/open', { config: { cache: { ttl: 60, maxAge: 30, credentials: 'shared' } } }, async () => 'open')
+      app.get('/own', { config: { cache: { ttl: 60 } } }, async (_request, reply) => reply.header('cache-control', 'public, max-age=5').send('own'))
+    })
+    t.equal((await server.inject('/open')).headers['cache-control'], 'public, max-age=30')
+    const hit = await server.inject({ url: '/open', headers: { authorization: 'Bearer a' } })
+    t.equal(hit.headers['x-cache'], 'HIT')
+    t.equal(hit.headers['cache-control'], 'private, max-age=30')
+    t.equal((await server.inject({ url: '/own', headers: { cookie: 'a=1' } })).headers['cache-control'], 'private, max-age=5', 'the handler\'s own header too')
+  })
+
+  t.test(`a write gzipped off the event loop is dropped when an invalidation overtakes it (${store})`, async (t) => {
+    const big = 'y'.repeat(100_000)
+    const { app: server, cache } = await app(t, store, (app) => {
+      app.get('/big', { config: { cache: { ttl: 60, key: 'big' } } }, async () => big)
+    })
+    const setting = cache.set('value', big)
+    await cache.delete('value')
+    t.equal(await setting, false, 'a set whose value was still being gzipped when the delete came')
+    t.equal(await cache.get('value'), null)
+
+    t.equal((await server.inject('/big')).headers['x-cache'], 'MISS')
+    // Busted as soon as the response is in, while its entry is still being gzipped.
+    await cache.delete('big')
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    t.equal((await server.inject('/big')).headers['x-cache'], 'MISS', 'the old answer was not stored after the bust')
+    await until(async () => (await server.inject('/big')).headers['x-cache'] === 'HIT', 2000, 'a later answer to be stored')
+  })
+}
+
+t.test('constraints of any shape make distinct keys', async (t) => {
+  t.equal(constraintKey(undefined), '')
+  t.not(constraintKey({ host: /a\.example/ }), constraintKey({ host: /b\.example/ }))
+  t.not(constraintKey({ custom: { a: 1 } }), constraintKey({ custom: { a: 2 } }), 'objects are not all [object Object]')
+  t.not(constraintKey({ x: '1 y=2' }), constraintKey({ x: '1', y: '2' }))
+  t.equal(constraintKey({ b: '1', a: '2' }), constraintKey({ a: '2', b: '1' }), 'in name order')
 })

@@ -53,6 +53,12 @@ export class CacheCore {
   private readonly maxTtl: number
   /** A client can send any number of oversized answers: one warning every few seconds. */
   private readonly oversizedLog = new Throttle()
+  /**
+   * Counts the invalidations made through this instance. A write whose encoding went off the
+   * event loop checks it did not change meanwhile: otherwise it may carry what an invalidation
+   * that has already returned removed, and is dropped.
+   */
+  epoch = 0
 
   constructor (options: CacheCoreOptions) {
     this.stack = options.stack
@@ -85,12 +91,14 @@ export class CacheCore {
    */
   async write (fullKey: string, payload: Buffer, entry: Omit<EntryOptions, 'head'>): Promise<boolean> {
     if (this.oversized(fullKey, payload.length)) return false
+    const epoch = this.epoch
     let bytes: Buffer
     try {
       bytes = await this.encode(payload, entry)
     } catch (err) {
       return this.failures.failed(err, 'set', fullKey, false)
     }
+    if (this.epoch !== epoch) return false
     return this.storeBytes(fullKey, bytes, entry.ttl, entry.tags)
   }
 

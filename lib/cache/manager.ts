@@ -60,6 +60,7 @@ export class CacheManager implements FastifyCache {
 
   async delete (keys: string | string[], opts?: NamespaceOption): Promise<number> {
     const fullKeys = validateKeys(keys).map((key) => this.redisKey(key, opts?.namespace))
+    this.core.epoch++
     return this.removed(fullKeys.length === 0 ? 0 : this.core.stack.entries.delete(fullKeys), 'delete', fullKeys[0])
   }
 
@@ -109,11 +110,13 @@ export class CacheManager implements FastifyCache {
   /** `clear` with its own failure policy: the management route reports a failed clear as such. */
   async clearEntries (namespace: string | undefined, throwOnError: boolean): Promise<number> {
     if (namespace !== undefined) validateNamespace(namespace)
+    this.core.epoch++
     return this.removed(this.core.stack.entries.clear(namespace), 'clear', this.core.layout.pattern(namespace), throwOnError)
   }
 
   async invalidateTags (tags: string | string[]): Promise<number> {
     const list = validateTags(tags)
+    this.core.epoch++
     return this.removed(this.core.stack.entries.invalidateTags(list).then((result) => result.removed), 'invalidateTags', list.join(','))
   }
 

@@ -37,7 +37,9 @@ export function makeLookup (cache: RouteCache, route: CompiledRoute): onRequestH
       const bytes = local.get(state.fullKey)
       if (bytes !== undefined && answerFromEntry(cache, route, request, reply, state, bytes)) return
     }
-    lookUp(cache, route, request, reply, state, isRefresh).then(() => done(), done)
+    // Once answered, the hook chain must stop here: with async onSend hooks the reply is not yet
+    // `sent` when the lookup settles, and done() would run the handler as well.
+    lookUp(cache, route, request, reply, state, isRefresh).then(() => { if (!state.answered) done() }, done)
   }
 }
 

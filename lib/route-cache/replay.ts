@@ -1,7 +1,7 @@
 // The HTTP side of route caching that needs no store: what may be stored, content coding, and
 // the cache headers of an answer. Pure functions of their arguments (some memoize on the entry),
 // testable without Redis.
-import type { FastifyReply } from 'fastify'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { CompiledRoute } from './compile'
 import type { HttpEntry } from './http-entry'
 
@@ -49,6 +49,19 @@ export function unstorable (route: CompiledRoute, reply: FastifyReply, payload: 
     }
   }
   return null
+}
+
+/**
+ * An answer to a request with credentials is never `public`, whoever made the header (the
+ * route's maxAge for an anonymous request that filled the entry, or the handler): a CDN would
+ * keep it for everyone.
+ */
+export function keepPrivate (request: FastifyRequest, reply: FastifyReply): void {
+  if (request.headers.authorization === undefined && request.headers.cookie === undefined) return
+  const cacheControl = reply.getHeader('cache-control')
+  if (cacheControl !== undefined && /\bpublic\b/i.test(String(cacheControl))) {
+    reply.header('cache-control', String(cacheControl).replace(/\bpublic\b/gi, 'private'))
+  }
 }
 
 /** Whether Accept-Encoding allows gzip: an explicit `gzip` (or `x-gzip`) entry wins over `*`. */

@@ -59,10 +59,17 @@ export function variantOf (route: CompiledRoute, request: FastifyRequest): strin
 }
 
 /**
- * The route's constraints as they end its default keys: ` name=value` pairs in name order (a
- * space cannot occur in a request's path or query), empty for a route without constraints.
+ * The route's constraints as they end its default keys: a space (which cannot occur in a
+ * request's path or query) and the name-value pairs in name order as JSON, so that no two sets
+ * of constraints read alike; empty for a route without constraints.
  */
 export function constraintKey (constraints: Record<string, unknown> | undefined): string {
   if (constraints === undefined) return ''
-  return Object.keys(constraints).sort().map((name) => ` ${name}=${String(constraints[name])}`).join('')
+  const pairs = Object.keys(constraints).sort().map((name) => [name, constraintValue(constraints[name])])
+  return ` ${JSON.stringify(pairs)}`
+}
+
+/** A constraint's value as text: a RegExp (a host constraint) as its source and flags. */
+function constraintValue (value: unknown): unknown {
+  return value instanceof RegExp ? String(value) : value
 }

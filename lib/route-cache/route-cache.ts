@@ -3,6 +3,7 @@
 // stale entry in the background. The stages (answer.ts in the lookup hook, store.ts and bust.ts in
 // onSend) are top-level functions handed this object, like a route's compiled settings.
 import { IncomingMessage } from 'node:http'
+import type { TLSSocket } from 'node:tls'
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { FastifyCache } from '../../types'
 import type { CacheCore } from '../cache/core'
@@ -14,7 +15,7 @@ import { Throttle } from '../throttled-log'
 import type { CompiledRoute } from './compile'
 import { DecodedEntries } from './decoded-entries'
 import { decodeEntry, etagMatches, type HttpEntry } from './http-entry'
-import { acceptsGzip, ageOf, appendVary, CACHE_NAME } from './replay'
+import { acceptsGzip, ageOf, appendVary, CACHE_NAME, keepPrivate } from './replay'
 import { kState, type Outcome, type RequestState } from './state'
 
 /** What busts go through: the public methods, so namespaces and tags are handled as for users. */
@@ -99,10 +100,14 @@ export class RouteCache {
    * the validators are left out: the refresh needs the whole response, not a 304.
    */
   refreshInBackground (request: FastifyRequest, entryId: string): void {
-    // A socket that is gone has no address any more, and light-my-request would then send the
-    // refresh from 127.0.0.1: a client could close its connection to be taken for the loopback.
+    // Only a request the replay can repeat faithfully is refreshed. A socket that is gone has no
+    // address any more, and light-my-request would then send from 127.0.0.1 (a client could
+    // close its connection to be taken for the loopback); without a Host header (HTTP/1.0,
+    // HTTP/2) it would add one of its own, and the replay would fill another entry; a TLS socket
+    // it cannot imitate (`request.protocol` would say http). The stale entry then stays until it
+    // expires, and the next miss refreshes it.
     const remoteAddress = request.socket.remoteAddress
-    if (remoteAddress === undefined) return
+    if (remoteAddress === undefined || request.headers.host === undefined || (request.socket as TLSSocket).encrypted === true) return
     this.refreshes.start(entryId, () => {
       const headers = { ...request.headers }
       delete headers['if-none-match']
@@ -149,6 +154,7 @@ export class RouteCache {
   replay (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry, body: Buffer, outcome: Outcome, cacheStatus: string, now: number): Buffer | null {
     reply.code(entry.status)
     for (const name of entry.headerNames) reply.header(name, entry.headers[name])
+    keepPrivate(request, reply)
     this.announce(request, reply, outcome, cacheStatus)
     reply.header('age', ageOf(entry, now))
     let etag = entry.headers.etag as string | undefined

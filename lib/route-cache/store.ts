@@ -9,7 +9,7 @@ import { validateTags } from '../keys'
 import type { Lease } from '../lock'
 import type { CompiledRoute } from './compile'
 import { encodeHead, etagMatches, type HttpEntry, strongEtag } from './http-entry'
-import { appendVary, CACHE_NAME, unstorable } from './replay'
+import { appendVary, CACHE_NAME, keepPrivate, unstorable } from './replay'
 import type { RouteCache } from './route-cache'
 import { kState, type RequestState } from './state'
 
@@ -35,6 +35,7 @@ function responseToSend (cache: RouteCache, route: CompiledRoute, request: Fasti
   const state = request[kState]
   // An earlier hook replied (say, a 401 from authentication) before the cache looked.
   if (state === null) {
+    keepPrivate(request, reply)
     cache.decided(request, reply, 'BYPASS', 'fwd=request; detail=early-reply')
     return payload
   }
@@ -43,6 +44,7 @@ function responseToSend (cache: RouteCache, route: CompiledRoute, request: Fasti
     return payload
   }
   if (state.outcome === 'BYPASS') {
+    keepPrivate(request, reply)
     cache.decided(request, reply, 'BYPASS', state.status)
     return payload
   }
@@ -54,19 +56,18 @@ function responseToSend (cache: RouteCache, route: CompiledRoute, request: Fasti
   if (refusal !== null) {
     flight?.settle(null)
     lease?.release()
+    keepPrivate(request, reply)
     return notStored(cache, route, request, reply, state, payload, refusal)
   }
 
   const body = payload === null || payload === undefined ? Buffer.alloc(0) : Buffer.isBuffer(payload) ? payload : Buffer.from(payload as string)
   if (!reply.hasHeader('etag')) reply.header('etag', strongEtag(body))
-  if (route.maxAge !== undefined && !reply.hasHeader('cache-control')) {
-    // An answer to a request with credentials may be meant for that user only: never `public`.
-    const credentials = request.headers.authorization !== undefined || request.headers.cookie !== undefined
-    reply.header('cache-control', `${credentials ? 'private' : 'public'}, max-age=${route.maxAge}`)
-  }
+  // Stored as `public`; an answer to a request with credentials says `private` (keepPrivate).
+  if (route.maxAge !== undefined && !reply.hasHeader('cache-control')) reply.header('cache-control', `public, max-age=${route.maxAge}`)
   // The entry is split on these request headers: say so to every cache downstream.
   for (const header of route.vary) addVary(reply, header)
   storeMiss(cache, route, request, reply, state, body, flight, lease)
+  keepPrivate(request, reply)
   const ifNoneMatch = request.headers['if-none-match']
   // As on hits, only a 200 becomes a 304 (RFC 9110 13.1.1: preconditions apply to 2xx only).
   if (ifNoneMatch !== undefined && reply.statusCode === 200 && etagMatches(ifNoneMatch, reply.getHeader('etag') as string)) {
@@ -138,10 +139,18 @@ function storeMiss (cache: RouteCache, route: CompiledRoute, request: FastifyReq
     // Gzipped off the event loop while the response goes out: whether gzip is kept is not known
     // yet, and a Vary that may be one header too many is safe.
     addVary(reply, 'accept-encoding')
-    encoded.then(store, (err: unknown) => {
-      core.failures.count(err, 'set', state.fullKey)
+    const epoch = core.epoch
+    const drop = (): void => {
       flight?.settle(null)
       lease?.release()
+    }
+    encoded.then((bytes) => {
+      // A bust that returned while this was being gzipped may have removed this very answer.
+      if (core.epoch === epoch) store(bytes)
+      else drop()
+    }, (err: unknown) => {
+      core.failures.count(err, 'set', state.fullKey)
+      drop()
     })
   }
   cache.decided(request, reply, 'MISS', `${state.status}; stored`)
