@@ -14,6 +14,7 @@ import { openConnection } from './connection'
 import type { KeyLayout } from './keys'
 import { SegmentCache } from './local/segment-cache'
 import type { Statistics } from './statistics'
+import type { CacheStatistics } from '../types'
 import { type CircuitState, GuardedStore } from './stores/guarded'
 import { MemoryStore } from './stores/memory'
 import { type RedisClient, RedisStore } from './stores/redis'
@@ -39,6 +40,10 @@ export interface CacheStack {
   /** Whether commands can be expected to succeed now. */
   readonly connected: boolean
   readonly circuit: CircuitState
+  /** What the Redis refuses (see capabilities.ts): filled in once the connection is probed. */
+  readonly missingCapabilities: string[]
+  /** The local tier's report for the statistics; null when off. */
+  localReport (): CacheStatistics['local']
   close (): Promise<void>
 }
 
@@ -71,6 +76,8 @@ export async function buildStack (fastify: FastifyInstance, log: FastifyBaseLogg
     client,
     get connected () { return breaker.connected },
     get circuit () { return breaker.state },
+    missingCapabilities: [],
+    localReport: () => tiered === undefined ? null : { ...tiered.local.describe(), bypassed: false },
     async close () {
       bus?.close()
       tiered?.dropAll()
@@ -92,6 +99,8 @@ function memoryStack (store: MemoryStore): CacheStack {
     client: undefined,
     connected: true,
     circuit: 'closed',
+    missingCapabilities: [],
+    localReport: () => null,
     close: () => store.close()
   }
 }

@@ -4,6 +4,9 @@ import type { CacheStatistics } from '../types'
 
 interface NamespaceCounters { hits: number, misses: number }
 
+/** What the statistics report that the layers know rather than count. */
+export type LayerReport = Pick<CacheStatistics, 'store' | 'connected' | 'circuit' | 'local' | 'invalidationsPending' | 'missingCapabilities'>
+
 export class Statistics {
   hits = 0
   misses = 0
@@ -16,6 +19,9 @@ export class Statistics {
   bytesWritten = 0
   compressedBytesIn = 0
   compressedBytesOut = 0
+  invalidationsRetried = 0
+  invalidatedReads = 0
+  rateLimitFailedOpen = 0
   private since = Date.now()
   // Route caching counts per namespace; namespaces are route configuration, so this stays small.
   private readonly byNamespace = new Map<string, NamespaceCounters>()
@@ -36,11 +42,13 @@ export class Statistics {
   reset (): void {
     this.hits = this.misses = this.sets = this.deletes = this.evictions = this.errors = this.oversized = 0
     this.bytesRead = this.bytesWritten = this.compressedBytesIn = this.compressedBytesOut = 0
+    this.invalidationsRetried = this.invalidatedReads = this.rateLimitFailedOpen = 0
     this.byNamespace.clear()
     this.since = Date.now()
   }
 
-  snapshot (store: CacheStatistics['store'], connected: boolean, circuit: CacheStatistics['circuit'], local: CacheStatistics['local']): CacheStatistics {
+  /** The counters with their rates, and what the layers report about themselves. */
+  snapshot (layers: LayerReport): CacheStatistics {
     const namespaces: CacheStatistics['namespaces'] = {}
     for (const [name, { hits, misses }] of this.byNamespace) {
       namespaces[name] = { hits, misses, hitRate: rate(hits, misses) }
@@ -59,11 +67,11 @@ export class Statistics {
       compressedBytesIn: this.compressedBytesIn,
       compressedBytesOut: this.compressedBytesOut,
       compressionRatio: this.compressedBytesIn === 0 ? 1 : this.compressedBytesOut / this.compressedBytesIn,
+      invalidationsRetried: this.invalidationsRetried,
+      invalidatedReads: this.invalidatedReads,
+      rateLimitFailedOpen: this.rateLimitFailedOpen,
       namespaces,
-      store,
-      connected,
-      circuit,
-      local,
+      ...layers,
       uptime: Math.floor((Date.now() - this.since) / 1000)
     }
   }

@@ -114,6 +114,11 @@ function statistics (over: Partial<CacheStatistics> = {}): CacheStatistics {
     compressedBytesIn: 3000,
     compressedBytesOut: 300,
     compressionRatio: 0.1,
+    invalidationsPending: 0,
+    invalidationsRetried: 0,
+    invalidatedReads: 0,
+    rateLimitFailedOpen: 0,
+    missingCapabilities: [],
     namespaces: {},
     store: 'redis',
     connected: true,
@@ -172,7 +177,7 @@ t.test('renderMetrics: every statistic, with HELP and TYPE, valid and parsable',
         items: { hits: 4, misses: 1, hitRate: 0.8 },
         users: { hits: 0, misses: 2, hitRate: 0 }
       },
-      local: { entries: 13, bytes: 14, maxEntries: 15, maxBytes: 16 }
+      local: { entries: 13, bytes: 14, maxEntries: 15, maxBytes: 16, bypassed: false }
     }),
     info: REDIS_INFO,
     connected: true

@@ -5,7 +5,7 @@ import type { CacheStatistics } from '../types'
 
 /** A snapshot; the store-level fields (circuit, local tier) are passed through as given. */
 function snap (stats: Statistics, store: CacheStatistics['store'], connected: boolean, circuit: CacheStatistics['circuit']): CacheStatistics {
-  return stats.snapshot(store, connected, circuit, null)
+  return stats.snapshot({ store, connected, circuit, local: null, invalidationsPending: 0, missingCapabilities: [] })
 }
 
 t.test('a fresh snapshot', async (t) => {

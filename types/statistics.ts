@@ -23,6 +23,11 @@ export const StatisticsSchema = Type.Object({
   compressedBytesIn: Type.Integer({ description: 'Bytes before compression of the values that were compressed' }),
   compressedBytesOut: Type.Integer({ description: 'The same values after compression' }),
   compressionRatio: Type.Number({ description: 'compressed / original size of compressed values; 1 when none' }),
+  invalidationsPending: Type.Integer({ description: 'Invalidations Redis has not applied yet, kept and retried' }),
+  invalidationsRetried: Type.Integer({ description: 'Invalidations applied on a retry, after Redis had failed them' }),
+  invalidatedReads: Type.Integer({ description: 'Entries read but not served because an invalidation covers them' }),
+  rateLimitFailedOpen: Type.Integer({ description: 'rateLimit calls let through because Redis could not count them' }),
+  missingCapabilities: Type.Array(Type.String(), { description: 'What the Redis refuses (scripting, pubsub, info), each disabling a feature' }),
   namespaces: Type.Record(Type.String(), Type.Object({
     hits: Type.Integer(),
     misses: Type.Integer(),
@@ -35,7 +40,8 @@ export const StatisticsSchema = Type.Object({
     entries: Type.Integer(),
     bytes: Type.Integer(),
     maxEntries: Type.Integer(),
-    maxBytes: Type.Integer()
+    maxBytes: Type.Integer(),
+    bypassed: Type.Boolean({ description: 'Whether the tier is bypassed because invalidations cannot reach it' })
   }, { description: 'The in-process tier in front of Redis: what it holds and its bounds; null when off' })),
   uptime: Type.Integer({ description: 'Seconds since the statistics were last reset' })
 }, { additionalProperties: true })

@@ -145,7 +145,14 @@ export class CacheManager implements FastifyCache {
 
   getStatistics (): CacheStatistics {
     const { stack, stats } = this.core
-    return stats.snapshot(stack.kind, stack.connected, stack.circuit, stack.local?.describe() ?? null)
+    return stats.snapshot({
+      store: stack.kind,
+      connected: stack.connected,
+      circuit: stack.circuit,
+      local: stack.localReport(),
+      invalidationsPending: 0,
+      missingCapabilities: [...stack.missingCapabilities]
+    })
   }
 
   resetStatistics (): void {
