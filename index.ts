@@ -8,6 +8,8 @@ import { FailurePolicy } from './lib/cache/failures'
 import { CacheManager } from './lib/cache/manager'
 import { resolveConfig } from './lib/config'
 import { installErrorHandler } from './lib/error-handler'
+import { InvalidationJournal } from './lib/invalidation/journal'
+import { InvalidationStamps } from './lib/invalidation/stamps'
 import { KeyLayout } from './lib/keys'
 import { DistributedLock } from './lib/lock'
 import { managementRoutes } from './lib/management'
@@ -24,7 +26,12 @@ const plugin: FastifyPluginAsync<CacheOptions> = async function fastifyRedisCach
   const layout = new KeyLayout(config.prefix)
   const stats = new Statistics()
   const stack = await buildStack(fastify, log, config, layout, stats)
-  fastify.addHook('onClose', () => stack.close())
+  const stamps = new InvalidationStamps(layout, stack.stampSource)
+  const journal = new InvalidationJournal(stack.entries, stamps, layout, stats, log)
+  fastify.addHook('onClose', () => {
+    journal.close()
+    return stack.close()
+  })
 
   const core = new CacheCore({
     stack,
@@ -33,10 +40,12 @@ const plugin: FastifyPluginAsync<CacheOptions> = async function fastifyRedisCach
     defaultTtl: config.defaultTtl,
     maxTtl: config.maxTtl,
     maxEntrySize: config.maxEntrySize,
-    lock: new DistributedLock(stack.locks, stack.entries, layout.lockPrefix, config.lock),
+    lock: new DistributedLock(stack.locks, stack.entries, layout.lockPrefix, config.lock, { commandTimeout: config.commandTimeout, connection: stack }),
     failures: new FailurePolicy(config.throwOnError, stats, log),
     stats,
-    log
+    log,
+    stamps,
+    journal
   })
   const cache = new CacheManager(core)
   fastify.decorate('cache', cache)

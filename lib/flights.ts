@@ -44,6 +44,15 @@ export class Flights<T> {
     }
   }
 
+  /**
+   * Ends the flights of `ids` (of all, without) for callers to come: an invalidation that
+   * returned must not hand them a result whose work began before it. Who joined already gets it.
+   */
+  detach (ids?: readonly string[]): void {
+    if (ids === undefined) this.running.clear()
+    else for (const id of ids) this.running.delete(id)
+  }
+
   private forget (id: string, promise: Promise<T>): void {
     if (this.running.get(id) === promise) this.running.delete(id)
   }

@@ -1,7 +1,11 @@
 // How cache keys are validated and laid out in Redis.
 //
 //   ${prefix}:${namespace}:${key}   an entry
-//   ${prefix}:#tag:${tag}           the set of entry keys carrying a tag
+//   ${prefix}:#ti:${tag}            the entry keys carrying a tag, by expiry (a sorted set)
+//   ${prefix}:#ts:${tag}            when the tag was last invalidated (ms since the epoch)
+//   ${prefix}:#ns:${namespace}      when the namespace was last cleared
+//   ${prefix}:#all                  when everything was last cleared
+//   ${prefix}:#del:${entry key}     when an entry was deleted, for as long as work may run
 //   ${prefix}:#rl:${id}             a rate-limit window counter
 //   ${prefix}:#lock:...             single-flight locks
 //
@@ -44,13 +48,20 @@ export function validateKeys (keys: unknown): string[] {
   return list as string[]
 }
 
+/** An entry carries its tags (envelope.ts): with two bytes of length each, in 64 KiB. */
+export const MAX_TAGS_BYTES = 0xffff
+
 export function validateTags (tags: unknown): string[] {
   const list = Array.isArray(tags) ? tags : [tags]
+  let total = 0
   for (const tag of list) {
-    if (typeof tag !== 'string' || tag.length === 0 || Buffer.byteLength(tag) > MAX_KEY_BYTES) {
+    const bytes = typeof tag === 'string' ? Buffer.byteLength(tag) : 0
+    if (typeof tag !== 'string' || tag.length === 0 || bytes > MAX_KEY_BYTES) {
       throw new CacheKeyError(`Cache tag must be a non-empty string of at most ${MAX_KEY_BYTES} bytes (got ${describe(tag)})`)
     }
+    total += 2 + bytes
   }
+  if (total > MAX_TAGS_BYTES) throw new CacheKeyError(`An entry's tags may take at most ${MAX_TAGS_BYTES} bytes with their lengths (got ${total})`)
   return list as string[]
 }
 
@@ -131,19 +142,43 @@ export class KeyLayout {
   private readonly rateLimitPrefix: string
   readonly lockPrefix: string
 
+  /** Invalidation stamps that must outlive a clear of everything (see stores/redis-writes.ts). */
+  readonly clearStampPrefix: string
+
   constructor (prefix: string) {
     this.prefix = prefix
-    this.tagPrefix = `${prefix}:#tag:`
+    this.tagPrefix = `${prefix}:#ti:`
     this.rateLimitPrefix = `${prefix}:#rl:`
     this.lockPrefix = `${prefix}:#lock:`
+    this.clearStampPrefix = `${prefix}:#ns:`
   }
 
   entry (key: string, namespace: string): string {
     return `${this.prefix}:${namespace}:${key}`
   }
 
+  /** A tag's index: the entry keys carrying it. */
   tag (tag: string): string {
     return this.tagPrefix + tag
+  }
+
+  tagStamp (tag: string): string {
+    return `${this.prefix}:#ts:${tag}`
+  }
+
+  /** The stamp of a cleared namespace, or, without one, of a clear of everything. */
+  clearStamp (namespace?: string): string {
+    return namespace === undefined ? `${this.prefix}:#all` : this.clearStampPrefix + namespace
+  }
+
+  tombstone (fullKey: string): string {
+    return `${this.prefix}:#del:${fullKey}`
+  }
+
+  /** The namespace of an entry's full key. */
+  namespaceOf (fullKey: string): string {
+    const start = this.prefix.length + 1
+    return fullKey.slice(start, fullKey.indexOf(':', start))
   }
 
   rateLimit (id: string): string {

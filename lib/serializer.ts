@@ -41,12 +41,12 @@ const ASYNC_GZIP_BYTES = 64 * 1024
 const gzipAsync = promisify(gzip)
 
 /** The envelope of a payload, gzipped when `zipped` is given and smaller. */
-function wrap (payload: Buffer, zipped: Buffer | undefined, kind: number, stamp: Stamp, head: Buffer | undefined): EncodeResult {
+function wrap (payload: Buffer, zipped: Buffer | undefined, kind: number, stamp: Stamp, head: Buffer | undefined, tags: Buffer | undefined): EncodeResult {
   // Keep gzip only when it actually saves space (already-compressed data grows).
   if (zipped !== undefined && zipped.length < payload.length) {
-    return { bytes: writeEnvelope(ENCODING_GZIP, kind, stamp, zipped, head), uncompressedSize: payload.length }
+    return { bytes: writeEnvelope(ENCODING_GZIP, kind, stamp, zipped, head, tags), uncompressedSize: payload.length }
   }
-  return { bytes: writeEnvelope(ENCODING_PLAIN, kind, stamp, payload, head), uncompressedSize: 0 }
+  return { bytes: writeEnvelope(ENCODING_PLAIN, kind, stamp, payload, head, tags), uncompressedSize: 0 }
 }
 
 function compressionFailed (err: unknown): CacheCompressionError {
@@ -89,9 +89,9 @@ export class Codec {
 
   /**
    * Wraps a payload in an envelope, gzipped when it is worth it and allowed. `head`, when given,
-   * is stored uncompressed in front of the payload.
+   * is stored uncompressed in front of the payload; `tags` (from `encodeTags`) before it.
    */
-  encode (payload: Buffer, kind: number, freshFor: number, compress: boolean | undefined, head?: Buffer, storedAt = Date.now()): EncodeResult {
+  encode (payload: Buffer, kind: number, freshFor: number, compress: boolean | undefined, head?: Buffer, storedAt = Date.now(), tags?: Buffer): EncodeResult {
     let zipped: Buffer | undefined
     if (this.compresses(payload.length, compress)) {
       try {
@@ -100,7 +100,7 @@ export class Codec {
         throw compressionFailed(err)
       }
     }
-    return wrap(payload, zipped, kind, { storedAt, freshFor }, head)
+    return wrap(payload, zipped, kind, { storedAt, freshFor }, head, tags)
   }
 
   /**
@@ -108,11 +108,10 @@ export class Codec {
    * Smaller ones are encoded at once, in the same tick: a write that follows is queued ahead of
    * any later read.
    */
-  encodeSoon (payload: Buffer, kind: number, freshFor: number, compress: boolean | undefined, head?: Buffer): EncodeResult | Promise<EncodeResult> {
-    if (payload.length < ASYNC_GZIP_BYTES || !this.compresses(payload.length, compress)) return this.encode(payload, kind, freshFor, compress, head)
-    const storedAt = Date.now()
+  encodeSoon (payload: Buffer, kind: number, freshFor: number, compress: boolean | undefined, head: Buffer | undefined, storedAt: number, tags: Buffer | undefined): EncodeResult | Promise<EncodeResult> {
+    if (payload.length < ASYNC_GZIP_BYTES || !this.compresses(payload.length, compress)) return this.encode(payload, kind, freshFor, compress, head, storedAt, tags)
     return gzipAsync(payload, { level: this.compression.level }).then(
-      (zipped) => wrap(payload, zipped, kind, { storedAt, freshFor }, head),
+      (zipped) => wrap(payload, zipped, kind, { storedAt, freshFor }, head, tags),
       (err: unknown) => { throw compressionFailed(err) })
   }
 

@@ -94,7 +94,7 @@ t.test('escapeGlob and KeyLayout', async (t) => {
   const layout = new KeyLayout('app')
   t.equal(layout.prefix, 'app')
   t.equal(layout.entry('k', 'ns'), 'app:ns:k')
-  t.equal(layout.tag('t'), 'app:#tag:t')
+  t.equal(layout.tag('t'), 'app:#ti:t')
   t.equal(layout.rateLimit('ip'), 'app:#rl:ip')
   t.equal(layout.lockPrefix, 'app:#lock:')
   t.equal(layout.pattern(), 'app:*')

@@ -53,7 +53,7 @@ class ScriptedStore implements GuardableStore {
   }
 
   get (): Promise<Buffer | null> { return this.answer('get', Buffer.from('v')) }
-  set (): Promise<void> { return this.answer('set', undefined) }
+  set (): Promise<boolean> { return this.answer('set', true) }
   delete (keys: readonly string[]): Promise<number> { return this.answer('delete', keys.length) }
   exists (keys: readonly string[]): Promise<number> { return this.answer('exists', keys.length) }
   expire (): Promise<boolean> { return this.answer('expire', true) }
@@ -65,6 +65,7 @@ class ScriptedStore implements GuardableStore {
   releaseLock (): Promise<void> { return this.answer('releaseLock', undefined) }
   ping (): Promise<void> { return this.answer('ping', undefined) }
   info (): Promise<CacheInfo> { return this.answer('info', INFO) }
+  readStamps (names: readonly string[]): Promise<Array<string | null>> { return this.answer('readStamps', names.map(() => null)) }
   async close (): Promise<void> { this.closed = true }
 }
 

@@ -224,8 +224,8 @@ t.test('redis store', async (t) => {
     t.equal(await client.get(lock), 'third', 'an expired lock is free')
   })
 
-  t.test('a tag set lives as long as its longest-lived entry', async (t) => {
-    const tag = `${prefix}:#tag:lifetime`
+  t.test('a tag index lives as long as its longest-lived entry', async (t) => {
+    const tag = `${prefix}:#ti:lifetime`
     await store.set(key('l1'), value('1'), 60, ['lifetime'])
     await store.set(key('l2'), value('2'), 30, ['lifetime'])
     t.ok(await client.ttl(tag) > 30, 'a shorter-lived entry does not shorten it')
@@ -235,7 +235,7 @@ t.test('redis store', async (t) => {
   })
 
   t.test('a reply error from a script is passed on', async (t) => {
-    await client.set(`${prefix}:#tag:wrongtype`, 'a string, not a set')
+    await client.set(`${prefix}:#ti:wrongtype`, 'a string, not a sorted set')
     await client.script('FLUSH')
     await t.rejects(store.set(key('t'), value('x'), 30, ['wrongtype']), { name: 'ReplyError', message: /WRONGTYPE/ }, 'from EVAL, loading the script')
     await t.rejects(store.set(key('t'), value('x'), 30, ['wrongtype']), { name: 'ReplyError', message: /WRONGTYPE/ }, 'from EVALSHA, the script loaded')

@@ -2,7 +2,9 @@
 // the TTL rules, encoding and storing entries within `maxEntrySize`, the cross-instance lock and
 // the failure policy. Route caching talks to the cache through this and nothing else.
 import type { FastifyBaseLogger } from 'fastify'
-import { HEADER_BYTES } from '../envelope'
+import { encodeTags, HEADER_BYTES, storedAtOf } from '../envelope'
+import type { InvalidationJournal } from '../invalidation/journal'
+import { INVALIDATED, type InvalidationStamps, VALID } from '../invalidation/stamps'
 import type { Codec, EncodeResult } from '../serializer'
 import { Throttle } from '../throttled-log'
 import type { KeyLayout } from '../keys'
@@ -23,6 +25,8 @@ export interface EntryOptions {
   tags: readonly string[]
   /** Stored uncompressed in front of the payload (an HTTP entry's status and headers). */
   head?: Buffer
+  /** When the work that made the entry began (ms since the epoch): see invalidation/. */
+  startedAt: number
 }
 
 export interface CacheCoreOptions {
@@ -36,6 +40,8 @@ export interface CacheCoreOptions {
   failures: FailurePolicy
   stats: Statistics
   log: FastifyBaseLogger
+  stamps: InvalidationStamps
+  journal: InvalidationJournal
 }
 
 export class CacheCore {
@@ -51,14 +57,12 @@ export class CacheCore {
   readonly local: SegmentCache | undefined
   private readonly defaultTtl: number
   private readonly maxTtl: number
+  /** What this instance knows of invalidations: every read and write is checked against it. */
+  readonly stamps: InvalidationStamps
+  /** Where invalidations go, kept and retried until Redis applies them. */
+  readonly journal: InvalidationJournal
   /** A client can send any number of oversized answers: one warning every few seconds. */
   private readonly oversizedLog = new Throttle()
-  /**
-   * Counts the invalidations made through this instance. A write whose encoding went off the
-   * event loop checks it did not change meanwhile: otherwise it may carry what an invalidation
-   * that has already returned removed, and is dropped.
-   */
-  epoch = 0
 
   constructor (options: CacheCoreOptions) {
     this.stack = options.stack
@@ -72,6 +76,8 @@ export class CacheCore {
     this.stats = options.stats
     this.log = options.log
     this.local = options.stack.local
+    this.stamps = options.stamps
+    this.journal = options.journal
   }
 
   /** A TTL in whole seconds, `defaultTtl` when unset, clamped to `maxTtl`. */
@@ -86,20 +92,42 @@ export class CacheCore {
   }
 
   /**
+   * Whether stored bytes (read back under `fullKey`, and decoded) may be served: not when an
+   * invalidation covers them, nor while that cannot be told (see `learn`).
+   */
+  admits (fullKey: string, bytes: Buffer): boolean {
+    const verdict = this.stamps.verdict(fullKey, bytes)
+    if (verdict === VALID) return true
+    if (verdict === INVALIDATED) this.stats.invalidatedReads++
+    return false
+  }
+
+  /** Fetches what `admits` needs to know of these bytes' tags; undefined when nothing. */
+  learn (bytes: Buffer): Promise<void> | undefined {
+    return this.stamps.learn(bytes)
+  }
+
+  /**
    * Stores a value's payload in an envelope unless it is over `maxEntrySize`. Never throws unless
    * `throwOnError`.
    */
   async write (fullKey: string, payload: Buffer, entry: Omit<EntryOptions, 'head'>): Promise<boolean> {
-    if (this.oversized(fullKey, payload.length)) return false
-    const epoch = this.epoch
+    if (this.oversized(fullKey, payload.length) || this.overtaken(fullKey, entry.startedAt, entry.tags)) return false
     let bytes: Buffer
     try {
       bytes = await this.encode(payload, entry)
     } catch (err) {
       return this.failures.failed(err, 'set', fullKey, false)
     }
-    if (this.epoch !== epoch) return false
     return this.storeBytes(fullKey, bytes, entry.ttl, entry.tags)
+  }
+
+  /** Whether an invalidation this instance knows of overtook the work behind a write. */
+  private overtaken (fullKey: string, startedAt: number, tags: readonly string[]): boolean {
+    const why = this.stamps.overtaken(fullKey, startedAt, tags)
+    if (why === null) return false
+    this.log.debug({ key: fullKey, why }, 'fastify-redis-cache: result not stored: an invalidation came after its work began')
+    return true
   }
 
   /**
@@ -122,8 +150,8 @@ export class CacheCore {
    * The envelope for a payload, with compression counted in the statistics: at once for small
    * payloads, off the event loop for large ones that are gzipped.
    */
-  encode (payload: Buffer, entry: Omit<EntryOptions, 'ttl' | 'tags'>): Buffer | Promise<Buffer> {
-    const encoded = this.codec.encodeSoon(payload, entry.kind, entry.freshFor, entry.compress, entry.head)
+  encode (payload: Buffer, entry: Omit<EntryOptions, 'ttl'>): Buffer | Promise<Buffer> {
+    const encoded = this.codec.encodeSoon(payload, entry.kind, entry.freshFor, entry.compress, entry.head, entry.startedAt, encodeTags(entry.tags))
     if (!(encoded instanceof Promise)) return this.counted(encoded)
     return encoded.then((result) => this.counted(result))
   }
@@ -133,13 +161,23 @@ export class CacheCore {
     return encoded.bytes
   }
 
-  /** Stores encoded bytes. Never throws unless `throwOnError`. */
+  /**
+   * Stores encoded bytes, unless an invalidation overtook the work that made them (checked here,
+   * and by Redis as it stores them). Never throws unless `throwOnError`.
+   */
   async storeBytes (fullKey: string, bytes: Buffer, ttl: number, tags: readonly string[], field?: string): Promise<boolean> {
+    if (this.overtaken(fullKey, storedAtOf(bytes), tags)) return false
+    let stored: boolean
     try {
-      await this.stack.entries.set(fullKey, bytes, ttl, tags, field)
+      stored = await this.stack.entries.set(fullKey, bytes, ttl, tags, field)
     } catch (err) {
       return this.failures.failed(err, 'set', fullKey, false)
     }
+    if (!stored) {
+      this.log.debug({ key: fullKey }, 'fastify-redis-cache: result not stored: Redis has an invalidation that came after its work began')
+      return false
+    }
+    this.stamps.written(tags)
     this.stats.sets++
     this.stats.bytesWritten += bytes.length
     return true

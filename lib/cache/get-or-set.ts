@@ -35,6 +35,7 @@ export class GetOrSet {
     this.core = core
     this.reader = reader
     this.log = core.log
+    core.stamps.onInvalidate((fullKeys) => this.flights.detach(fullKeys))
   }
 
   run<T> (fullKey: string, callback: () => T | Promise<T>, opts: GetOrSetOptions | undefined): Promise<T> {
@@ -98,7 +99,9 @@ export class GetOrSet {
     if (lease === undefined) {
       if (bytes !== null) {
         try {
-          return this.core.codec.decodeValue(bytes).value as T
+          const value = this.core.codec.decodeValue(bytes).value as T
+          await this.core.learn(bytes)
+          if (this.core.admits(load.fullKey, bytes)) return value
         } catch (err) {
           // Unreadable like any other entry: counted and logged; the callback's result replaces it.
           this.core.failures.count(err, 'get', load.fullKey)
@@ -114,6 +117,7 @@ export class GetOrSet {
   }
 
   private async runAndStore<T> (load: Load<T>): Promise<T> {
+    const startedAt = Date.now()
     const value = await load.callback()
     // undefined is never stored: the next call runs the callback again.
     if (value === undefined) return value
@@ -123,7 +127,7 @@ export class GetOrSet {
     } catch (err) {
       return this.core.failures.failed(err, 'set', load.fullKey, value)
     }
-    await this.core.write(load.fullKey, payload, { kind: KIND_VALUE, freshFor: load.ttl, ttl: load.keepFor, compress: load.compress, tags: load.tags })
+    await this.core.write(load.fullKey, payload, { kind: KIND_VALUE, freshFor: load.ttl, ttl: load.keepFor, compress: load.compress, tags: load.tags, startedAt })
     return value
   }
 }

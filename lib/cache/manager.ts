@@ -49,19 +49,20 @@ export class CacheManager implements FastifyCache {
     const ttl = this.core.resolveTtl(opts?.ttl)
     const tags = opts?.tags === undefined ? [] : validateTags(opts.tags)
     if (value === undefined) return false
+    // A delete that returns before this write lands wins over it, not the other way round.
+    const startedAt = Date.now()
     let payload: Buffer
     try {
       payload = this.core.codec.serialize(value)
     } catch (err) {
       return this.core.failures.failed(err, 'set', fullKey, false)
     }
-    return this.core.write(fullKey, payload, { kind: KIND_VALUE, freshFor: ttl, ttl, compress: opts?.compress, tags })
+    return this.core.write(fullKey, payload, { kind: KIND_VALUE, freshFor: ttl, ttl, compress: opts?.compress, tags, startedAt })
   }
 
   async delete (keys: string | string[], opts?: NamespaceOption): Promise<number> {
     const fullKeys = validateKeys(keys).map((key) => this.redisKey(key, opts?.namespace))
-    this.core.epoch++
-    return this.removed(fullKeys.length === 0 ? 0 : this.core.stack.entries.delete(fullKeys), 'delete', fullKeys[0])
+    return this.removed(fullKeys.length === 0 ? 0 : this.core.journal.delete(fullKeys), 'delete', fullKeys[0])
   }
 
   async exists (keys: string | string[], opts?: NamespaceOption): Promise<number> {
@@ -110,14 +111,12 @@ export class CacheManager implements FastifyCache {
   /** `clear` with its own failure policy: the management route reports a failed clear as such. */
   async clearEntries (namespace: string | undefined, throwOnError: boolean): Promise<number> {
     if (namespace !== undefined) validateNamespace(namespace)
-    this.core.epoch++
-    return this.removed(this.core.stack.entries.clear(namespace), 'clear', this.core.layout.pattern(namespace), throwOnError)
+    return this.removed(this.core.journal.clear(namespace), 'clear', this.core.layout.pattern(namespace), throwOnError)
   }
 
   async invalidateTags (tags: string | string[]): Promise<number> {
     const list = validateTags(tags)
-    this.core.epoch++
-    return this.removed(this.core.stack.entries.invalidateTags(list).then((result) => result.removed), 'invalidateTags', list.join(','))
+    return this.removed(this.core.journal.invalidateTags(list), 'invalidateTags', list.join(','))
   }
 
   async ping (): Promise<boolean> {
@@ -150,7 +149,7 @@ export class CacheManager implements FastifyCache {
       connected: stack.connected,
       circuit: stack.circuit,
       local: stack.localReport(),
-      invalidationsPending: 0,
+      invalidationsPending: this.core.journal.pending,
       missingCapabilities: [...stack.missingCapabilities]
     })
   }
@@ -160,7 +159,7 @@ export class CacheManager implements FastifyCache {
   }
 
   rateLimit (id: string, opts: RateLimitOptions): Promise<RateLimitResult> {
-    return rateLimit(this.core.stack.windows, this.core.failures, id, opts)
+    return rateLimit(this.core, id, opts)
   }
 
   namespace (name: string): CacheNamespaceView {

@@ -2,6 +2,7 @@
 // failure policy around them. An unreadable entry is a miss: deleted, counted, logged.
 import type { Envelope } from '../envelope'
 import { isFresh } from '../freshness'
+import { VALID } from '../invalidation/stamps'
 import type { CacheCore } from './core'
 
 export type Lookup = { found: true, value: unknown, envelope: Envelope } | { found: false }
@@ -25,7 +26,7 @@ export class ValueReader {
     const bytes = this.core.local?.get(fullKey)
     if (bytes === undefined) return undefined
     const decoded = this.decoded.get(bytes)
-    if (decoded === undefined || !isFresh(decoded.envelope)) return undefined
+    if (decoded === undefined || !isFresh(decoded.envelope) || this.core.stamps.verdict(fullKey, bytes) !== VALID) return undefined
     this.core.stats.hits++
     this.core.stats.bytesRead += bytes.length
     return decoded
@@ -49,6 +50,8 @@ export class ValueReader {
       return MISS
     }
     core.stats.bytesRead += bytes.length
+    const learning = core.learn(bytes)
+    if (learning !== undefined) await learning
     let decoded = this.decoded.get(bytes)
     try {
       if (decoded === undefined) {
@@ -59,6 +62,11 @@ export class ValueReader {
       core.stats.misses++
       core.discard(fullKey)
       return core.failures.failed(err, 'get', fullKey, MISS)
+    }
+    // Covered by an invalidation: not even a stale value to fall back on.
+    if (!core.admits(fullKey, bytes)) {
+      core.stats.misses++
+      return MISS
     }
     if (isFresh(decoded.envelope)) core.stats.hits++
     else core.stats.misses++

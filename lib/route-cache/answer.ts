@@ -23,7 +23,7 @@ export function makeLookup (cache: RouteCache, route: CompiledRoute): onRequestH
   // Callback style, so a hit from the local tier is answered synchronously: no promise and no
   // microtask on the fastest path. Fastify ignores done() once a hook has replied.
   return function answerFromCache (request, reply, done) {
-    const state: RequestState = { outcome: 'MISS', answered: false, untyped: false, status: 'fwd=uri-miss', fullKey: '', field: undefined, entryId: '', stale: null, flight: null, lease: null }
+    const state: RequestState = { outcome: 'MISS', answered: false, untyped: false, status: 'fwd=uri-miss', fullKey: '', field: undefined, entryId: '', stale: null, flight: null, lease: null, startedAt: 0 }
     request[kState] = state
     const refusal = whyNotCached(cache, route, request, state)
     if (refusal !== null) {
@@ -114,15 +114,23 @@ async function lookUp (cache: RouteCache, route: CompiledRoute, request: Fastify
       bypass(state, 'fwd=bypass; detail=unavailable')
       return
     }
-    if (bytes !== null && answerFromEntry(cache, route, request, reply, state, bytes)) return
+    if (bytes !== null) {
+      // An entry with a tag this instance has no stamp for waits for it (a hit pays nothing).
+      const learning = core.learn(bytes)
+      if (learning !== undefined) await learning
+      if (answerFromEntry(cache, route, request, reply, state, bytes)) return
+    }
   }
   core.stats.misses++
   core.stats.namespaceMiss(route.namespace)
   if (request.method === 'HEAD') return
+  // Before the handler reads anything: an invalidation from now on covers what it answers.
+  state.startedAt = Date.now()
 
   const running = cache.flights.join(state.entryId)
   if (running !== undefined && !isRefresh) {
     const bytes = await waitFor(running)
+    if (bytes !== null) await core.learn(bytes)
     const entry = bytes === null ? null : cache.readEntry(bytes, state, route)
     if (entry !== null) cache.sendEntry(request, reply, entry, 'MISS', COLLAPSED_STATUS, Date.now())
     // Otherwise the request ahead produced nothing storable, or took too long: run the handler.
@@ -140,6 +148,7 @@ async function lookUp (cache: RouteCache, route: CompiledRoute, request: Fastify
     return
   }
   const bytes = claim.bytes
+  if (bytes !== null) await core.learn(bytes)
   const entry = bytes === null ? null : cache.readEntry(bytes, state, route)
   if (entry !== null) {
     state.flight = null
@@ -160,3 +169,4 @@ function waitFor (promise: Promise<Buffer | null>): Promise<Buffer | null> {
   const timeout = new Promise<null>((resolve) => { timer = setTimeout(resolve, COLLAPSE_WAIT_MS, null) })
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
 }
+

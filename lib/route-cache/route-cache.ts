@@ -64,16 +64,19 @@ export class RouteCache {
     return request.raw instanceof RefreshRequest
   }
 
-  /** Reads a stored response; an unreadable one is a miss: deleted, counted, logged. */
+  /**
+   * Reads a stored response: null when an invalidation covers it (a miss), or when it is
+   * unreadable (a miss too: deleted, counted, logged).
+   */
   readEntry (bytes: Buffer, state: RequestState, route: CompiledRoute): HttpEntry | null {
     const known = this.decoded.get(state.entryId, bytes)
-    if (known !== undefined) return known
+    if (known !== undefined) return this.core.admits(state.fullKey, bytes) ? known : null
     try {
       const entry = decodeEntry(bytes)
       // A status this route never stores is forged or stale bytes, not an answer to replay.
       if (!route.statuses.has(entry.status)) throw new CacheDeserializationError(`Stored response has status ${entry.status}, which this route does not store`)
       this.decoded.remember(state.entryId, entry)
-      return entry
+      return this.core.admits(state.fullKey, bytes) ? entry : null
     } catch (err) {
       this.core.failures.count(err, 'get', state.fullKey)
       this.core.discard(state.fullKey)

@@ -25,6 +25,8 @@ export interface RequestState {
   flight: Flight<Buffer | null> | null
   /** The cross-instance lock this request holds while its handler runs. */
   lease: Lease | null
+  /** When the handler's work began, on a miss (ms since the epoch): see invalidation/. */
+  startedAt: number
 }
 
 export const kState = Symbol('fastify-redis-cache.state')

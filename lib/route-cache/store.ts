@@ -120,7 +120,7 @@ function storeMiss (cache: RouteCache, route: CompiledRoute, request: FastifyReq
   }
   // A body the handler already encoded is never gzipped a second time.
   const compress = reply.hasHeader('content-encoding') ? false : route.compress
-  const encoded = core.encode(body, { kind: KIND_RESPONSE, freshFor: route.ttl, compress, head })
+  const encoded = core.encode(body, { kind: KIND_RESPONSE, freshFor: route.ttl, compress, head, tags, startedAt: state.startedAt })
   const store = (bytes: Buffer): void => {
     // Not awaited: the response does not depend on it, and the write is queued on the same
     // connection ahead of any later read, so the next request already sees it.
@@ -139,18 +139,12 @@ function storeMiss (cache: RouteCache, route: CompiledRoute, request: FastifyReq
     // Gzipped off the event loop while the response goes out: whether gzip is kept is not known
     // yet, and a Vary that may be one header too many is safe.
     addVary(reply, 'accept-encoding')
-    const epoch = core.epoch
-    const drop = (): void => {
+    // A bust that returns while this is being gzipped may cover this very answer: storeBytes
+    // then refuses it, and waiters refuse it too (RouteCache.readEntry).
+    encoded.then(store, (err: unknown) => {
+      core.failures.count(err, 'set', state.fullKey)
       flight?.settle(null)
       lease?.release()
-    }
-    encoded.then((bytes) => {
-      // A bust that returned while this was being gzipped may have removed this very answer.
-      if (core.epoch === epoch) store(bytes)
-      else drop()
-    }, (err: unknown) => {
-      core.failures.count(err, 'set', state.fullKey)
-      drop()
     })
   }
   cache.decided(request, reply, 'MISS', `${state.status}; stored`)

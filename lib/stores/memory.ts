@@ -83,12 +83,13 @@ export class MemoryStore implements EntryStore, RateWindowStore, ServerStore {
     return this.segments.get(field === undefined ? key : fieldKey(key, field)) ?? null
   }
 
-  async set (key: string, value: Buffer, ttl: number, tags: readonly string[], field?: string): Promise<void> {
+  async set (key: string, value: Buffer, ttl: number, tags: readonly string[], field?: string): Promise<boolean> {
     const expiresAt = Date.now() + ttl * 1000
     const present = field === undefined ? this.setValue(key, value, expiresAt) : this.setField(key, field, value, expiresAt)
     // Tags belong to the key, as in Redis: those of earlier writes stay while the key does.
     if (present) this.file(key, tags)
     else this.forget(key)
+    return true
   }
 
   async delete (keys: readonly string[]): Promise<number> {

@@ -13,9 +13,10 @@ export interface EntryStore {
   get (key: string, field?: string): Promise<Buffer | null>
   /**
    * Stores `value` for `ttl` seconds (with `field`, in the hash at `key`, which then lives at
-   * least `ttl` seconds) and files the key under each tag.
+   * least `ttl` seconds) and files the key under each tag. False when the store refused it: an
+   * invalidation of its key, namespace or tag overtook the work that made it (see invalidation/).
    */
-  set (key: string, value: Buffer, ttl: number, tags: readonly string[], field?: string): Promise<void>
+  set (key: string, value: Buffer, ttl: number, tags: readonly string[], field?: string): Promise<boolean>
   delete (keys: readonly string[]): Promise<number>
   exists (keys: readonly string[]): Promise<number>
   expire (key: string, seconds: number): Promise<boolean>

@@ -171,7 +171,7 @@ export function storeSuite (t: tap.Test, name: string, factory: StoreFactory): v
       t.same(plain, bytes('p'), 'and the other reads are answered')
       t.ok(missOrUnreadable(await settled(store.get(key('plain'), 'a'))), 'a plain value read as a hash')
       t.ok(missOrUnreadable(await settled(store.get(key('replaced'), 'f'))), 'so is a field of a hash a plain value replaced')
-      t.equal(await settled(store.set(key('plain'), bytes('f'), 60, [], 'f')), undefined, 'a field written over a plain value is stored')
+      t.equal(await settled(store.set(key('plain'), bytes('f'), 60, [], 'f')), true, 'a field written over a plain value is stored')
       t.same(await settled(store.get(key('plain'), 'f')), bytes('f'), 'and read back')
     })
 
