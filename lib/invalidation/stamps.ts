@@ -128,7 +128,8 @@ export class InvalidationStamps {
     if (startedAt <= (this.keys.get(fullKey) ?? 0)) return 'deleted'
     for (const tag of tags) {
       const stamp = this.tags.get(tag)
-      if (stamp !== undefined && startedAt <= at(stamp)) return 'tag invalidated'
+      // A stamp Redis lost says nothing of this work: the write makes it again (redis-writes.ts).
+      if (stamp !== undefined && startedAt <= (stamp.remote === Infinity ? stamp.local : at(stamp))) return 'tag invalidated'
     }
     return null
   }
