@@ -540,7 +540,7 @@ t.test('redis only', async (t) => {
     t.ok([29, 30].includes(await raw.ttl(key)))
     const index = `${cache.core.layout.prefix}:#ti:t`
     const stamp = `${cache.core.layout.prefix}:#ts:t`
-    t.same(await raw.zrange(index, 0, -1), [key], 'the tag index lists the entry')
+    t.same(await raw.zrange(index, '0', '-1'), [key], 'the tag index lists the entry')
     t.ok(Number(await raw.get(stamp)) < Date.now(), 'the tag has a stamp from before the write')
     for (const bookkeeping of [index, stamp]) t.ok(await raw.ttl(bookkeeping) >= 29, 'the bookkeeping lives as long as its entries')
     await cache.set('k2', 'v', { ttl: 300, tags: ['t'] })

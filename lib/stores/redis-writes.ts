@@ -93,19 +93,35 @@ export async function writeEntry (target: RedisTarget, key: string, value: Buffe
     for (const tag of tags) keys.push(layout.tagStamp(tag), layout.tag(tag))
     return (await target.evalKeys(WRITE, keys, [value, keep, startedAt, Date.now(), field ?? '', MAX_VARIANTS, MAX_WORK_MS])) === 1
   }
-  await Promise.all(tags.map((tag) => fileUnderTag(target, key, tag, startedAt, keep)))
+  // All sent in this tick, so a read asked for after this call finds the entry. Until its tags'
+  // stamps land (on other nodes of a Cluster), the entry counts as invalidated: a miss.
+  const filed = tags.map((tag) => fileUnderTag(target, key, tag, startedAt, keep))
   if (field === undefined) {
-    await target.client.set(key, value, 'PX', keep)
+    await Promise.all([...filed, target.client.set(key, value, 'PX', keep)])
     return true
   }
-  const client = target.client
-  // WRITE's field step: a plain value, or a hash with too many variants, is replaced.
-  const type = await client.type(key)
-  const full = type === 'hash' && await client.hlen(key) >= MAX_VARIANTS && await client.hexists(key, field) === 0
-  if (full || (type !== 'hash' && type !== 'none')) await client.unlink(key)
-  await client.hset(key, field, value)
-  await Promise.all([client.call('PEXPIRE', key, keep, 'NX'), client.call('PEXPIRE', key, keep, 'GT')])
+  await Promise.all([...filed, setField(target.client, key, field, value, keep)])
   return true
+}
+
+/** WRITE's field step, command by command: a plain value, or too many variants, is replaced. */
+async function setField (client: Redis | Cluster, key: string, field: string, value: Buffer, keep: number): Promise<void> {
+  const write = (): Promise<unknown> => Promise.all([
+    client.hset(key, field, value),
+    client.call('PEXPIRE', key, keep, 'NX'),
+    client.call('PEXPIRE', key, keep, 'GT')
+  ])
+  try {
+    await write()
+  } catch (err) {
+    if (!(err as Error).message.startsWith('WRONGTYPE')) throw err
+    await client.unlink(key)
+    await write()
+  }
+  if (await client.hlen(key) > MAX_VARIANTS) {
+    await client.unlink(key)
+    await write()
+  }
 }
 
 /** WRITE's tag step, command by command: stamp (created just before the work began) and index. */
