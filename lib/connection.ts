@@ -23,6 +23,29 @@ export function reconnectDelay (attempt: number): number {
   return Math.min(attempt * RECONNECT_BACKOFF_MS, RECONNECT_MAX_DELAY_MS)
 }
 
+/** ioredis's `reconnectOnError`, told when a connection is ready (see reconnectOnReadonly). */
+export type ReadonlyReconnect = ((err: Error) => false | 1 | 2) & { ready: () => void }
+
+/**
+ * A READONLY reply means the server behind this address was demoted by a failover: reconnect,
+ * which reaches the new primary when DNS or a proxy moved with it (a Sentinel client asks the
+ * sentinels again). ioredis can also resend the command after the reconnect (2), but only
+ * through its offline queue: with the queue off, as by default here, a resend is refused at
+ * once with a less telling error, so the command fails with the READONLY reply itself (1) and
+ * the failure policy counts it. Once per connection: the replies to a burst of writes arrive
+ * before the connection is gone, and each reconnect asked for would add a listener to the
+ * closing socket. Other replies are answers: no reconnect.
+ */
+export function reconnectOnReadonly (offlineQueue: boolean): ReadonlyReconnect {
+  let asked = false
+  const decide = (err: Error): false | 1 | 2 => {
+    if (asked || !err.message.startsWith('READONLY')) return false
+    asked = true
+    return offlineQueue ? 2 : 1
+  }
+  return Object.assign(decide, { ready: () => { asked = false } })
+}
+
 function clientDefaults (commandTimeout: number): RedisOptions {
   return {
     enableAutoPipelining: true,
@@ -51,8 +74,12 @@ export function createClient (resolved: Exclude<ResolvedRedis, { kind: 'memory' 
   // With Sentinel, follow a failover as soon as the sentinels announce it, not when the old
   // master finally refuses writes.
   const sentinel = resolved.options.sentinels === undefined ? {} : { failoverDetector: true }
-  const options = { ...clientDefaults(commandTimeout), ...sentinel, ...resolved.options }
-  return resolved.url === undefined ? new Redis(options) : new Redis(resolved.url, options)
+  const options: RedisOptions = { ...clientDefaults(commandTimeout), ...sentinel, ...resolved.options }
+  const readonly = reconnectOnReadonly(options.enableOfflineQueue === true)
+  options.reconnectOnError ??= readonly
+  const client = resolved.url === undefined ? new Redis(options) : new Redis(resolved.url, options)
+  client.on('ready', readonly.ready)
+  return client
 }
 
 /**
@@ -112,6 +139,14 @@ function watchConnection (client: RedisClient, log: FastifyBaseLogger): Connecti
   // Without a listener ioredis reports every failed reconnect as an unhandled error event.
   let lastErrorLog = 0
   client.on('error', (err: Error) => {
+    if (readyCheckRefused(client, err)) {
+      // ioredis checks that a new connection is ready with INFO, and drops the connection when
+      // INFO is refused other than by an ACL (renamed away): the client would never be ready.
+      // Without the check it connects; the capability probe (capabilities.ts) reports INFO.
+      ;(client as Redis).options.enableReadyCheck = false
+      log.info('fastify-redis-cache: Redis refuses INFO; connecting without ioredis\'s ready check')
+      return
+    }
     const now = Date.now()
     if (now - lastErrorLog >= ERROR_LOG_INTERVAL_MS) {
       lastErrorLog = now
@@ -124,6 +159,11 @@ function watchConnection (client: RedisClient, log: FastifyBaseLogger): Connecti
   })
   client.on('close', () => { watch.degraded = true })
   return watch
+}
+
+/** Whether `err` is ioredis's ready check failing because INFO is refused (renamed away). */
+function readyCheckRefused (client: RedisClient, err: Error & { command?: { name?: string } }): boolean {
+  return !client.isCluster && err.name === 'ReplyError' && err.command?.name === 'info'
 }
 
 /**
@@ -152,6 +192,8 @@ function waitForStart (client: RedisClient, own: boolean, startTimeout: number, 
       done()
     }
     const onStartError = (err: Error): void => {
+      // The client connects again at once, without the ready check (see watchConnection).
+      if (readyCheckRefused(client, err)) return
       // A refused password or an unknown host is a configuration error: retrying cannot fix it.
       if (err.name === 'ReplyError' || (err as NodeJS.ErrnoException).code === 'ENOTFOUND') {
         if (own) client.disconnect()

@@ -4,6 +4,12 @@
 // released without an entry (the result was not storable, or the holder failed), when the lock
 // expires (the holder died), or when their wait exceeds its limit. Within one process,
 // concurrent misses are already collapsed before any of this.
+//
+// A failover can leave a lock behind with nobody to release it: the holder's result and release
+// went to the old primary and were lost (replication is asynchronous), while the lock itself had
+// reached the new one. Such a lock must not stall requests: a wait never lasts longer than one
+// command may (`commandTimeout`), and ends at once when this process's connection came back
+// since the claim, since the lock may then be on a server its holder never reached again.
 import { randomBytes } from 'node:crypto'
 import type { EntryStore, LockStore } from './stores/store'
 
@@ -12,6 +18,14 @@ export interface LockSettings {
   ttl: number
   /** Milliseconds a waiter polls before giving up and running the work itself. */
   wait: number
+}
+
+/** What bounds a wait besides `lock.wait`. */
+export interface LockBounds {
+  /** Milliseconds any Redis command may take (`commandTimeout`): no wait lasts longer. */
+  commandTimeout: number
+  /** How many times the connection came back (CacheStack.reconnects). */
+  connection: { readonly reconnects: number }
 }
 
 export interface Lease {
@@ -35,13 +49,15 @@ export class DistributedLock {
   private readonly entries: EntryStore
   private readonly lockPrefix: string
   private readonly settings: LockSettings | false
+  private readonly bounds: LockBounds | undefined
 
   /** Without a lock store (one process has nothing to coordinate with), every claim is granted. */
-  constructor (locks: LockStore | undefined, entries: EntryStore, lockPrefix: string, settings: LockSettings | false) {
+  constructor (locks: LockStore | undefined, entries: EntryStore, lockPrefix: string, settings: LockSettings | false, bounds?: LockBounds) {
     this.locks = locks
     this.entries = entries
     this.lockPrefix = lockPrefix
     this.settings = settings
+    this.bounds = bounds
   }
 
   /**
@@ -53,13 +69,14 @@ export class DistributedLock {
     if (locks === undefined || this.settings === false) return { lease: NO_LEASE }
     const lockKey = this.lockKey(fullKey, field)
     const token = randomBytes(12).toString('base64url')
+    const reconnects = this.bounds?.connection.reconnects
     let acquired: boolean
     try {
       acquired = await locks.acquireLock(lockKey, token, this.settings.ttl)
     } catch {
       return { lease: NO_LEASE }
     }
-    if (!acquired) return { bytes: await this.waitFor(fullKey, usable, field) }
+    if (!acquired) return { bytes: await this.waitFor(fullKey, usable, field, reconnects) }
     const lease: Lease = { release: () => locks.releaseLock(lockKey, token).catch(() => {}) }
     // The previous holder may have stored its result and let go between the caller's miss and
     // this lock: look once more, or the work would run twice.
@@ -80,14 +97,16 @@ export class DistributedLock {
    * for stale serving is not the holder's result). Returns its bytes, or null when the caller
    * should do the work itself.
    */
-  private async waitFor (fullKey: string, usable: (bytes: Buffer) => boolean, field: string | undefined): Promise<Buffer | null> {
+  private async waitFor (fullKey: string, usable: (bytes: Buffer) => boolean, field: string | undefined, reconnects: number | undefined): Promise<Buffer | null> {
     const lockKey = this.lockKey(fullKey, field)
-    const deadline = Date.now() + (this.settings as LockSettings).wait
+    const deadline = Date.now() + Math.min((this.settings as LockSettings).wait, this.bounds?.commandTimeout ?? Infinity)
     let pause = FIRST_POLL_MS
     try {
       while (Date.now() < deadline) {
         await sleep(Math.min(pause, Math.max(0, deadline - Date.now())))
         pause = Math.min(pause * 2, MAX_POLL_MS)
+        // Reconnected (a failover, maybe): the holder cannot be known alive any more.
+        if (this.bounds !== undefined && this.bounds.connection.reconnects !== reconnects) return null
         const [bytes, locked] = await Promise.all([this.entries.get(fullKey, field), this.entries.exists([lockKey])])
         if (bytes !== null && usable(bytes)) return bytes
         if (locked === 0) return null

@@ -177,7 +177,11 @@ t.test('renderMetrics: every statistic, with HELP and TYPE, valid and parsable',
         items: { hits: 4, misses: 1, hitRate: 0.8 },
         users: { hits: 0, misses: 2, hitRate: 0 }
       },
-      local: { entries: 13, bytes: 14, maxEntries: 15, maxBytes: 16, bypassed: false }
+      local: { entries: 13, bytes: 14, maxEntries: 15, maxBytes: 16, bypassed: true },
+      rateLimitFailedOpen: 17,
+      invalidationsPending: 18,
+      invalidationsRetried: 19,
+      invalidatedReads: 20
     }),
     info: REDIS_INFO,
     connected: true
@@ -194,6 +198,10 @@ t.test('renderMetrics: every statistic, with HELP and TYPE, valid and parsable',
     ['evictions_total', 'COUNTER', 5],
     ['errors_total', 'COUNTER', 6],
     ['oversized_total', 'COUNTER', 7],
+    ['rate_limit_failed_open_total', 'COUNTER', 17],
+    ['invalidations_pending', 'GAUGE', 18],
+    ['invalidations_retried_total', 'COUNTER', 19],
+    ['invalidated_reads_total', 'COUNTER', 20],
     ['read_bytes_total', 'COUNTER', 100],
     ['written_bytes_total', 'COUNTER', 200],
     ['compression_input_bytes_total', 'COUNTER', 3000],
@@ -206,6 +214,7 @@ t.test('renderMetrics: every statistic, with HELP and TYPE, valid and parsable',
     ['local_bytes', 'GAUGE', 14],
     ['local_max_entries', 'GAUGE', 15],
     ['local_max_bytes', 'GAUGE', 16],
+    ['local_bypassed', 'GAUGE', 1],
     ['redis_memory_used_bytes', 'GAUGE', 1048576],
     ['redis_connected_clients', 'GAUGE', 3],
     ['redis_evicted_keys_total', 'COUNTER', 8],
@@ -253,12 +262,18 @@ t.test('renderMetrics: unknown Redis values are left out, no namespaces means no
   t.equal(value(families, 'store_info', { store: 'memory' }), 1)
   for (const name of ['redis_info', 'redis_memory_used_bytes', 'redis_connected_clients', 'redis_evicted_keys_total',
     'redis_expired_keys_total', 'redis_keyspace_hits_total', 'redis_keyspace_misses_total', 'redis_uptime_seconds',
-    'route_hits_total', 'route_misses_total', 'route_hit_ratio', 'local_entries', 'local_bytes']) {
+    'route_hits_total', 'route_misses_total', 'route_hit_ratio', 'local_entries', 'local_bytes', 'local_bypassed']) {
     t.notOk(families.has(P + name), `${name} left out`)
   }
   t.notMatch(text, /# TYPE \S+ \S+\n# /, 'no family without samples')
   const checked = await promtool(text)
   if (checked !== undefined) t.same(checked, { code: 0, output: '' }, 'promtool check metrics')
+})
+
+t.test('renderMetrics: a local tier in use reports local_bypassed 0', async (t) => {
+  const local = { entries: 0, bytes: 0, maxEntries: 1, maxBytes: 1, bypassed: false }
+  const families = parse(renderMetrics({ statistics: statistics({ local }), info: NO_INFO, connected: true }))
+  t.equal(value(families, 'local_bypassed'), 0)
 })
 
 t.test('renderMetrics escapes label values so any namespace or version round-trips', async (t) => {

@@ -123,7 +123,8 @@ t.test('getOrSet across instances runs the callback once', async (t) => {
 })
 
 t.test('a lock holder that died: waiters run the handler once its lock expires', async (t) => {
-  const { apps, caches, prefix, runs } = await fleet(t, 3, { lock: { ttl: 5000, wait: 3000 } }, { delay: 20 })
+  // A wait is bounded by commandTimeout too: room enough for the lock to expire first.
+  const { apps, caches, prefix, runs } = await fleet(t, 3, { lock: { ttl: 5000, wait: 3000 }, commandTimeout: 5000 }, { delay: 20 })
   const raw = rawClient(t, server.url)
   // What a crashed holder leaves behind: a lock nobody releases.
   const lockKey = `${prefix}:#lock:${caches[0].redisKey('localhost:80/report')}`

@@ -78,6 +78,16 @@ export interface RateLimitOptions {
   max: number
   /** Window length in seconds. */
   window: number
+  /**
+   * What to do when Redis cannot count the request (down, timed out, out of memory, scripting
+   * refused). Every such failure is counted in `errors` and logged (throttled).
+   * - unset (default): follow `throwOnError`: with `false` the request is let through (counted in
+   *   `rateLimitFailedOpen`), with `true` the typed error is thrown;
+   * - `true`: reject with `RedisConnectionError` whatever `throwOnError` says, for limits that
+   *   guard something costly or abusable (a login, a paid API);
+   * - `false`: let the request through whatever `throwOnError` says.
+   */
+  failClosed?: boolean
 }
 
 export interface RateLimitResult {

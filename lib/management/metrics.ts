@@ -74,6 +74,10 @@ export function renderMetrics ({ statistics: s, info, connected }: MetricsInput)
   out.single('evictions_total', 'counter', 'Entries evicted by the cache (the in-process tier when it is on).', s.evictions)
   out.single('errors_total', 'counter', 'Failed cache operations (store failures, unreadable entries).', s.errors)
   out.single('oversized_total', 'counter', 'Entries not stored because they exceeded maxEntrySize.', s.oversized)
+  out.single('rate_limit_failed_open_total', 'counter', 'rateLimit calls let through because Redis could not count them.', s.rateLimitFailedOpen)
+  out.single('invalidations_pending', 'gauge', 'Invalidations Redis has not applied yet, kept and retried.', s.invalidationsPending)
+  out.single('invalidations_retried_total', 'counter', 'Invalidations applied on a retry, after Redis had failed them.', s.invalidationsRetried)
+  out.single('invalidated_reads_total', 'counter', 'Entries read but not served because an invalidation covers them.', s.invalidatedReads)
   out.single('read_bytes_total', 'counter', 'Bytes read from the store on hits.', s.bytesRead)
   out.single('written_bytes_total', 'counter', 'Bytes written to the store (after compression).', s.bytesWritten)
   out.single('compression_input_bytes_total', 'counter', 'Bytes of compressed values before compression.', s.compressedBytesIn)
@@ -95,6 +99,7 @@ export function renderMetrics ({ statistics: s, info, connected }: MetricsInput)
     out.single('local_bytes', 'gauge', 'Bytes held by the in-process tier.', s.local.bytes)
     out.single('local_max_entries', 'gauge', 'Entries the in-process tier holds at most.', s.local.maxEntries)
     out.single('local_max_bytes', 'gauge', 'Bytes the in-process tier holds at most.', s.local.maxBytes)
+    out.single('local_bypassed', 'gauge', 'Whether the in-process tier is bypassed (1) because invalidations cannot reach it, or used (0).', s.local.bypassed ? 1 : 0)
   }
 
   out.family('store_info', 'gauge', 'The store behind the cache (1 for the one in use).',

@@ -222,10 +222,14 @@ function withAuth (password: string | undefined, command: string[]): string[][] 
   return password === undefined ? [command] : [['AUTH', password], command]
 }
 
-/** Asks whoever listens on the port for its process_id (authenticating if needed). */
-async function probePid (port: number, password: string | undefined): Promise<number | undefined> {
+/**
+ * Asks whoever listens on the port for its process_id (authenticating if needed). A server
+ * started with INFO renamed away (`--rename-command INFO ""`) cannot tell: 'no-info'.
+ */
+async function probePid (port: number, password: string | undefined): Promise<number | 'no-info' | undefined> {
   const replies = await sendCommands(port, withAuth(password, ['INFO', 'server']), 500)
   const info = replies?.at(-1)
+  if (info !== undefined && info.error && /unknown command/i.test(info.value)) return 'no-info'
   if (info === undefined || info.error) return undefined
   const m = /process_id:(\d+)/.exec(info.value)
   return m === null ? undefined : Number(m[1])
@@ -363,8 +367,10 @@ class Server implements RedisServer {
           `(code ${String(child.exitCode)}, signal ${String(child.signalCode)})`, run.output)
       }
       const pid = await probePid(this.port, this.password)
-      // Only our own process counts: something else may answer on the port.
-      if (pid !== undefined && pid === child.pid) return
+      // Only our own process counts: something else may answer on the port. Without INFO, a
+      // server that refuses it while ours runs (a stranger on the port would have made ours
+      // exit on bind) is ours.
+      if (pid !== undefined && (pid === child.pid || (pid === 'no-info' && !run.done))) return
       if (Date.now() > deadline) {
         child.ref()
         child.kill('SIGKILL')
