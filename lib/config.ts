@@ -51,6 +51,7 @@ export const DEFAULTS = {
   localMaxEntries: 10_000,
   localMaxBytes: 64 * 1024 * 1024,
   localTtl: 60,
+  localHeartbeat: 1000,
   memoryMaxEntries: 100_000,
   memoryMaxBytes: 64 * 1024 * 1024,
   failureThreshold: 5,
@@ -230,7 +231,8 @@ export function resolveConfig (options: CacheOptions = {}, envSource: NodeJS.Pro
       : {
           maxEntries: localOption.maxEntries ?? DEFAULTS.localMaxEntries,
           maxBytes: localOption.maxBytes ?? DEFAULTS.localMaxBytes,
-          ttl: localOption.ttl ?? DEFAULTS.localTtl
+          ttl: localOption.ttl ?? DEFAULTS.localTtl,
+          heartbeat: localOption.heartbeat ?? DEFAULTS.localHeartbeat
         },
     commandTimeout: options.commandTimeout ?? DEFAULTS.commandTimeout,
     maxEntrySize: options.maxEntrySize ?? DEFAULTS.maxEntrySize,

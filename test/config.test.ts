@@ -316,6 +316,7 @@ t.test('option validation names the option', async (t) => {
     [{ throwOnError: 1 }, /option throwOnError expected boolean/],
     [{ local: { maxEntries: 0 } }, /option local/],
     [{ local: { entries: 5 } }, /option local/],
+    [{ local: { heartbeat: 0 } }, /option local/],
     [{ local: true }, /option local/],
     [{ commandTimeout: 0 }, /option commandTimeout/],
     [{ maxEntrySize: 0.5 }, /option maxEntrySize/],
@@ -345,7 +346,7 @@ t.test('option values are used', async (t) => {
     routes: { prefix: '/admin/cache//', token: 't', preHandler, dashboard: false },
     errorHandler: false,
     throwOnError: true,
-    local: { maxEntries: 5, maxBytes: 100, ttl: 2 },
+    local: { maxEntries: 5, maxBytes: 100, ttl: 2, heartbeat: 250 },
     commandTimeout: 50,
     maxEntrySize: 1000
   }, {})
@@ -354,7 +355,7 @@ t.test('option values are used', async (t) => {
   t.same(config.routes, { prefix: '/admin/cache', token: 't', preHandler, public: false, dashboard: false })
   t.equal(config.errorHandler, false)
   t.equal(config.throwOnError, true)
-  t.same(config.local, { maxEntries: 5, maxBytes: 100, ttl: 2 })
+  t.same(config.local, { maxEntries: 5, maxBytes: 100, ttl: 2, heartbeat: 250 })
   t.equal(config.commandTimeout, 50)
   t.equal(config.maxEntrySize, 1000)
   t.same(config.circuitBreaker, { failureThreshold: 5, resetTimeout: 2000 }, 'circuit breaker defaults')
@@ -367,7 +368,7 @@ t.test('option values are used', async (t) => {
   const off = resolveConfig({ circuitBreaker: false, lock: false }, {})
   t.equal(off.circuitBreaker, false)
   t.equal(off.lock, false)
-  t.same(resolveConfig({ local: {} }, {}).local, { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024, ttl: 60 })
+  t.same(resolveConfig({ local: {} }, {}).local, { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024, ttl: 60, heartbeat: 1000 })
   t.equal(resolveConfig({ local: false }, {}).local, false)
   t.equal(resolveConfig({ routes: false }, {}).routes, false)
   t.same(resolveConfig({ compression: false }, {}).compression, { enabled: false, threshold: 1024, level: 6 })

@@ -46,6 +46,8 @@ async function instance (t: tap.Test, prefix: string, options: CacheOptions = {}
     const subscribers = await redis.cli('pubsub', 'numsub', `${prefix}:#invalidate`)
     return Number(subscribers.split('\n')[1]) >= 1
   }, 3000, 'the invalidation subscription')
+  // The tier keeps nothing until a heartbeat proves that invalidations arrive.
+  await until(() => !local.bypassed, 3000, 'the subscription to be proven')
   return { app, cache, local, logs }
 }
 

@@ -31,7 +31,13 @@ export const LocalTierOptionsSchema = Type.Object({
   maxEntries: Type.Optional(Type.Integer({ minimum: 1 })),
   maxBytes: Type.Optional(Type.Integer({ minimum: 1 })),
   /** Seconds an entry may live in the local tier at most. */
-  ttl: Type.Optional(Seconds)
+  ttl: Type.Optional(Seconds),
+  /**
+   * Milliseconds between the heartbeats that check that invalidations from other instances
+   * still arrive. One that has not come back after three intervals bypasses the tier until they
+   * do. Default 1000.
+   */
+  heartbeat: Type.Optional(Type.Integer({ minimum: 1 }))
 }, { additionalProperties: false })
 
 export const CircuitBreakerOptionsSchema = Type.Object({

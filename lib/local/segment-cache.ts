@@ -18,17 +18,31 @@ export interface SegmentCacheBounds extends SegmentBounds {
  */
 export class SegmentCache extends SegmentMemory {
   private readonly ttl: number
+  // Keeps nothing while invalidations may not reach this instance (bus/invalidation-bus.ts
+  // decides): with nothing held, every reader, whichever path it takes, goes to the store.
+  private off = false
 
   constructor (options: SegmentCacheBounds, stats: Statistics) {
     super(options, stats)
     this.ttl = options.ttl
   }
 
+  /** Whether the tier is bypassed: empty, keeping nothing. */
+  get bypassed (): boolean {
+    return this.off
+  }
+
+  /** Bypasses the tier (emptying it) or uses it again. */
+  bypass (on: boolean): void {
+    this.off = on
+    if (on) this.clear()
+  }
+
   /** Keeps bytes until their own freshness ends or the tier's ttl, whichever is first. */
   set (key: string, bytes: Buffer): void {
     // Only our own envelopes carry the freshness the local copy must not outlive. The old copy
     // goes whether or not the new bytes are kept: it is stale now.
-    if (!isEnvelope(bytes)) {
+    if (this.off || !isEnvelope(bytes)) {
       this.delete(key)
       return
     }

@@ -3,17 +3,19 @@
 //
 // Coherence: every change made here (set, delete, expire, bust, clear, tag invalidation) drops
 // the local copies at once and is published on the invalidation bus (bus/), and what other
-// instances publish drops the named entries here. A read from the store that an invalidation of
-// its key overtakes is not kept locally: it may carry the old bytes. With Redis down, local hits
-// still serve.
+// instances publish drops the named entries here. A read or a write of the store that an
+// invalidation of its key overtakes does not land locally: a read may bring back the old bytes
+// (sent before the change), and a write's bytes are what the invalidation removed. While the bus
+// cannot vouch that invalidations arrive, the tier is bypassed (local/segment-cache.ts). With
+// Redis down, local hits still serve.
 import type { InvalidationBus, BusListener } from '../bus/invalidation-bus'
 import type { SegmentCache } from '../local/segment-cache'
 import type { EntryStore } from './store'
 
-/** The reads of one key from the store in flight together. */
-interface PendingRead {
-  readers: number
-  /** The key was invalidated since these reads began. */
+/** The reads and writes of one key in flight together, that may land locally once done. */
+interface InFlight {
+  count: number
+  /** The key was invalidated since they began: none of them lands. */
   raced: boolean
 }
 
@@ -23,10 +25,10 @@ export class TieredStore implements EntryStore, BusListener {
   private readonly prefix: string
   /** Set once the bus is built: the bus needs this store as its listener first. */
   bus: InvalidationBus | undefined
-  // Reads from the store in flight, by key. An invalidation of the key, here or from another
-  // instance, marks the read raced and takes it out: what it brings back may be the old bytes
-  // (sent before the change), so it is not kept locally. Reads of other keys are not affected.
-  private readonly reading = new Map<string, PendingRead>()
+  // Reads and writes of the store in flight, by key. An invalidation of the key, here or from
+  // another instance, marks them raced and takes them out, so that operations starting later
+  // are not affected; those of other keys are not affected either.
+  private readonly inFlight = new Map<string, InFlight>()
 
   constructor (inner: EntryStore, local: SegmentCache, prefix: string) {
     this.inner = inner
@@ -39,27 +41,20 @@ export class TieredStore implements EntryStore, BusListener {
     if (field !== undefined) return this.inner.get(key, field)
     const cached = this.local.get(key)
     if (cached !== undefined) return cached
-    let read = this.reading.get(key)
-    if (read === undefined) {
-      read = { readers: 0, raced: false }
-      this.reading.set(key, read)
-    }
-    read.readers++
-    try {
-      const bytes = await this.inner.get(key)
-      if (bytes !== null && !read.raced) this.local.set(key, bytes)
-      return bytes
-    } finally {
-      if (--read.readers === 0 && this.reading.get(key) === read) this.reading.delete(key)
-    }
+    const bytes = await this.landing(key, this.inner.get(key))
+    if (bytes.landed && bytes.result !== null) this.local.set(key, bytes.result)
+    return bytes.result
   }
 
-  async set (key: string, value: Buffer, ttl: number, tags: readonly string[], field?: string): Promise<void> {
+  async set (key: string, value: Buffer, ttl: number, tags: readonly string[], field?: string): Promise<boolean> {
+    // A change of the key: reads and writes begun before it must not land after it.
     this.markRaced(key)
-    await this.inner.set(key, value, ttl, tags, field)
-    if (field === undefined) this.local.set(key, value)
+    const stored = await this.landing(key, this.inner.set(key, value, ttl, tags, field))
+    if (!stored.result) return false
+    if (field === undefined && stored.landed) this.local.set(key, value)
     else this.local.delete(key)
     this.bus?.publishKeys([key])
+    return true
   }
 
   delete (keys: readonly string[]): Promise<number> {
@@ -93,7 +88,7 @@ export class TieredStore implements EntryStore, BusListener {
     return result
   }
 
-  /** Drops the local copies of `keys`, and keeps reads of them in flight from storing theirs. */
+  /** Drops the local copies of `keys`, and keeps operations on them in flight from landing. */
   dropKeys (keys: readonly string[]): void {
     for (const key of keys) {
       this.local.delete(key)
@@ -103,13 +98,38 @@ export class TieredStore implements EntryStore, BusListener {
 
   dropPrefix (prefix: string): void {
     this.local.deletePrefix(prefix)
-    for (const key of this.reading.keys()) if (key.startsWith(prefix)) this.markRaced(key)
+    for (const key of this.inFlight.keys()) if (key.startsWith(prefix)) this.markRaced(key)
   }
 
   dropAll (): void {
     this.local.clear()
-    for (const read of this.reading.values()) read.raced = true
-    this.reading.clear()
+    for (const operation of this.inFlight.values()) operation.raced = true
+    this.inFlight.clear()
+  }
+
+  /**
+   * Stops keeping anything locally while invalidations may not arrive, or starts again. Either
+   * way nothing in flight lands: what it carries was read or written while they might not.
+   */
+  bypass (on: boolean): void {
+    this.local.bypass(on)
+    this.dropAll()
+  }
+
+  /** Runs `work` on `key`; landed: no invalidation of the key overtook it. */
+  private async landing<T> (key: string, work: Promise<T>): Promise<{ result: T, landed: boolean }> {
+    let operation = this.inFlight.get(key)
+    if (operation === undefined) {
+      operation = { count: 0, raced: false }
+      this.inFlight.set(key, operation)
+    }
+    operation.count++
+    try {
+      const result = await work
+      return { result, landed: !operation.raced }
+    } finally {
+      if (--operation.count === 0 && this.inFlight.get(key) === operation) this.inFlight.delete(key)
+    }
   }
 
   /** Drops keys locally at once (even if the store fails), then tells the other instances. */
@@ -120,12 +140,12 @@ export class TieredStore implements EntryStore, BusListener {
     return result
   }
 
-  /** Marks the reads of `key` in flight raced; reads that start later are not. */
+  /** Marks the operations on `key` in flight raced; those that start later are not. */
   private markRaced (key: string): void {
-    const read = this.reading.get(key)
-    if (read !== undefined) {
-      read.raced = true
-      this.reading.delete(key)
+    const operation = this.inFlight.get(key)
+    if (operation !== undefined) {
+      operation.raced = true
+      this.inFlight.delete(key)
     }
   }
 }
