@@ -40,7 +40,7 @@ const plugin: FastifyPluginAsync<CacheOptions> = async function fastifyRedisCach
     defaultTtl: config.defaultTtl,
     maxTtl: config.maxTtl,
     maxEntrySize: config.maxEntrySize,
-    lock: new DistributedLock(stack.locks, stack.entries, layout.lockPrefix, config.lock, { commandTimeout: config.commandTimeout, connection: stack }),
+    lock: new DistributedLock(stack.locks, stack.entries, layout.lockPrefix, config.lock, { connection: stack }),
     failures: new FailurePolicy(config.throwOnError, stats, log),
     stats,
     log,

@@ -7,9 +7,10 @@
 //
 // A failover can leave a lock behind with nobody to release it: the holder's result and release
 // went to the old primary and were lost (replication is asynchronous), while the lock itself had
-// reached the new one. Such a lock must not stall requests: a wait never lasts longer than one
-// command may (`commandTimeout`), and ends at once when this process's connection came back
-// since the claim, since the lock may then be on a server its holder never reached again.
+// reached the new one. Such a lock must not stall requests: a wait never lasts longer than
+// `lock.wait` (each poll bounded by `commandTimeout`), and ends at once when this process's
+// connection came back since the claim, since the lock may then be on a server its holder never
+// reached again.
 import { randomBytes } from 'node:crypto'
 import type { EntryStore, LockStore } from './stores/store'
 
@@ -20,10 +21,8 @@ export interface LockSettings {
   wait: number
 }
 
-/** What bounds a wait besides `lock.wait`. */
+/** What ends a wait before `lock.wait`. */
 export interface LockBounds {
-  /** Milliseconds any Redis command may take (`commandTimeout`): no wait lasts longer. */
-  commandTimeout: number
   /** How many times the connection came back (CacheStack.reconnects). */
   connection: { readonly reconnects: number }
 }
@@ -99,7 +98,7 @@ export class DistributedLock {
    */
   private async waitFor (fullKey: string, usable: (bytes: Buffer) => boolean, field: string | undefined, reconnects: number | undefined): Promise<Buffer | null> {
     const lockKey = this.lockKey(fullKey, field)
-    const deadline = Date.now() + Math.min((this.settings as LockSettings).wait, this.bounds?.commandTimeout ?? Infinity)
+    const deadline = Date.now() + (this.settings as LockSettings).wait
     let pause = FIRST_POLL_MS
     try {
       while (Date.now() < deadline) {

@@ -9,6 +9,8 @@
 // `breaker`, `client` and `local` directly. Nothing walks from one layer to the next.
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import { InvalidationBus } from './bus/invalidation-bus'
+import type { StampSource } from './invalidation/stamps'
+import { watchCapabilities } from './capabilities'
 import { DEFAULTS, type ResolvedConfig } from './config'
 import { openConnection } from './connection'
 import type { KeyLayout } from './keys'
@@ -31,6 +33,8 @@ export interface CacheStack {
   /** Locks shared by the instances; none for the memory store, which only one process sees. */
   readonly locks: LockStore | undefined
   readonly server: ServerStore
+  /** Where invalidation stamps are read: Redis, through the breaker; none for the memory store. */
+  readonly stampSource: StampSource | undefined
   /** l1: the local tier's memory, when on. */
   readonly local: SegmentCache | undefined
   /** The circuit breaker in front of Redis. */
@@ -42,6 +46,11 @@ export interface CacheStack {
   readonly circuit: CircuitState
   /** What the Redis refuses (see capabilities.ts): filled in once the connection is probed. */
   readonly missingCapabilities: string[]
+  /**
+   * How many times the connection came back (ready again) since the stack was built: a change
+   * means commands before it may have gone to another server (a failover). 0 for memory.
+   */
+  readonly reconnects: number
   /** The local tier's report for the statistics; null when off. */
   localReport (): CacheStatistics['local']
   close (): Promise<void>
@@ -57,12 +66,25 @@ export async function buildStack (fastify: FastifyInstance, log: FastifyBaseLogg
   const client = await openConnection(fastify, log, config.redis, config.commandTimeout, connectTimeout ?? DEFAULTS.connectTimeout)
   const store = new RedisStore(client, layout)
   const breaker = guard(store, config, log)
-  client.on('ready', () => breaker.connectionRestored())
+  let reconnects = 0
+  client.on('ready', () => {
+    reconnects++
+    breaker.connectionRestored()
+  })
+  const missingCapabilities: string[] = []
+  // In the background: registration waits for nothing more than the connection.
+  watchCapabilities({
+    client,
+    store,
+    missing: missingCapabilities,
+    channel: config.local === false ? undefined : `${config.prefix}:#invalidate`,
+    log
+  })
   let tiered: TieredStore | undefined
   let bus: InvalidationBus | undefined
   if (config.local !== false) {
     tiered = new TieredStore(breaker, new SegmentCache(config.local, stats), config.prefix)
-    bus = tiered.bus = new InvalidationBus(client, config.prefix, tiered, log)
+    bus = tiered.bus = new InvalidationBus(client, config.prefix, tiered, log, config.local.heartbeat)
   }
   return {
     kind: 'redis',
@@ -71,13 +93,15 @@ export async function buildStack (fastify: FastifyInstance, log: FastifyBaseLogg
     windows: breaker,
     locks: breaker,
     server: breaker,
+    stampSource: breaker,
     local: tiered?.local,
     breaker,
     client,
     get connected () { return breaker.connected },
     get circuit () { return breaker.state },
-    missingCapabilities: [],
-    localReport: () => tiered === undefined ? null : { ...tiered.local.describe(), bypassed: false },
+    missingCapabilities,
+    get reconnects () { return reconnects },
+    localReport: () => tiered === undefined ? null : { ...tiered.local.describe(), bypassed: tiered.local.bypassed },
     async close () {
       bus?.close()
       tiered?.dropAll()
@@ -94,12 +118,14 @@ function memoryStack (store: MemoryStore): CacheStack {
     windows: store,
     locks: undefined,
     server: store,
+    stampSource: undefined,
     local: undefined,
     breaker: undefined,
     client: undefined,
     connected: true,
     circuit: 'closed',
     missingCapabilities: [],
+    reconnects: 0,
     localReport: () => null,
     close: () => store.close()
   }

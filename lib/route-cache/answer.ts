@@ -169,4 +169,3 @@ function waitFor (promise: Promise<Buffer | null>): Promise<Buffer | null> {
   const timeout = new Promise<null>((resolve) => { timer = setTimeout(resolve, COLLAPSE_WAIT_MS, null) })
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
 }
-

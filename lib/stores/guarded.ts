@@ -5,10 +5,32 @@
 // noticed even without traffic, and a reconnect closes the circuit at once.
 import { RedisConnectionError } from '../errors'
 import type { CacheInfo } from '../../types'
+import type { StampSource } from '../invalidation/stamps'
 import type { EntryStore, LockStore, RateWindow, RateWindowStore, ServerStore } from './store'
 
-/** What the breaker guards: the Redis store's capabilities, and whether its client is ready. */
-export type GuardableStore = EntryStore & RateWindowStore & LockStore & ServerStore & { readonly connected: boolean }
+/**
+ * What the breaker guards: the Redis store's capabilities, whether its client is ready, and
+ * how to make it connect afresh (to reach a new primary behind the same address).
+ */
+export type GuardableStore = EntryStore & RateWindowStore & LockStore & ServerStore & StampSource & {
+  readonly connected: boolean
+  reconnect?: () => void
+}
+
+// Replies that say this server cannot serve us now, however healthy its socket: a primary
+// demoted by a failover (READONLY), a dataset still loading, a replica cut off from its
+// primary, a Cluster without all its slots or in the middle of moving one.
+const UNAVAILABLE_REPLY = /^(READONLY|LOADING|MASTERDOWN|CLUSTERDOWN|TRYAGAIN)\b/
+
+/** Whether `err` is a Redis reply (an answer), as ioredis names them. */
+export function isReplyError (err: unknown): err is Error {
+  return err instanceof Error && err.name === 'ReplyError'
+}
+
+/** Whether `err` is a reply that means the server cannot serve us (see UNAVAILABLE_REPLY). */
+export function isUnavailableReply (err: unknown): boolean {
+  return isReplyError(err) && UNAVAILABLE_REPLY.test(err.message)
+}
 
 export type CircuitState = 'closed' | 'open' | 'half-open'
 
@@ -29,7 +51,7 @@ export interface BreakerEvents {
 const OPEN_ERROR_MESSAGE = 'Redis circuit is open: skipping Redis until it answers again'
 
 /** A store whose calls go through a circuit breaker and, optionally, a timeout. */
-export class GuardedStore implements EntryStore, RateWindowStore, LockStore, ServerStore {
+export class GuardedStore implements EntryStore, RateWindowStore, LockStore, ServerStore, StampSource {
   private readonly inner: GuardableStore
   state: CircuitState = 'closed'
   private failures = 0
@@ -71,7 +93,7 @@ export class GuardedStore implements EntryStore, RateWindowStore, LockStore, Ser
     return bytes
   }
 
-  set (key: string, value: Buffer, ttl: number, tags: readonly string[], field?: string): Promise<void> {
+  set (key: string, value: Buffer, ttl: number, tags: readonly string[], field?: string): Promise<boolean> {
     return this.call(() => this.inner.set(key, value, ttl, tags, field))
   }
 
@@ -98,6 +120,10 @@ export class GuardedStore implements EntryStore, RateWindowStore, LockStore, Ser
 
   invalidateTags (tags: readonly string[]): Promise<{ removed: number, keys: string[] }> {
     return this.call(() => this.inner.invalidateTags(tags))
+  }
+
+  readStamps (names: readonly string[]): Promise<Array<string | null>> {
+    return this.call(() => this.inner.readStamps(names))
   }
 
   hitWindow (id: string, windowSeconds: number): Promise<RateWindow> {
@@ -172,8 +198,15 @@ export class GuardedStore implements EntryStore, RateWindowStore, LockStore, Ser
   }
 
   private failed (err: unknown): void {
-    // A reply error (a wrong type at a key, say) is an answer: Redis is up.
-    if (err instanceof Error && err.name === 'ReplyError') return
+    // A reply error (a wrong type at a key, an OOM under maxmemory, a denied command) is an
+    // answer: Redis is up, and under OOM it still serves reads, so the circuit stays closed.
+    // Only the replies that say this server cannot serve us count against it.
+    if (isReplyError(err)) {
+      if (!UNAVAILABLE_REPLY.test(err.message)) return
+      // A demoted primary keeps answering on the old connection: only a new one reaches the
+      // primary a failover behind the same address (DNS, a proxy) now points to.
+      if (err.message.startsWith('READONLY')) this.inner.reconnect?.()
+    }
     this.failures++
     if (this.state === 'half-open' || (this.state === 'closed' && this.failures >= this.options.failureThreshold)) {
       this.transition('open')

@@ -1,40 +1,13 @@
 // The Redis store, for a standalone (or Sentinel-managed) client and for a Cluster client alike.
-// Every script touches one key only, so each runs in one slot; multi-key work on a Cluster is
-// split into single-key commands that auto-pipelining batches per node.
-import { createHash } from 'node:crypto'
+// Reads are here; writes and invalidations, which must not lose a race, are in redis-writes.ts.
+// On a Cluster, multi-key work is split into single-key commands that auto-pipelining batches
+// per node.
 import type { Cluster, Redis } from 'ioredis'
 import type { CacheInfo } from '../../types'
 import type { KeyLayout } from '../keys'
+import { lua, type LuaScript } from './lua'
+import { clearEntries, deleteEntries, invalidateTagged, preloadScripts, readStamps, type RedisTarget, sum, writeEntry } from './redis-writes'
 import type { EntryStore, LockStore, RateWindow, RateWindowStore, ServerStore } from './store'
-
-const SCAN_COUNT = 1000
-
-interface LuaScript { source: string, sha: string }
-
-function lua (source: string): LuaScript {
-  return { source, sha: createHash('sha1').update(source).digest('hex') }
-}
-
-// Files an entry key under a tag; the tag set lives at least as long as its longest entry.
-const TAG_ADD = lua(`
-redis.call('SADD', KEYS[1], ARGV[1])
-if redis.call('TTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-return 1`)
-
-// Stores one field of a hash; the hash lives at least as long as its freshest field needs. A
-// plain value at the key (the route stored before it varied) is replaced, as SET replaces a hash.
-const FIELD_SET = lua(`
-if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then redis.call('DEL', KEYS[1]) end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-if redis.call('TTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
-return 1`)
-
-// Takes a tag's members and removes the set in one step, so an entry filed under the tag
-// afterwards lands in a fresh set instead of being lost.
-const TAG_POP = lua(`
-local members = redis.call('SMEMBERS', KEYS[1])
-redis.call('DEL', KEYS[1])
-return members`)
 
 // A fixed window: the first hit starts it, every hit counts, the window's TTL says when it resets.
 const HIT_WINDOW = lua(`
@@ -62,21 +35,42 @@ interface ReadWaiter {
   reject: (err: unknown) => void
 }
 
-export class RedisStore implements EntryStore, RateWindowStore, LockStore, ServerStore {
+export class RedisStore implements EntryStore, RateWindowStore, LockStore, ServerStore, RedisTarget {
   readonly client: RedisClient
-  private readonly layout: KeyLayout
-  private readonly isCluster: boolean
+  readonly layout: KeyLayout
+  readonly isCluster: boolean
   // Reads asked for in this turn of the event loop, sent together when it ends.
   private batch: ReadBatch | null = null
+  /**
+   * Whether the server runs our scripts (EVAL/EVALSHA); set to false when the capability probe
+   * (capabilities.ts) finds them refused, so write paths can do without.
+   */
+  scripting = true
+  // A reconnect asked for and not done yet: a burst of READONLY replies makes one.
+  private reconnecting = false
 
   constructor (client: RedisClient, layout: KeyLayout) {
     this.client = client
     this.layout = layout
     this.isCluster = client.isCluster
+    preloadScripts(client)
   }
 
   get connected (): boolean {
     return this.client.status === 'ready'
+  }
+
+  /**
+   * Drops the connection and lets the client open a new one: after a failover behind one
+   * address (DNS, a proxy), the old connection still reaches the demoted primary. Once per
+   * burst: nothing more until the client is ready again. A Cluster follows failovers itself
+   * (MOVED redirections refresh its slot map).
+   */
+  reconnect (): void {
+    if (this.isCluster || this.reconnecting) return
+    this.reconnecting = true
+    this.client.once('ready', () => { this.reconnecting = false })
+    ;(this.client as Redis).disconnect(true)
   }
 
   /**
@@ -117,19 +111,13 @@ export class RedisStore implements EntryStore, RateWindowStore, LockStore, Serve
     else this.client.mgetBuffer(keys).then(settle, fail)
   }
 
-  async set (key: string, value: Buffer, ttl: number, tags: readonly string[], field?: string): Promise<void> {
-    const write = field === undefined ? this.client.set(key, value, 'EX', ttl) : this.script(FIELD_SET, key, field, value, ttl)
-    if (tags.length === 0) {
-      await write
-      return
-    }
-    await Promise.all([write, ...tags.map((tag) => this.script(TAG_ADD, this.layout.tag(tag), key, ttl))])
+  set (key: string, value: Buffer, ttl: number, tags: readonly string[], field?: string): Promise<boolean> {
+    return writeEntry(this, key, value, ttl, tags, field)
   }
 
   async delete (keys: readonly string[]): Promise<number> {
     if (keys.length === 0) return 0
-    if (!this.isCluster) return this.client.unlink(...keys)
-    return sum(await Promise.all(keys.map((key) => this.client.unlink(key))))
+    return deleteEntries(this, keys)
   }
 
   async exists (keys: readonly string[]): Promise<number> {
@@ -147,32 +135,16 @@ export class RedisStore implements EntryStore, RateWindowStore, LockStore, Serve
     return this.client.ttl(key)
   }
 
-  async clear (namespace?: string): Promise<number> {
-    const pattern = this.layout.pattern(namespace)
-    const reserved = `${this.layout.prefix}:#`
-    // A Cluster keeps each key on one master: every master is scanned.
-    const nodes: Redis[] = this.isCluster ? (this.client as Cluster).nodes('master') : [this.client as Redis]
-    const counts = await Promise.all(nodes.map(async (node) => {
-      let removed = 0
-      let cursor = '0'
-      do {
-        const [next, keys] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', SCAN_COUNT)
-        cursor = next
-        // Clearing everything also drops tag sets and rate-limit windows, but only entries are
-        // counted, as in the memory store.
-        const entries = keys.filter((key) => !key.startsWith(reserved))
-        removed += await this.delete(entries)
-        if (entries.length < keys.length) await this.delete(keys.filter((key) => key.startsWith(reserved)))
-      } while (cursor !== '0')
-      return removed
-    }))
-    return sum(counts)
+  clear (namespace?: string): Promise<number> {
+    return clearEntries(this, namespace)
   }
 
-  async invalidateTags (tags: readonly string[]): Promise<{ removed: number, keys: string[] }> {
-    const members = await Promise.all(tags.map((tag) => this.script(TAG_POP, this.layout.tag(tag)) as Promise<string[]>))
-    const keys = [...new Set(members.flat())]
-    return { removed: await this.delete(keys), keys }
+  invalidateTags (tags: readonly string[]): Promise<{ removed: number, keys: string[] }> {
+    return invalidateTagged(this, tags)
+  }
+
+  readStamps (names: readonly string[]): Promise<Array<string | null>> {
+    return readStamps(this, names)
   }
 
   async hitWindow (id: string, windowSeconds: number): Promise<RateWindow> {
@@ -200,14 +172,18 @@ export class RedisStore implements EntryStore, RateWindowStore, LockStore, Serve
   /** The connection belongs to whoever opened it (see connection.ts); nothing to release here. */
   async close (): Promise<void> {}
 
+  private script (script: LuaScript, key: string, ...args: Array<string | number | Buffer>): Promise<unknown> {
+    return this.evalKeys(script, [key], args)
+  }
+
   /** EVALSHA, loading the script with EVAL when the server does not know it yet. */
-  private async script (script: LuaScript, key: string, ...args: Array<string | number | Buffer>): Promise<unknown> {
+  async evalKeys (script: LuaScript, keys: string[], args: Array<string | number | Buffer>): Promise<unknown> {
     try {
-      return await this.client.evalsha(script.sha, 1, key, ...args)
+      return await this.client.evalsha(script.sha, keys.length, ...keys, ...args)
     } catch (err) {
       // ioredis rejects with Error objects only.
       if (!(err as Error).message.startsWith('NOSCRIPT')) throw err
-      return this.client.eval(script.source, 1, key, ...args)
+      return this.client.eval(script.source, keys.length, ...keys, ...args)
     }
   }
 }
@@ -252,10 +228,4 @@ function deferred (): ReadWaiter {
     waiter.reject = reject
   })
   return waiter
-}
-
-function sum (values: number[]): number {
-  let total = 0
-  for (const value of values) total += value
-  return total
 }
