@@ -53,16 +53,21 @@ export const MAX_TAGS_BYTES = 0xffff
 
 export function validateTags (tags: unknown): string[] {
   const list = Array.isArray(tags) ? tags : [tags]
-  let total = 0
   for (const tag of list) {
-    const bytes = typeof tag === 'string' ? Buffer.byteLength(tag) : 0
-    if (typeof tag !== 'string' || tag.length === 0 || bytes > MAX_KEY_BYTES) {
+    if (typeof tag !== 'string' || tag.length === 0 || Buffer.byteLength(tag) > MAX_KEY_BYTES) {
       throw new CacheKeyError(`Cache tag must be a non-empty string of at most ${MAX_KEY_BYTES} bytes (got ${describe(tag)})`)
     }
-    total += 2 + bytes
   }
-  if (total > MAX_TAGS_BYTES) throw new CacheKeyError(`An entry's tags may take at most ${MAX_TAGS_BYTES} bytes with their lengths (got ${total})`)
   return list as string[]
+}
+
+/** The tags an entry is stored with: valid tags that fit in its envelope. */
+export function validateEntryTags (tags: unknown): string[] {
+  const list = validateTags(tags)
+  let total = 0
+  for (const tag of list) total += 2 + Buffer.byteLength(tag)
+  if (total > MAX_TAGS_BYTES) throw new CacheKeyError(`An entry's tags may take at most ${MAX_TAGS_BYTES} bytes with their lengths (got ${total})`)
+  return list
 }
 
 /** Positive whole seconds; a RangeError otherwise (a programmer error, always thrown). */

@@ -3,7 +3,7 @@
 // bookkeeping. Real redis-server processes throughout; nothing here asserts timing.
 import t from 'tap'
 import { MAX_VARIANTS } from '../lib/stores/redis-writes'
-import { build, rawClient, type Scope, uniquePrefix, until } from './helpers/app'
+import { build, innerStore, rawClient, type Scope, uniquePrefix, until } from './helpers/app'
 import { routeApp } from './helpers/route-app'
 import { type RedisServer, startRedis } from './helpers/redis-server'
 
@@ -230,4 +230,45 @@ t.test('bookkeeping stays bounded by the live entries', async (t) => {
     await until(() => cache.getStatistics().invalidationsPending === 0, 10_000, 'the clear')
     t.equal(await cache.exists('other', { namespace: 'big' }), 0)
   })
+})
+
+t.test('without scripting (a locked-down Redis), writes go command by command and stay bounded', async (t) => {
+  const { cache } = await build(t, { redis: { url: server.url }, prefix: uniquePrefix() })
+  const store = innerStore(cache)
+  t.ok('scripting' in store)
+  ;(store as { scripting: boolean }).scripting = false
+  const raw = rawClient(t, server.url)
+  t.equal(await cache.set('k', 'v', { tags: ['t'] }), true)
+  t.equal(await cache.get('k'), 'v')
+  const key = cache.redisKey('variants')
+  const entryOf = (i: number): Buffer => Buffer.from(`v${i}`)
+  for (let i = 0; i < MAX_VARIANTS + 3; i++) t.equal(await store.set(key, entryOf(i), 60, [], `f${i}`), true)
+  const fields = await raw.hlen(key)
+  t.ok(fields > 0 && fields <= MAX_VARIANTS, `${fields} variants kept`)
+  t.equal(await cache.invalidateTags('t'), 1)
+  t.equal(await cache.get('k'), null)
+})
+
+t.test('a local copy is refused once its tag is invalidated, whatever became of the index', async (t) => {
+  const { cache } = await build(t, { redis: { url: server.url }, prefix: uniquePrefix(), local: { maxEntries: 100 } })
+  await until(() => cache.getStatistics().local?.bypassed === false, 10_000, 'the local tier')
+  let runs = 0
+  const load = (): Promise<number> => cache.getOrSet('k', () => ++runs, { tags: ['t'] })
+  t.equal(await load(), 1)
+  t.equal(await load(), 1, 'from the local tier')
+  await server.cli('del', cache.core.layout.tag('t'))
+  await cache.invalidateTags('t')
+  t.equal(await load(), 2, 'the callback runs again')
+})
+
+t.test('pending tag invalidations past the bound become a clear of everything', async (t) => {
+  const { cache } = await build(t, { redis: { url: server.url }, prefix: uniquePrefix() })
+  await cache.set('other', 'old', { namespace: 'elsewhere' })
+  await refuseWrites(t)
+  await cache.invalidateTags(Array.from({ length: 10_001 }, (_, i) => `t${i}`))
+  t.equal(cache.getStatistics().invalidationsPending, 1, 'one clear instead of 10,001 tags')
+  t.equal(await cache.get('other', { namespace: 'elsewhere' }), null)
+  await allowWrites()
+  await until(() => cache.getStatistics().invalidationsPending === 0, 10_000, 'the clear')
+  t.equal(await cache.exists('other', { namespace: 'elsewhere' }), 0)
 })

@@ -22,6 +22,7 @@ import {
   MAX_KEY_BYTES,
   NAMESPACE_PATTERN,
   toKey,
+  validateEntryTags,
   validateKey,
   validateKeys,
   validateNamespace,
@@ -188,4 +189,11 @@ t.test('keys from parts: escaped and joined, so different parts never make the s
   t.equal(toKey(['a', 'b']), 'a:b')
   t.equal(toKey('a:b'), 'a:b', 'a string is used as it is')
   t.throws(() => toKey(['']), { name: 'CacheKeyError' }, 'the joined key is validated')
+})
+
+t.test('an entry carries its tags: together they fit in 64 KiB', async (t) => {
+  const tags = Array.from({ length: 70 }, (_, i) => `${i}`.padEnd(1000, 'x'))
+  t.same(validateTags(tags), tags, 'any number of tags may be invalidated at once')
+  t.throws(() => validateEntryTags(tags), { name: 'CacheKeyError', message: /at most 65535 bytes/ })
+  t.same(validateEntryTags(tags.slice(0, 60)), tags.slice(0, 60))
 })

@@ -8,7 +8,7 @@ import { callbackRequired } from '../errors'
 import { KIND_VALUE, type Envelope } from '../envelope'
 import { Flights } from '../flights'
 import { freshness, isFreshBytes, NO_STALE, type StaleWindows } from '../freshness'
-import { validateStaleSeconds, validateTags } from '../keys'
+import { validateEntryTags, validateStaleSeconds } from '../keys'
 import { BackgroundRefresh } from '../refresh'
 import type { CacheCore } from './core'
 import type { ValueReader } from './value-reader'
@@ -58,7 +58,7 @@ export class GetOrSet {
 
   private validate<T> (fullKey: string, callback: () => T | Promise<T>, opts: GetOrSetOptions | undefined): Load<T> {
     const ttl = this.core.resolveTtl(opts?.ttl)
-    const tags = opts?.tags === undefined ? [] : validateTags(opts.tags)
+    const tags = opts?.tags === undefined ? [] : validateEntryTags(opts.tags)
     const staleWhileRevalidate = validateStaleSeconds(opts?.staleWhileRevalidate, 'staleWhileRevalidate')
     const staleIfError = validateStaleSeconds(opts?.staleIfError, 'staleIfError')
     // The common case shares one object: this runs before every hit.

@@ -15,7 +15,7 @@ import type {
 } from '../../types'
 import { KIND_VALUE } from '../envelope'
 import { isFresh } from '../freshness'
-import { DEFAULT_NAMESPACE, validateKey, validateKeys, validateNamespace, validateTags } from '../keys'
+import { DEFAULT_NAMESPACE, validateEntryTags, validateKey, validateKeys, validateNamespace, validateTags } from '../keys'
 import { unknownInfo } from '../stores/store'
 import type { CacheCore } from './core'
 import { GetOrSet } from './get-or-set'
@@ -47,7 +47,7 @@ export class CacheManager implements FastifyCache {
   async set (key: string, value: unknown, opts?: SetOptions): Promise<boolean> {
     const fullKey = this.redisKey(key, opts?.namespace)
     const ttl = this.core.resolveTtl(opts?.ttl)
-    const tags = opts?.tags === undefined ? [] : validateTags(opts.tags)
+    const tags = opts?.tags === undefined ? [] : validateEntryTags(opts.tags)
     if (value === undefined) return false
     // A delete that returns before this write lands wins over it, not the other way round.
     const startedAt = Date.now()

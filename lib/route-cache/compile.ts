@@ -5,7 +5,7 @@ import type { Credentials, RouteCacheBustOptions, RouteCacheOptions, RouteDefaul
 import type { CacheCore } from '../cache/core'
 import { CacheConfigError } from '../errors'
 import type { StaleWindows } from '../freshness'
-import { DEFAULT_NAMESPACE, toKey, validateNamespace, validateStaleSeconds, validateTags } from '../keys'
+import { DEFAULT_NAMESPACE, toKey, validateEntryTags, validateNamespace, validateStaleSeconds, validateTags } from '../keys'
 import { constraintKey, type UrlKeys } from './request-key'
 
 export interface CompiledRoute {
@@ -64,7 +64,7 @@ export function compileRoute (options: RouteCacheOptions, context: RouteContext,
   }
   const ttl = check(what, () => core.resolveTtl(options.ttl))
   if (options.key !== undefined && typeof options.key !== 'function') check(what, () => toKey(options.key))
-  if (Array.isArray(options.tags)) check(what, () => validateTags(options.tags))
+  if (Array.isArray(options.tags)) check(what, () => validateEntryTags(options.tags))
   else if (options.tags !== undefined && typeof options.tags !== 'function') throw invalid(what, 'tags must be an array or a function')
   const statuses = options.statuses ?? [200]
   if (!Array.isArray(statuses) || !statuses.every((s) => Number.isInteger(s) && s >= 200 && s <= 599)) {

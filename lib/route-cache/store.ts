@@ -5,7 +5,7 @@ import type { FastifyReply, FastifyRequest, onSendHookHandler } from 'fastify'
 import { isGzipped, KIND_RESPONSE } from '../envelope'
 import type { Flight } from '../flights'
 import { freshness, secondsLeft } from '../freshness'
-import { validateTags } from '../keys'
+import { validateEntryTags } from '../keys'
 import type { Lease } from '../lock'
 import type { CompiledRoute } from './compile'
 import { encodeHead, etagMatches, type HttpEntry, strongEtag } from './http-entry'
@@ -106,7 +106,7 @@ function storeMiss (cache: RouteCache, route: CompiledRoute, request: FastifyReq
   let head: Buffer
   let failure = 'tags'
   try {
-    if (route.tags !== undefined) tags = validateTags(typeof route.tags === 'function' ? route.tags(request) : route.tags)
+    if (route.tags !== undefined) tags = validateEntryTags(typeof route.tags === 'function' ? route.tags(request) : route.tags)
     failure = 'headers'
     head = encodeHead(reply.statusCode, reply.getHeaders())
   } catch (err) {
