@@ -56,9 +56,8 @@ export function hasTags (bytes: Buffer): boolean {
   return bytes[0] === MAGIC_TAGGED
 }
 
-/** The tags an envelope carries; the caller has checked `isEnvelope`. */
+/** The tags an envelope carries; the caller has checked `isEnvelope` and `hasTags`. */
 export function tagsOf (bytes: Buffer): string[] {
-  if (bytes[0] !== MAGIC_TAGGED) return []
   const end = HEADER_BYTES + TAGS_LENGTH_BYTES + bytes.readUInt16BE(HEADER_BYTES)
   const tags: string[] = []
   let at = HEADER_BYTES + TAGS_LENGTH_BYTES

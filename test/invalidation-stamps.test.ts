@@ -61,6 +61,7 @@ t.test('tags: fetched once, polled while used, forgotten when not', async (t) =>
   const bytes = entry(1000, ['a', 'b', 'gone'])
   t.equal(stamps.verdict(key, bytes), UNKNOWN, 'unknown tags: the entry waits')
   t.equal(stamps.learn(entry(1000)), undefined, 'an untagged entry needs nothing')
+  t.equal(stamps.learn(Buffer.from([0xc8])), undefined, 'nor do bytes that are no entry at all')
   await Promise.all([stamps.learn(bytes), stamps.learn(bytes)])
   t.equal(reads.length, 3, 'one read per tag, however many ask')
   t.equal(stamps.learn(bytes), undefined, 'known now')

@@ -185,6 +185,8 @@ export class CacheCore {
 
   /** Drops an entry that cannot be read back; best effort. */
   discard (fullKey: string): void {
-    this.stack.entries.delete([fullKey]).catch((err: unknown) => this.failures.count(err, 'delete', fullKey))
+    // Expired at once rather than deleted: this is no invalidation, and a delete's tombstone
+    // would refuse the answer about to replace the entry.
+    this.stack.entries.expire(fullKey, 0).catch((err: unknown) => this.failures.count(err, 'delete', fullKey))
   }
 }

@@ -12,7 +12,7 @@
 // invalidation made on another instance is seen within that time even when its message on the
 // bus was lost. A tag this instance has no stamp for is fetched before its entry is served.
 import type { KeyLayout } from '../keys'
-import { hasTags, storedAtOf, tagsOf } from '../envelope'
+import { hasTags, isEnvelope, storedAtOf, tagsOf } from '../envelope'
 
 /** Where other instances' stamps are read: Redis. The memory store has none (one process). */
 export interface StampSource {
@@ -134,9 +134,12 @@ export class InvalidationStamps {
     return null
   }
 
-  /** Fetches the stamps of an entry's tags not known here; undefined when there are none. */
+  /**
+   * Fetches the stamps of an entry's tags not known here; undefined when there are none. Any
+   * bytes may come: this runs before they are decoded.
+   */
   learn (bytes: Buffer): Promise<void> | undefined {
-    if (this.source === undefined || !hasTags(bytes)) return undefined
+    if (this.source === undefined || !isEnvelope(bytes) || !hasTags(bytes)) return undefined
     const missing = tagsOf(bytes).filter((tag) => this.tags.get(tag)?.remote === undefined)
     if (missing.length === 0) return undefined
     return Promise.all(missing.map((tag) => this.fetch(tag))).then(() => {})
