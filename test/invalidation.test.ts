@@ -186,14 +186,18 @@ t.test('tags survive the loss of their bookkeeping', async (t) => {
 })
 
 t.test('bookkeeping stays bounded by the live entries', async (t) => {
-  t.test('a tag index drops members that expired', async (t) => {
-    const { cache } = await build(t, { redis: { url: server.url }, prefix: uniquePrefix() })
-    const raw = rawClient(t, server.url)
-    for (let i = 0; i < 20; i++) await cache.set(`short${i}`, i, { ttl: 1, tags: ['t'] })
-    await until(async () => await raw.exists(cache.redisKey('short19')) === 0, 10_000, 'the entries to expire')
-    await cache.set('long', 1, { ttl: 60, tags: ['t'] })
-    t.same(await raw.zrange(cache.core.layout.tag('t'), '0', '-1'), [cache.redisKey('long')])
-  })
+  for (const scripting of [true, false]) {
+    t.test(`a tag index drops members that expired (${scripting ? 'one script' : 'command by command'})`, async (t) => {
+      const { cache } = await build(t, { redis: { url: server.url }, prefix: uniquePrefix() })
+    ;(innerStore(cache) as { scripting: boolean }).scripting = scripting
+      const raw = rawClient(t, server.url)
+      for (let i = 0; i < 20; i++) await cache.set(`short${i}`, i, { ttl: 1, tags: ['t'] })
+      await until(async () => await raw.exists(cache.redisKey('short19')) === 0, 10_000, 'the entries to expire')
+      await cache.set('long', 1, { ttl: 60, tags: ['t'] })
+      await until(async () => (await raw.zrange(cache.core.layout.tag('t'), '0', '-1')).length === 1, 5000, 'the index to be pruned')
+      t.same(await raw.zrange(cache.core.layout.tag('t'), '0', '-1'), [cache.redisKey('long')])
+    })
+  }
 
   t.test('a large tag is invalidated in batches', async (t) => {
     // Generous timeouts: a busy machine must not turn 5,000 writes into failures.

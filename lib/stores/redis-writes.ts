@@ -7,7 +7,8 @@
 //   stored. On a Cluster (keys in other slots) or without scripting the same commands go one by
 //   one, and the stamps on the entry's tags refuse it when it is read.
 // - A tag has a stamp (when it was last invalidated) and an index (its entry keys, scored by
-//   expiry, pruned of expired ones on each write): both live as long as its longest entry.
+//   expiry, pruned of up to PRUNE expired ones on each write): both live as long as its longest
+//   entry.
 //   Invalidating sets the stamp, then empties the index a batch at a time, so no command blocks
 //   Redis for long whatever the tag's size. An evicted index only leaves entries behind that
 //   the stamp refuses; an evicted stamp makes its entries misses.
@@ -22,12 +23,17 @@ import { lua, type LuaScript } from './lua'
 export const MAX_VARIANTS = 64
 /** Keys sent in one command. */
 const BATCH = 500
+/**
+ * Expired members a write drops from each of its tags' indexes at most: each write adds one, so
+ * indexes shrink as entries expire, and no write holds Redis for long doing it.
+ */
+const PRUNE = 100
 /** How long a clear's stamp outlives it: entries written before it may live that long. */
 const CLEAR_STAMP_MS = 30 * 24 * 3600 * 1000
 
 // KEYS: the entry, its tombstone, its namespace's stamp, the stamp of everything, then each
 // tag's stamp and index. ARGV: value, ms to keep, work start (ms), now (ms), field ('' none),
-// max variants, max work (ms).
+// max variants, max work (ms), expired members pruned at most.
 const WRITE = lua(`
 local startedAt = tonumber(ARGV[3])
 local now = tonumber(ARGV[4])
@@ -45,7 +51,8 @@ end
 for i = 5, #KEYS, 2 do
   if not redis.call('SET', KEYS[i], startedAt - 1, 'PX', keep, 'NX') then extend(KEYS[i]) end
   redis.call('ZADD', KEYS[i + 1], now + keep, KEYS[1])
-  redis.call('ZREMRANGEBYSCORE', KEYS[i + 1], '-inf', now)
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[i + 1], '-inf', now, 'LIMIT', 0, ARGV[8])
+  if #expired > 0 then redis.call('ZREM', KEYS[i + 1], unpack(expired)) end
   extend(KEYS[i + 1])
 end
 if ARGV[5] == '' then
@@ -91,7 +98,7 @@ export async function writeEntry (target: RedisTarget, key: string, value: Buffe
   if (!target.isCluster && target.scripting) {
     const keys = [key, layout.tombstone(key), layout.clearStamp(layout.namespaceOf(key)), layout.clearStamp()]
     for (const tag of tags) keys.push(layout.tagStamp(tag), layout.tag(tag))
-    return (await target.evalKeys(WRITE, keys, [value, keep, startedAt, Date.now(), field ?? '', MAX_VARIANTS, MAX_WORK_MS])) === 1
+    return (await target.evalKeys(WRITE, keys, [value, keep, startedAt, Date.now(), field ?? '', MAX_VARIANTS, MAX_WORK_MS, PRUNE])) === 1
   }
   // All sent in this tick, so a read asked for after this call finds the entry. Until its tags'
   // stamps land (on other nodes of a Cluster), the entry counts as invalidated: a miss.
@@ -134,7 +141,7 @@ async function fileUnderTag (target: RedisTarget, key: string, tag: string, star
     client.set(stamp, startedAt - 1, 'PX', keep, 'NX'),
     client.call('PEXPIRE', stamp, keep, 'GT'),
     client.zadd(index, now + keep, key),
-    client.zremrangebyscore(index, '-inf', now),
+    client.zrangebyscore(index, '-inf', now, 'LIMIT', 0, PRUNE).then((expired) => expired.length > 0 ? client.zrem(index, ...expired) : 0),
     client.call('PEXPIRE', index, keep, 'NX'),
     client.call('PEXPIRE', index, keep, 'GT')
   ])
