@@ -13,7 +13,7 @@ export type Capability = 'scripting' | 'pubsub' | 'info'
 
 /** What each missing capability disables, as the warning says it. */
 export const DISABLES: Readonly<Record<Capability, string>> = {
-  scripting: 'rate limiting, routes that vary on headers and atomic delete/write ordering are disabled',
+  scripting: 'writes, rate-limit windows and lock releases go command by command: a write overtaken by another instance\'s invalidation may be stored (it is never served), and rate limits may count a hit or two past a window\'s start',
   pubsub: 'the local tier is bypassed',
   info: 'info() and the server figures of the statistics report null'
 }

@@ -51,7 +51,9 @@ export const DEFAULTS = {
   localMaxEntries: 10_000,
   localMaxBytes: 64 * 1024 * 1024,
   localTtl: 60,
-  localHeartbeat: 1000,
+  // Three missed intervals and the one under way: an instance stops trusting a silent
+  // subscription within a second.
+  localHeartbeat: 250,
   memoryMaxEntries: 100_000,
   memoryMaxBytes: 64 * 1024 * 1024,
   failureThreshold: 5,

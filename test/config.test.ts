@@ -368,7 +368,7 @@ t.test('option values are used', async (t) => {
   const off = resolveConfig({ circuitBreaker: false, lock: false }, {})
   t.equal(off.circuitBreaker, false)
   t.equal(off.lock, false)
-  t.same(resolveConfig({ local: {} }, {}).local, { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024, ttl: 60, heartbeat: 1000 })
+  t.same(resolveConfig({ local: {} }, {}).local, { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024, ttl: 60, heartbeat: 250 })
   t.equal(resolveConfig({ local: false }, {}).local, false)
   t.equal(resolveConfig({ routes: false }, {}).routes, false)
   t.same(resolveConfig({ compression: false }, {}).compression, { enabled: false, threshold: 1024, level: 6 })

@@ -2,7 +2,8 @@
 // @scripting or without the invalidation channel, INFO renamed away, maxmemory reached with
 // noeviction, a failover behind one address (a primary demoted to a replica answering READONLY),
 // and a single-flight lock left behind by a failover. What is missing is found at start and
-// reported once; what still works keeps working; rateLimit fails open, counted, unless told not to.
+// reported once; what still works keeps working (rate limits included, command by command);
+// a rateLimit Redis cannot count fails open, counted, unless told not to.
 import { once } from 'node:events'
 import t from 'tap'
 import { Redis, type RedisOptions } from 'ioredis'
@@ -41,22 +42,36 @@ function user (t: Scope, url: string, options: RedisOptions = {}): Redis {
   return client
 }
 
-t.test('an ACL without @scripting: found at start, rateLimit fails open and counts it', async (t) => {
+t.test('an ACL without @scripting: found at start, writes and rate limits go command by command', async (t) => {
   const redis = await server(t)
   const url = await aclUser(redis, '-@scripting')
-  const built = await build(t, { redis: { url }, prefix: uniquePrefix(), commandTimeout: 500 })
+  const built = await build(t, { redis: { url }, prefix: uniquePrefix() })
   const { cache, logs } = built
   await probed(built)
   const warnings = logs.find(CAPABILITY_WARNING, LEVEL.warn)
   t.equal(warnings.length, 1, 'one warning')
-  t.match(warnings[0].msg, /scripting \(rate limiting, routes that vary on headers and atomic delete\/write ordering are disabled\)/)
+  t.match(warnings[0].msg, /scripting \(writes, rate-limit windows and lock releases go command by command/)
   t.notMatch(warnings[0].msg, /info|pubsub/, 'names only what is missing')
   t.same(cache.getStatistics().missingCapabilities, ['scripting'])
   t.equal((innerStore(cache) as RedisStore).scripting, false, 'the store knows')
 
-  t.equal(await cache.set('k', 'v'), true, 'plain writes work')
+  t.equal(await cache.set('k', 'v', { tags: ['t'] }), true, 'writes work')
   t.equal(await cache.get('k'), 'v', 'reads work')
+  t.equal(await cache.invalidateTags('t'), 1, 'tags work')
+  t.same(await cache.rateLimit('ip', { max: 1, window: 30 }), { limit: 1, remaining: 0, reset: 30 })
+  await t.rejects(cache.rateLimit('ip', { max: 1, window: 30 }), { name: 'RateLimitError' }, 'rate limits are enforced')
+  t.ok(await redis.cli('PTTL', `${cache.core.layout.prefix}:#rl:ip`) > '0', 'the window expires')
+  t.equal(await cache.getOrSet('report', () => 'built'), 'built', 'locks are taken and released')
+  t.equal(await redis.cli('EXISTS', `${cache.core.layout.lockPrefix}${cache.redisKey('report')}`), '0')
+  t.equal(cache.getStatistics().errors, 0)
+})
 
+t.test('a rateLimit Redis cannot count fails open and counts it', async (t) => {
+  const redis = await server(t)
+  const url = await aclUser(redis, '-@scripting', '-incr')
+  const built = await build(t, { redis: { url }, prefix: uniquePrefix(), commandTimeout: 500 })
+  const { cache, logs } = built
+  await probed(built)
   for (let i = 0; i < 8; i++) {
     t.same(await cache.rateLimit('ip', { max: 1, window: 30 }), { limit: 1, remaining: 1, reset: 30 }, 'let through')
   }
@@ -74,7 +89,7 @@ t.test('an ACL without @scripting: found at start, rateLimit fails open and coun
 
 t.test('failClosed: false lets through even with throwOnError, which otherwise throws', async (t) => {
   const redis = await server(t)
-  const url = await aclUser(redis, '-@scripting')
+  const url = await aclUser(redis, '-@scripting', '-incr')
   const { cache } = await build(t, { redis: { url }, prefix: uniquePrefix(), throwOnError: true })
   await t.rejects(cache.rateLimit('ip', { max: 1, window: 30 }), RedisConnectionError, 'throwOnError throws')
   t.same(await cache.rateLimit('ip', { max: 1, window: 30, failClosed: false }), { limit: 1, remaining: 1, reset: 30 })

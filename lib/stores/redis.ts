@@ -148,7 +148,15 @@ export class RedisStore implements EntryStore, RateWindowStore, LockStore, Serve
   }
 
   async hitWindow (id: string, windowSeconds: number): Promise<RateWindow> {
-    const [count, resetMs] = await this.script(HIT_WINDOW, this.layout.rateLimit(id), windowSeconds * 1000) as [number, number]
+    const key = this.layout.rateLimit(id)
+    const windowMs = windowSeconds * 1000
+    if (this.scripting) {
+      const [count, resetMs] = await this.script(HIT_WINDOW, key, windowMs) as [number, number]
+      return { count, resetMs }
+    }
+    // HIT_WINDOW command by command, sent together: a window whose first PEXPIRE was lost gets
+    // its expiry from the next hit (NX), so none outlives its window for long.
+    const [count, , resetMs] = await Promise.all([this.client.incr(key), this.client.call('PEXPIRE', key, windowMs, 'NX'), this.client.pttl(key)])
     return { count, resetMs }
   }
 
@@ -157,7 +165,12 @@ export class RedisStore implements EntryStore, RateWindowStore, LockStore, Serve
   }
 
   async releaseLock (key: string, token: string): Promise<void> {
-    await this.script(LOCK_RELEASE, key, token)
+    if (this.scripting) {
+      await this.script(LOCK_RELEASE, key, token)
+      return
+    }
+    // LOCK_RELEASE in two steps: only if the lock expired between them could another's go.
+    if (await this.client.get(key) === token) await this.client.del(key)
   }
 
   async ping (): Promise<void> {
