@@ -10,6 +10,8 @@ const Redis = require('ioredis')
 const HOST = '127.0.0.1'
 // Every process started, so that none outlives the run whatever fails.
 const running = new Set()
+/** Commands slower than this (microseconds) count as slow: 100 ms. */
+const SLOW_US = 100_000
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
 function freePort () {
@@ -50,7 +52,9 @@ class RedisProcess {
   get url () { return `redis://${HOST}:${this.port}` }
 
   async start () {
-    const args = ['--port', String(this.port), '--bind', HOST, '--save', '', '--appendonly', 'no', '--dir', this.dir, ...this.config]
+    // Every command over SLOW_US is kept in the slowlog, for the report's "slow commands".
+    const slowlog = ['--slowlog-log-slower-than', String(SLOW_US), '--slowlog-max-len', '1024']
+    const args = ['--port', String(this.port), '--bind', HOST, '--save', '', '--appendonly', 'no', '--dir', this.dir, ...slowlog, ...this.config]
     const child = spawn('redis-server', args, { stdio: 'ignore' })
     this.child = child
     this.exited = new Promise((resolve) => child.once('exit', resolve))
@@ -93,6 +97,25 @@ class RedisProcess {
   }
 }
 
+/**
+ * The commands over SLOW_US that the running servers logged, but the scenario's own DEBUG SLEEP:
+ * how many, and the slowest. A server restarted during the scenario forgot what it logged before.
+ */
+async function slowCommands () {
+  let count = 0
+  let slowest = null
+  for (const redis of running) {
+    if (redis.child === null) continue
+    const entries = await redis.admin().call('SLOWLOG', 'GET', '1024').catch(() => [])
+    for (const [, , micros, [command, ...rest]] of entries) {
+      if (String(command).toUpperCase() === 'DEBUG') continue
+      count++
+      if (slowest === null || micros > slowest.micros) slowest = { micros, command: [command, ...rest.slice(0, 2)].join(' ') }
+    }
+  }
+  return { count, slowest }
+}
+
 /** Stops whatever a scenario left running (its setup failed half-way, say). */
 async function stopAll () {
   for (const redis of [...running]) await redis.stop()
@@ -122,4 +145,4 @@ function redisVersion () {
   })
 }
 
-module.exports = { HOST, sleep, freePort, ping, RedisProcess, startRedis, stopAll, infoField, redisVersion }
+module.exports = { HOST, sleep, freePort, ping, RedisProcess, startRedis, stopAll, infoField, redisVersion, slowCommands }

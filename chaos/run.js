@@ -72,7 +72,7 @@ const { parseArgs } = require('node:util')
 const { RATE_LIMIT, closeAllApps } = require('./app')
 const { startLoad, probeRateLimit, percentile } = require('./load')
 const { closeAllProxies } = require('./proxy')
-const { sleep, redisVersion, stopAll } = require('./redis')
+const { sleep, redisVersion, slowCommands, stopAll } = require('./redis')
 const { standardSetup } = require('./scenarios/common')
 const { GRACE_MS, staleReads } = require('./stale')
 
@@ -139,7 +139,9 @@ async function runScenario (scenario) {
       const over = RATE_LIMIT_PROBES - RATE_LIMIT.max
       notes.push(`rateLimit (max ${RATE_LIMIT.max}): ${refused} of ${over} requests over the limit refused (${refused === over ? 'enforced' : 'NOT enforced'})`)
     }
-    return summarize(scenario, traffic, { faultAt, backAt }, notes)
+    const slow = await slowCommands()
+    if (slow.slowest !== null) notes.push(`slowest Redis command: ${slow.slowest.command} (${Math.round(slow.slowest.micros / 1000)} ms)`)
+    return { ...summarize(scenario, traffic, { faultAt, backAt }, notes), slow: slow.count }
   } finally {
     await env.cleanup()
   }
@@ -177,6 +179,7 @@ function verdict (r) {
   if (r.hang && r.faultP99 >= 1000) misses.push('p99 while hung >= 1 s')
   if (r.recoverMs === null || r.recoverMs > 5000) misses.push('no hit within 5 s')
   if (r.stale.count > 0) misses.push(`${r.stale.count} stale reads`)
+  if (r.slow > 0) misses.push(`${r.slow} Redis commands over 100 ms`)
   return misses.length === 0 ? 'PASS' : `FAIL (${misses.join(', ')})`
 }
 
@@ -184,15 +187,15 @@ const ms = (n) => n === null ? 'never' : `${Math.round(n)} ms`
 
 function table (results) {
   const lines = [
-    '| scenario | requests sent | mutations | failed | stale reads | p50 | p99 | p99 during fault | max during fault | time to recover | result |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |'
+    '| scenario | requests sent | mutations | failed | stale reads | slow commands | p50 | p99 | p99 during fault | max during fault | time to recover | result |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |'
   ]
   for (const r of results) {
     if (r.error !== undefined) {
-      lines.push(`| ${r.name} | | | | | | | | | | ${verdict(r)} |`)
+      lines.push(`| ${r.name} | | | | | | | | | | | ${verdict(r)} |`)
       continue
     }
-    lines.push(`| ${r.name} | ${r.sent} | ${r.mutations} | ${r.failed} | ${r.stale.count} | ${ms(r.p50)} | ${ms(r.p99)} | ` +
+    lines.push(`| ${r.name} | ${r.sent} | ${r.mutations} | ${r.failed} | ${r.stale.count} | ${r.slow} | ${ms(r.p50)} | ${ms(r.p99)} | ` +
       `${ms(r.faultP99)} | ${ms(r.faultMax)} | ${ms(r.recoverMs)} | ${verdict(r)} |`)
   }
   return lines.join('\n')
@@ -238,7 +241,8 @@ async function report (results) {
       '"Time to recover" runs from Redis being back (restart done, SIGCONT sent, pause over, proxy switched) to the first X-Cache: HIT of a request sent after that.',
     '"Stale reads": reads carrying an older version than a mutation that had returned before they were sent, on the instance that made it; ' +
       `on another instance, more than ${GRACE_MS / 1000} s after that (or after Redis was back). The scenarios are described at the top of chaos/run.js.`,
-    'Targets: zero failed requests in every scenario, p99 under 1 s while Redis hangs, hits resumed within 5 s of Redis coming back, no stale read.',
+    '"Slow commands": commands Redis logged as taking over 100 ms (its SLOWLOG), the DEBUG SLEEP a scenario injects excepted.',
+    'Targets: zero failed requests in every scenario, p99 under 1 s while Redis hangs, hits resumed within 5 s of Redis coming back, no stale read, no Redis command over 100 ms.',
     '',
     table(results),
     '',
