@@ -50,8 +50,10 @@ function clientDefaults (commandTimeout: number): RedisOptions {
   return {
     enableAutoPipelining: true,
     // The store batches its reads itself (see RedisStore.get): going through auto-pipelining
-    // again would only add its cost, and queue each batch behind the pipeline in flight.
-    autoPipeliningIgnoredCommands: ['get', 'mget'],
+    // again would only add its cost, and queue each batch behind the pipeline in flight. Entry
+    // writes (the write script, or SET) go out at once too: queued behind a pipeline in flight
+    // (a heartbeat, a lock), a write would reach Redis after reads asked for later.
+    autoPipeliningIgnoredCommands: ['get', 'mget', 'set', 'evalsha', 'eval'],
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
     commandTimeout,

@@ -383,6 +383,8 @@ t.test('with the local tier, hits decode a stored buffer once and stay byte-iden
     })
   })
   const miss = await app.inject('/local')
+  // The write is not awaited by the response: a request sent before it lands waits for it (MISS).
+  await until(async () => await app.cache.exists('localhost:80/local') === 1, 5000, 'the entry to be stored')
   const hits = [await app.inject('/local'), await app.inject('/local'), await app.inject('/local')]
   t.equal(runs, 1)
   for (const hit of hits) {
