@@ -235,6 +235,9 @@ t.test('the local tier is flushed when its Cluster subscription drops, and kept 
 
 t.test('on a Cluster not connected yet, the tier subscribes once it is', async (t) => {
   const client = new Cluster(cluster.startupNodes, { lazyConnect: true })
+  client.on('error', () => {})
+  // Closed before the cluster stops: a client left open retries its nodes forever.
+  t.teardown(() => client.disconnect())
   const prefix = uniquePrefix('cllz')
   const local = new SegmentCache({ maxEntries: 10, maxBytes: 1024 * 1024, ttl: 60 }, new Statistics())
   const { log } = Fastify({ logger: { level: 'warn', stream: captureLogs().stream } })
