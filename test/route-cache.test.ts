@@ -10,7 +10,7 @@ import fastifyRedisCache from '../index'
 import { CacheConfigError, CacheDeserializationError, CacheSerializationError } from '../lib/errors'
 import { KIND_RESPONSE } from '../lib/envelope'
 import { Codec } from '../lib/serializer'
-import { DecodedEntries } from '../lib/route-cache/decoded-entries'
+import { DecodedEntries, ENTRY_OVERHEAD } from '../lib/route-cache/decoded-entries'
 import { decodeEntry, encodeHead, etagMatches, type HttpEntry, strongEtag } from '../lib/route-cache/http-entry'
 import { captureLogs, LEVEL, rawClient, until } from './helpers/app'
 import { listen, onRedis, rawRequest, routeApp, sharedRedis } from './helpers/route-app'
@@ -1058,23 +1058,24 @@ t.test('DEBUG=true logs every route cache decision, early replies included', asy
   t.equal(decisions[2].key, undefined, 'the early reply came before any key was made')
 })
 
-t.test('decoded entries are bounded in entries and bytes, oldest first', async (t) => {
+t.test('decoded entries are bounded in bytes, least recently hit first', async (t) => {
   const codec = new Codec(undefined, { enabled: true, threshold: 1, level: 1 })
   const stored = (body: string): Buffer => codec.encode(Buffer.from(body), KIND_RESPONSE, 60, undefined, encodeHead(200, {})).bytes
-  const entries = new DecodedEntries(2, 10_000)
+  // Room for two small entries with their overhead, not three.
+  const entries = new DecodedEntries(2 * ENTRY_OVERHEAD + 200)
   const a = stored('a'.repeat(100))
   const b = stored('b'.repeat(100))
-  const c = stored('c'.repeat(300))
+  const c = stored('c'.repeat(100))
   entries.remember('a', decodeEntry(a))
   entries.remember('b', decodeEntry(b))
-  t.ok(entries.get('a', a))
+  t.ok(entries.get('a', a), 'a hit: a is now the most recent')
   entries.remember('c', decodeEntry(c))
-  t.equal(entries.get('a', a), undefined, 'the oldest went past maxEntries')
-  t.ok(entries.get('b', b))
-  t.equal(entries.get('b', c), undefined, 'another version of the bytes is not the one decoded')
-  t.equal(entries.plainBody('c', entries.get('c', c) as HttpEntry).toString(), 'c'.repeat(300))
+  t.equal(entries.get('b', b), undefined, 'the least recently hit went past maxBytes')
+  t.ok(entries.get('a', a))
+  t.equal(entries.get('a', c), undefined, 'another version of the bytes is not the one decoded')
+  t.equal(entries.plainBody('c', entries.get('c', c) as HttpEntry).toString(), 'c'.repeat(100))
 
-  const small = new DecodedEntries(10, 150)
+  const small = new DecodedEntries(ENTRY_OVERHEAD + 150)
   const big = stored('x'.repeat(1000))
   const entry = decodeEntry(big)
   small.remember('big', entry)

@@ -5,18 +5,23 @@ import { Codec } from '../serializer'
 import type { HttpEntry } from './http-entry'
 
 /**
+ * What an entry costs besides its bodies: the decoded head (status, header names and values),
+ * the envelope and the map's slot, about this many bytes, plus its key.
+ */
+export const ENTRY_OVERHEAD = 512
+
+/**
  * Decoded entries by key, for the version last read (stored-at time and size), so a hit of an
- * unchanged entry skips decoding its head and gunzipping its body. Bounded in entries and bytes;
- * the oldest decoded goes first.
+ * unchanged entry skips decoding its head and gunzipping its body. Bounded in bytes, each entry
+ * counted with its overhead, so many small entries fit as well as a few large ones; the least
+ * recently hit goes first.
  */
 export class DecodedEntries {
   private readonly entries = new Map<string, HttpEntry>()
-  private readonly maxEntries: number
   private readonly maxBytes: number
   private bytes = 0
 
-  constructor (maxEntries: number, maxBytes: number) {
-    this.maxEntries = maxEntries
+  constructor (maxBytes: number) {
     this.maxBytes = maxBytes
   }
 
@@ -24,6 +29,9 @@ export class DecodedEntries {
   get (key: string, bytes: Buffer): HttpEntry | undefined {
     const entry = this.entries.get(key)
     if (entry === undefined || entry.storedSize !== bytes.length || !isEnvelope(bytes) || entry.envelope.storedAt !== storedAtOf(bytes)) return undefined
+    // Most recently hit last: the first in the map is the next to go.
+    this.entries.delete(key)
+    this.entries.set(key, entry)
     return entry
   }
 
@@ -34,7 +42,7 @@ export class DecodedEntries {
     entry.body = Buffer.from(entry.body)
     entry.envelope = { ...entry.envelope, payload: entry.body }
     this.entries.set(key, entry)
-    this.bytes += entry.body.length
+    this.bytes += cost(key, entry)
     this.trim()
   }
 
@@ -54,12 +62,14 @@ export class DecodedEntries {
     const entry = this.entries.get(key)
     if (entry === undefined) return
     this.entries.delete(key)
-    this.bytes -= entry.body.length + (entry.plain?.length ?? 0)
+    this.bytes -= cost(key, entry) + (entry.plain?.length ?? 0)
   }
 
   private trim (): void {
-    while (this.entries.size > this.maxEntries || this.bytes > this.maxBytes) {
-      this.forget(this.entries.keys().next().value as string)
-    }
+    while (this.bytes > this.maxBytes) this.forget(this.entries.keys().next().value as string)
   }
+}
+
+function cost (key: string, entry: HttpEntry): number {
+  return ENTRY_OVERHEAD + key.length + entry.body.length
 }

@@ -22,8 +22,7 @@ import { kState, type Outcome, type RequestState } from './state'
 export type CacheBusting = Pick<FastifyCache, 'delete' | 'invalidateTags' | 'clear'>
 
 // Decoded heads and gunzipped bodies of recently hit entries, so hits skip that work.
-const DECODED_MAX_ENTRIES = 1024
-const DECODED_MAX_BYTES = 16 * 1024 * 1024
+const DECODED_MAX_BYTES = 32 * 1024 * 1024
 /**
  * A background refresh is a request the plugin sends to itself (light-my-request builds its raw
  * request from this class). Only the class marks it: it carries the client's headers and address
@@ -46,7 +45,7 @@ export class RouteCache {
   private readonly fastify: FastifyInstance
   /** Entries being refreshed in the background, so each is refreshed once at a time. */
   private readonly refreshes = new BackgroundRefresh()
-  private readonly decoded = new DecodedEntries(DECODED_MAX_ENTRIES, DECODED_MAX_BYTES)
+  private readonly decoded = new DecodedEntries(DECODED_MAX_BYTES)
   /** Warnings a client can cause on every request (a key its request cannot make) are throttled. */
   private readonly warnings = new Throttle()
 
