@@ -43,6 +43,8 @@ const HELP = `usage: node run.js [options]
   --no-write         do not write them
   --no-pin           do not pin the servers to CPU 0 and this runner (autocannon) to CPU 1
   --strict           exit 1 when a target fails
+  --workloads LIST   run the realistic workloads instead (w1,w2,w3 or all); see
+                     \`node run.js --workloads all --help\` for their options
   --help`
 
 /** One autocannon run target: a server variant plus request headers. */
@@ -642,9 +644,22 @@ function report (summary) {
   return { text, md }
 }
 
+/** The workloads' part of results.md (written by --workloads runs), kept when this rewrites it. */
+function workloadSections () {
+  const file = new URL('results.md', import.meta.url)
+  const md = existsSync(file) ? readFileSync(file, 'utf8') : ''
+  const at = md.indexOf('\n## Workloads\n')
+  return at === -1 ? '' : md.slice(at)
+}
+
 // ---------------------------------------------------------------------------------------------
 
 async function main () {
+  // The realistic workloads have their own runner and options.
+  if (process.argv.slice(2).some((arg) => arg === '--workloads' || arg.startsWith('--workloads='))) {
+    const workloads = await import('./workloads/main.js')
+    return workloads.main(process.argv.slice(2))
+  }
   let options
   try {
     options = parseOptions()
@@ -734,7 +749,7 @@ async function main () {
     if (options.write) {
       const { raw, ...rest } = summary
       writeFileSync(new URL('results.json', import.meta.url), JSON.stringify({ ...rest, runs: raw }, null, 2) + '\n')
-      writeFileSync(new URL('results.md', import.meta.url), md)
+      writeFileSync(new URL('results.md', import.meta.url), md + workloadSections())
       console.log('wrote bench/results.json and bench/results.md')
     } else {
       console.log('results not written (partial run; pass --write to write bench/results.json and results.md)')
