@@ -22,7 +22,7 @@
 import { CacheDeserializationError } from './errors'
 
 export const MAGIC = 0xc7
-export const MAGIC_TAGGED = 0xc8
+const MAGIC_TAGGED = 0xc8
 export const HEADER_BYTES = 13
 const TAGS_LENGTH_BYTES = 2
 export const ENCODING_PLAIN = 0

@@ -49,7 +49,7 @@ export function validateKeys (keys: unknown): string[] {
 }
 
 /** An entry carries its tags (envelope.ts): with two bytes of length each, in 64 KiB. */
-export const MAX_TAGS_BYTES = 0xffff
+const MAX_TAGS_BYTES = 0xffff
 
 export function validateTags (tags: unknown): string[] {
   const list = Array.isArray(tags) ? tags : [tags]
