@@ -1,6 +1,5 @@
 // Decoded heads and gunzipped bodies of recently hit entries, kept per process so that hits of
 // an entry that has not changed skip that work.
-import { isEnvelope, storedAtOf } from '../envelope'
 import { Codec } from '../serializer'
 import type { HttpEntry } from './http-entry'
 
@@ -11,7 +10,7 @@ import type { HttpEntry } from './http-entry'
 export const ENTRY_OVERHEAD = 512
 
 /**
- * Decoded entries by key, for the version last read (stored-at time and size), so a hit of an
+ * Decoded entries by key, for the version last read (the same bytes), so a hit of an
  * unchanged entry skips decoding its head and gunzipping its body. Bounded in bytes, each entry
  * counted with its overhead, so many small entries fit as well as a few large ones; the least
  * recently hit goes first.
@@ -28,7 +27,8 @@ export class DecodedEntries {
   /** The decoded entry when `bytes` are the version already decoded for `key`. */
   get (key: string, bytes: Buffer): HttpEntry | undefined {
     const entry = this.entries.get(key)
-    if (entry === undefined || entry.storedSize !== bytes.length || !isEnvelope(bytes) || entry.envelope.storedAt !== storedAtOf(bytes)) return undefined
+    // The whole bytes compared: two versions written in the same millisecond can be the same size.
+    if (entry === undefined || (entry.stored !== bytes && !entry.stored.equals(bytes))) return undefined
     // Most recently hit last: the first in the map is the next to go.
     this.entries.delete(key)
     this.entries.set(key, entry)
@@ -37,10 +37,13 @@ export class DecodedEntries {
 
   remember (key: string, entry: HttpEntry): void {
     this.forget(key)
-    // Its own copy, and nothing else of the stored bytes kept: a reply from ioredis is a slice
-    // of a large read buffer, a local-tier entry a view of a whole segment.
-    entry.body = Buffer.from(entry.body)
-    entry.envelope = { ...entry.envelope, payload: entry.body }
+    // Its own copy of the stored bytes, and nothing else kept: a reply from ioredis is a slice of
+    // a large read buffer, a local-tier entry a view of a whole segment. Body and payload are
+    // the tails of the stored bytes.
+    const stored = Buffer.from(entry.stored)
+    entry.stored = stored
+    entry.body = stored.subarray(stored.length - entry.body.length)
+    entry.envelope = { ...entry.envelope, payload: stored.subarray(stored.length - entry.envelope.payload.length) }
     this.entries.set(key, entry)
     this.bytes += cost(key, entry)
     this.trim()
@@ -71,5 +74,5 @@ export class DecodedEntries {
 }
 
 function cost (key: string, entry: HttpEntry): number {
-  return ENTRY_OVERHEAD + key.length + entry.body.length
+  return ENTRY_OVERHEAD + key.length + entry.stored.length
 }

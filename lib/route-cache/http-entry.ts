@@ -22,8 +22,8 @@ export interface HttpEntry {
   /** As stored: gzipped when `envelope.encoding` says so. */
   body: Buffer
   envelope: Envelope
-  /** Size of the stored bytes: with `envelope.storedAt`, which version of the entry this is. */
-  storedSize: number
+  /** The stored bytes it was decoded from: `body` and `envelope.payload` are views of them. */
+  stored: Buffer
   /** The body gunzipped, once some client needed it so. */
   plain?: Buffer
   /** For a gzipped body: its Vary (with Accept-Encoding) and the ETag of the gzip coding. */
@@ -129,7 +129,7 @@ export function decodeEntry (bytes: Buffer): HttpEntry {
     else if (Array.isArray(previous)) previous.push(value)
     else headers[name] = [previous, value]
   }
-  return { status, headers, headerNames: Object.keys(headers), body: payload.subarray(4 + headLength), envelope, storedSize: bytes.length }
+  return { status, headers, headerNames: Object.keys(headers), body: payload.subarray(4 + headLength), envelope, stored: bytes }
 }
 
 /** RFC 9110 13.1.2: If-None-Match uses the weak comparison; `*` matches any current entry. */
