@@ -284,7 +284,7 @@ t.test('vary: request headers split entries and are announced in Vary', async (t
 t.test('vary: the cache adds to a Vary the handler set', async (t) => {
   const server = await redis()
   const { app } = await routeApp(t, onRedis(server, { compression: { threshold: 100 } }), (app) => {
-    app.get('/tenant', { config: { cache: { ttl: 60, vary: ['x-tenant', 'accept-language'] } } }, async (req, reply) => {
+    app.get('/tenant', { config: { cache: { ttl: 60, compress: true, vary: ['x-tenant', 'accept-language'] } } }, async (req, reply) => {
       reply.header('vary', 'X-Tenant')
       return `${String(req.headers['x-tenant'])} `.repeat(100)
     })
@@ -715,7 +715,11 @@ t.test('compression: bodies over the threshold are stored gzipped and passed thr
     ['x-gzip', true],
     ['GZIP;q=0.5', true],
     ['br, *;q=0.1', true],
-    ['br;q=1, identity;q=0.5', false]
+    ['br;q=1, identity;q=0.5', false],
+    ['deflate, GZIP', true],
+    ['deflate,x-gzip ,br', true],
+    ['br, zstd', false],
+    ['gzipped, deflate', false]
   ]
   for (const [acceptEncoding, gzipped] of cases) {
     const res = await app.inject({ url: '/big', headers: { 'accept-encoding': acceptEncoding } })
@@ -734,6 +738,27 @@ t.test('compression: bodies over the threshold are stored gzipped and passed thr
   t.equal(plain.headers['content-encoding'], undefined, 'compress: false stores it plain')
   t.equal(plain.headers.vary, undefined)
   t.equal(plain.body.toString(), big)
+})
+
+t.test('compression by default follows the clients: plain for clients without gzip, else gzipped', async (t) => {
+  const server = await redis()
+  const big = 'x'.repeat(5000)
+  const { app, cache } = await routeApp(t, onRedis(server), (app) => {
+    app.get('/doc/:id', { config: { cache: { ttl: 60 } } }, async () => big)
+  })
+  const stored = async (id: number): Promise<Buffer> => {
+    await until(async () => (await app.inject(`/doc/${id}`)).headers['x-cache'] === 'HIT', 2000, `entry ${id}`)
+    return await rawClient(t, server.url).getBuffer(cache.redisKey(`localhost:80/doc/${id}`)) as Buffer
+  }
+  await app.inject('/doc/1')
+  t.ok((await stored(1)).length > big.length, 'clients without gzip: stored plain')
+  const gz = await app.inject({ url: '/doc/1', headers: { 'accept-encoding': 'gzip' } })
+  t.equal(gz.headers['content-encoding'], undefined, 'and a gzip client is served the plain body')
+  t.equal(gz.body, big)
+  // The share of gzip clients counts from now on: mostly gzip clients, and entries go gzipped.
+  for (let i = 0; i < 20; i++) await app.inject({ url: '/doc/1', headers: { 'accept-encoding': 'gzip, deflate, br' } })
+  await app.inject({ url: '/doc/2', headers: { 'accept-encoding': 'gzip' } })
+  t.ok((await stored(2)).length < big.length / 10, 'mostly gzip clients: stored gzipped')
 })
 
 t.test('a body the handler encoded itself is never gzipped again; negotiated ones are not stored', async (t) => {
@@ -847,7 +872,7 @@ t.test('unreadable entries are misses: deleted, counted, never a 5xx', async (t)
   let runs = 0
   const { app, cache } = await routeApp(t, onRedis(server), (app) => {
     app.get('/r', { config: { cache: { ttl: 60, statuses: [201] } } }, async () => { runs++; return 'fresh' })
-    app.get('/gz', { config: { cache: { ttl: 60 } } }, async () => { runs++; return big })
+    app.get('/gz', { config: { cache: { ttl: 60, compress: true } } }, async () => { runs++; return big })
   })
   const raw = rawClient(t, server.url)
   const key = cache.redisKey('localhost:80/r')
@@ -892,7 +917,7 @@ t.test('entries written by others: no ETag means no 304, gzip or not', async (t)
   const server = await redis()
   const { app, cache } = await routeApp(t, onRedis(server, { compression: { threshold: 10 } }), (app) => {
     app.get('/plain', { config: { cache: { ttl: 60 } } }, async () => 'handler')
-    app.get('/gz', { config: { cache: { ttl: 60 } } }, async () => 'handler')
+    app.get('/gz', { config: { cache: { ttl: 60, compress: true } } }, async () => 'handler')
   })
   const raw = rawClient(t, server.url)
   const head = encodeHead(200, { 'content-type': 'text/plain' })

@@ -149,6 +149,10 @@ export interface RouteCacheOptions {
   namespace?: string
   /** The entry's key; default: the host, the path, the sorted query and the route's constraints. */
   key?: RequestValue<CacheKey>
+  /**
+   * Gzip bodies over `compression.threshold`: `true` always, `false` never; unset, when most of
+   * the route's recent clients send `Accept-Encoding: gzip` (so the common hit needs no zlib).
+   */
   compress?: boolean
   tags?: RequestValue<string[]>
   /** Request headers whose values split the entry. */

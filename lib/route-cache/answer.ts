@@ -31,6 +31,7 @@ export function makeLookup (cache: RouteCache, route: CompiledRoute): onRequestH
       done()
       return
     }
+    route.codings.note(request.headers['accept-encoding'])
     const isRefresh = cache.isRefresh(request)
     const local = cache.local
     if (!isRefresh && local !== undefined && state.field === undefined) {

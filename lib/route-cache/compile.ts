@@ -6,6 +6,7 @@ import type { CacheCore } from '../cache/core'
 import { CacheConfigError } from '../errors'
 import type { StaleWindows } from '../freshness'
 import { DEFAULT_NAMESPACE, toKey, validateEntryTags, validateNamespace, validateStaleSeconds, validateTags } from '../keys'
+import { ClientCodings } from './client-codings'
 import { constraintKey, type UrlKeys } from './request-key'
 
 export interface CompiledRoute {
@@ -24,7 +25,9 @@ export interface CompiledRoute {
   tags: RouteCacheOptions['tags']
   vary: string[]
   statuses: Set<number>
+  /** True or false as the route says; unset, as its clients' Accept-Encoding suggests. */
   compress: boolean | undefined
+  codings: ClientCodings
   credentials: Credentials
   /** Hits are answered in onRequest, before the route's other hooks (an opt-in). */
   skipHooksOnHit: boolean
@@ -93,6 +96,7 @@ export function compileRoute (options: RouteCacheOptions, context: RouteContext,
     vary: vary.map((h) => h.toLowerCase()),
     statuses: new Set(statuses),
     compress: options.compress,
+    codings: new ClientCodings(),
     credentials,
     skipHooksOnHit: options.skipHooksOnHit === true,
     maxAge: options.maxAge === false ? undefined : options.maxAge

@@ -64,9 +64,13 @@ export function keepPrivate (request: FastifyRequest, reply: FastifyReply): void
   }
 }
 
+const GZIP_LISTED = /(?:^|,)[ \t]*(?:x-gzip|gzip|\*)[ \t]*(?:,|$)/i
+
 /** Whether Accept-Encoding allows gzip: an explicit `gzip` (or `x-gzip`) entry wins over `*`. */
 export function acceptsGzip (acceptEncoding: string | undefined): boolean {
   if (acceptEncoding === undefined) return false
+  // Without q-values (the common header), any listed gzip, x-gzip or * accepts it: no parsing.
+  if (!acceptEncoding.includes(';')) return GZIP_LISTED.test(acceptEncoding)
   let wildcard = false
   for (const part of acceptEncoding.split(',')) {
     const [coding, ...params] = part.split(';')
