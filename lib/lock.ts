@@ -12,7 +12,7 @@
 // connection came back since the claim, since the lock may then be on a server its holder never
 // reached again.
 import { randomBytes } from 'node:crypto'
-import type { EntryStore, LockStore } from './stores/store'
+import type { EntryStore, LockClaim, LockStore } from './stores/store'
 
 export interface LockSettings {
   /** Milliseconds a lock is held at most. */
@@ -28,14 +28,20 @@ export interface LockBounds {
 }
 
 export interface Lease {
-  /** Releases the lock (only if still ours); never throws. */
+  /** Releases the lock (only if still ours, and unless a write released it); never throws. */
   release (): Promise<void>
+  /** The lock held, for a write that releases it in the same round trip; none for a no-op lease. */
+  readonly held?: HeldLock
 }
 
-/**
- * The outcome of a claim: a lease (do the work, then release it), or the bytes another
- * instance stored (use them), or neither (bytes null: do the work, there is nobody to wait for).
- */
+/** A lock this process holds: a write given it releases it once the entry is stored. */
+export interface HeldLock {
+  readonly key: string
+  readonly token: string
+  /** Set by whoever let it go first: the write script or `release`. */
+  released: boolean
+}
+
 export type Claim = { lease: Lease, bytes?: undefined } | { lease?: undefined, bytes: Buffer | null }
 
 const FIRST_POLL_MS = 5
@@ -69,18 +75,26 @@ export class DistributedLock {
     const lockKey = this.lockKey(fullKey, field)
     const token = randomBytes(12).toString('base64url')
     const reconnects = this.bounds?.connection.reconnects
+    // The previous holder may have stored its result and let go between the caller's miss and
+    // this lock: the entry is looked at once more, or the work would run twice. Both go in one
+    // round trip, the read queued behind the lock on the same connection, so it sees what was
+    // there once the lock was taken.
+    const acquiring = locks.acquireLock(lockKey, token, this.settings.ttl)
+    const rereading = this.entries.get(fullKey, field)
     let acquired: boolean
     try {
-      acquired = await locks.acquireLock(lockKey, token, this.settings.ttl)
+      acquired = await acquiring
     } catch {
+      rereading.catch(() => {})
       return { lease: NO_LEASE }
     }
-    if (!acquired) return { bytes: await this.waitFor(fullKey, usable, field, reconnects) }
-    const lease: Lease = { release: () => locks.releaseLock(lockKey, token).catch(() => {}) }
-    // The previous holder may have stored its result and let go between the caller's miss and
-    // this lock: look once more, or the work would run twice.
+    if (!acquired) {
+      rereading.catch(() => {})
+      return { bytes: await this.waitFor(fullKey, usable, field, reconnects) }
+    }
+    const lease = this.leaseOf({ key: lockKey, token, released: false })
     try {
-      const bytes = await this.entries.get(fullKey, field)
+      const bytes = await rereading
       if (bytes !== null && usable(bytes)) {
         await lease.release()
         return { bytes }
@@ -89,6 +103,41 @@ export class DistributedLock {
       // Redis failed: do the work.
     }
     return { lease }
+  }
+
+  /**
+   * Where a read that may claim takes the lock of `fullKey` (see EntryStore.readOrClaim), and for
+   * how long; undefined when there is no lock to take.
+   */
+  claimable (fullKey: string, field: string | undefined): LockClaim | undefined {
+    if (this.locks === undefined || this.settings === false) return undefined
+    return { lockKey: this.lockKey(fullKey, field), lockMs: this.settings.ttl }
+  }
+
+  /**
+   * The claim a read made (see EntryStore.readOrClaim): a lease on the lock it took, or the
+   * result of whoever holds it, once stored.
+   */
+  async claimed (lock: HeldLock | null, fullKey: string, usable: (bytes: Buffer) => boolean, field?: string): Promise<Claim> {
+    if (lock !== null) return { lease: this.leaseOf(lock) }
+    return { bytes: await this.waitFor(fullKey, usable, field, this.bounds?.connection.reconnects) }
+  }
+
+  /** Lets go of a lock a read took for work that is not done after all; never throws. */
+  abandon (lock: HeldLock): Promise<void> {
+    return this.leaseOf(lock).release()
+  }
+
+  private leaseOf (held: HeldLock): Lease {
+    const locks = this.locks as LockStore
+    return {
+      held,
+      release: async () => {
+        if (held.released) return
+        held.released = true
+        await locks.releaseLock(held.key, held.token).catch(() => {})
+      }
+    }
   }
 
   /**

@@ -7,7 +7,7 @@ import Fastify from 'fastify'
 import fastifyRedisCache from '../index'
 import { GuardedStore, type GuardableStore, type GuardOptions, type CircuitState } from '../lib/stores/guarded'
 import { RedisConnectionError } from '../lib/errors'
-import type { RateWindow } from '../lib/stores/store'
+import type { ClaimedRead, RateWindow } from '../lib/stores/store'
 import type { CacheInfo } from '../types'
 import { captureLogs, rawClient, sleep, uniquePrefix, until } from './helpers/app'
 import { startRedis, type RedisServer } from './helpers/redis-server'
@@ -53,6 +53,7 @@ class ScriptedStore implements GuardableStore {
   }
 
   get (): Promise<Buffer | null> { return this.answer('get', Buffer.from('v')) }
+  readOrClaim (): Promise<ClaimedRead> { return this.answer('readOrClaim', { bytes: null, lock: null }) }
   set (): Promise<boolean> { return this.answer('set', true) }
   delete (keys: readonly string[]): Promise<number> { return this.answer('delete', keys.length) }
   exists (keys: readonly string[]): Promise<number> { return this.answer('exists', keys.length) }
@@ -94,6 +95,7 @@ const failing = (promise: Promise<unknown>): Promise<unknown> => promise.then(()
 t.test('every method passes through to the store while closed', async (t) => {
   const { store, inner } = guarded(t)
   t.same(await store.get('k'), Buffer.from('v'))
+  t.same(await store.readOrClaim('k', undefined, { lockKey: 'l', lockMs: 100 }), { bytes: null, lock: null })
   await store.set('k', Buffer.from('v'), 10, [])
   t.equal(await store.delete(['a', 'b']), 2)
   t.equal(await store.exists(['a']), 1)
@@ -106,7 +108,7 @@ t.test('every method passes through to the store while closed', async (t) => {
   await store.releaseLock('l', 'tok')
   await store.ping()
   t.same(await store.info(), INFO)
-  t.same(inner.calls, ['get', 'set', 'delete', 'exists', 'expire', 'ttl', 'clear', 'invalidateTags', 'hitWindow', 'acquireLock', 'releaseLock', 'ping', 'info'])
+  t.same(inner.calls, ['get', 'readOrClaim', 'set', 'delete', 'exists', 'expire', 'ttl', 'clear', 'invalidateTags', 'hitWindow', 'acquireLock', 'releaseLock', 'ping', 'info'])
   t.equal(store.state, 'closed')
   t.equal(store.connected, true)
   inner.connected = false
@@ -139,6 +141,7 @@ t.test('opens after failureThreshold failures in a row; a success in between res
   t.ok(errors.every((err) => err instanceof RedisConnectionError && /circuit is open/.test(err.message)), 'fast RedisConnectionError')
   t.ok(Date.now() - started < 50, 'without waiting')
   t.equal(inner.calls.length, before, 'the store is not called while open')
+  t.ok(await failing(store.readOrClaim('k', undefined, { lockKey: 'l', lockMs: 100 })) instanceof RedisConnectionError, 'nor for a read that claims')
 })
 
 t.test('after resetTimeout one probe (PING) is let through: failure reopens, success closes', async (t) => {

@@ -8,6 +8,7 @@ import fastifyRedisCache from '../index'
 import type { CacheManager } from '../lib/cache/manager'
 import { DistributedLock } from '../lib/lock'
 import type { EntryStore, LockStore } from '../lib/stores/store'
+import type { RedisStore } from '../lib/stores/redis'
 import type { CacheOptions } from '../types'
 import { captureLogs, rawClient, sleep, uniquePrefix, until } from './helpers/app'
 import { startRedis, type RedisServer } from './helpers/redis-server'
@@ -332,8 +333,10 @@ t.test('a miss that raced another instance\'s store does not run the work again 
     apps.push(app)
   }
   const [a, b] = apps
-  // A's read misses; before A claims the lock, B misses too, stores and lets go.
-  const store = (a.cache as unknown as CacheManager).core.stack.entries
+  // A's read misses; before A claims the lock, B misses too, stores and lets go. (A route's read
+  // takes the lock in the same script where Redis runs scripts: without, it reads, then claims.)
+  const store = (a.cache as unknown as CacheManager).core.stack.store as RedisStore
+  store.scripting = false
   const read = store.get.bind(store)
   let race: (() => Promise<unknown>) | null = () => b.inject('/race')
   store.get = async (key, field) => {
@@ -349,4 +352,50 @@ t.test('a miss that raced another instance\'s store does not run the work again 
   race = () => b.cache.getOrSet('value', () => { runs++; return 'from b' })
   t.equal(await a.cache.getOrSet('value', () => { runs++; return 'from a' }), 'from b', 'getOrSet took B\'s value')
   t.equal(runs, 2, 'each piece of work ran once')
+})
+
+t.test('a lock taken by a read and not needed after all is let go at once', async (t) => {
+  const prefix = uniquePrefix('abandon')
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(fastifyRedisCache, { redis: { url: server.url }, prefix, routes: false, lock: { ttl: 60_000, wait: 30_000 } })
+  let runs = 0
+  let open: () => void = () => {}
+  let started: () => void = () => {}
+  const handlerStarted = new Promise<void>((resolve) => { started = resolve })
+  app.get('/slow', { config: { cache: { ttl: 60 } } }, async () => {
+    runs++
+    started()
+    await new Promise<void>((resolve) => { open = resolve })
+    return { runs }
+  })
+  app.get('/swr', { config: { cache: { ttl: 1, staleWhileRevalidate: 600 } } }, async () => ({ run: ++runs }))
+  await app.ready()
+  const raw = rawClient(t, server.url)
+  const lockKey = `${prefix}:#lock:${app.cache.redisKey('localhost:80/slow')}`
+
+  // Another instance holds the lock: the first request waits for it, as the flight of this process.
+  await raw.set(lockKey, 'another instance', 'PX', 60_000)
+  const first = app.inject('/slow')
+  await sleep(50)
+  // That instance goes away without storing: the first request runs the handler.
+  await raw.del(lockKey)
+  await handlerStarted
+  // A second request takes the free lock in its read, then finds the flight under way.
+  const second = app.inject('/slow')
+  await until(async () => (await raw.exists(lockKey)) === 0 && runs === 1, 2000, 'the second request to join the flight')
+  await sleep(50)
+  t.equal(await raw.exists(lockKey), 0, 'the lock it took is let go: no other instance waits on it')
+  open()
+  const [a, b] = await Promise.all([first, second])
+  t.equal(runs, 1, 'one handler run')
+  t.same(b.json(), a.json())
+
+  // A stale entry served while it is refreshed: the read that found it took the lock; let go.
+  await app.inject('/swr')
+  const swrKey = app.cache.redisKey('localhost:80/swr')
+  await until(async () => (await raw.exists(swrKey)) === 1, 2000, 'the entry to be stored')
+  await until(async () => (await app.inject('/swr')).headers['x-cache'] === 'STALE', 5000, 'the entry to go stale')
+  await until(async () => (await raw.exists(`${prefix}:#lock:${swrKey}`)) === 0, 2000, 'the lock to be let go')
+  t.pass('no lock left behind by a stale hit')
 })

@@ -7,6 +7,7 @@ import t from 'tap'
 import { Cluster, Redis, type RedisOptions } from 'ioredis'
 import { startCluster, startRedis, type RedisCluster, type RedisServer } from './helpers/redis-server'
 import { clock, EXPIRY_WAIT_MS, storeSuite, uniquePrefix, until } from './helpers/store-suite'
+import { ENCODING_PLAIN, KIND_VALUE, writeEnvelope } from '../lib/envelope'
 import { KeyLayout } from '../lib/keys'
 import { Statistics } from '../lib/statistics'
 import { MemoryStore } from '../lib/stores/memory'
@@ -222,6 +223,84 @@ t.test('redis store', async (t) => {
     t.equal(await store.acquireLock(lock, 'other', 50), true)
     await until(() => store.acquireLock(lock, 'third', 60_000), EXPIRY_WAIT_MS, 'the 50 ms lock to expire')
     t.equal(await client.get(lock), 'third', 'an expired lock is free')
+  })
+
+  t.test('readOrClaim: one script per turn reads and, unless fresh, takes the lock', async (t) => {
+    const fresh = writeEnvelope(ENCODING_PLAIN, KIND_VALUE, { storedAt: Date.now(), freshFor: 60 }, value('fresh'))
+    const stale = writeEnvelope(ENCODING_PLAIN, KIND_VALUE, { storedAt: Date.now() - 120_000, freshFor: 60 }, value('stale'))
+    await client.set(key('c-fresh'), fresh)
+    await client.set(key('c-stale'), stale)
+    await client.set(key('c-foreign'), 'foreign')
+    await client.hset(key('c-hash'), 'f', 'v')
+    await client.set(`${prefix}:#lock:c-held`, 'someone')
+    const claim = (name: string): { lockKey: string, lockMs: number } => ({ lockKey: `${prefix}:#lock:${name}`, lockMs: 60_000 })
+    const [freshRead, staleRead, foreign, hash, missing, again, held] = await Promise.all([
+      store.readOrClaim(key('c-fresh'), undefined, claim('c-fresh')),
+      store.readOrClaim(key('c-stale'), undefined, claim('c-stale')),
+      store.readOrClaim(key('c-foreign'), undefined, claim('c-foreign')),
+      store.readOrClaim(key('c-hash'), undefined, claim('c-hash')),
+      store.readOrClaim(key('c-missing'), undefined, claim('c-missing')),
+      store.readOrClaim(key('c-missing'), undefined, claim('c-missing')),
+      store.readOrClaim(key('c-held'), undefined, claim('c-held'))
+    ])
+    t.same(freshRead, { bytes: fresh, lock: undefined }, 'a fresh entry: no lock asked for')
+    t.same(staleRead.bytes, stale)
+    t.equal(staleRead.lock?.key, claim('c-stale').lockKey, 'a stale entry: the lock is taken')
+    t.equal(await client.get(claim('c-stale').lockKey), staleRead.lock?.token)
+    t.same(foreign.bytes, Buffer.from('foreign'))
+    t.ok(foreign.lock, 'foreign bytes are not fresh')
+    t.same(hash, { bytes: null, lock: hash.lock }, 'a key of another type reads as no entry')
+    t.ok(hash.lock)
+    t.equal(missing.bytes, null)
+    t.ok(missing.lock, 'a missing entry: the lock is taken')
+    t.same(again, { bytes: null, lock: null }, 'asked twice in one turn: the second finds it held')
+    t.same(held, { bytes: null, lock: null }, 'held by another')
+
+    t.same(await store.readOrClaim(key('c-fresh'), undefined, undefined), { bytes: fresh, lock: undefined }, 'no claim: a plain read')
+    t.same(await store.readOrClaim(key('c-hash'), 'f', claim('c-hash2')), { bytes: Buffer.from('v'), lock: undefined }, 'a field: a plain read')
+    t.equal(await client.exists(claim('c-hash2').lockKey), 0)
+
+    await client.script('FLUSH')
+    const reloaded = await store.readOrClaim(key('c-fresh'), undefined, claim('c-fresh'))
+    t.same(reloaded.bytes, fresh, 'a server that forgot the script gets it again')
+
+    const down = redisClient(t, server.url)
+    await ready(down)
+    const offline = new RedisStore(down, new KeyLayout(prefix))
+    down.disconnect()
+    const failed = await Promise.allSettled([offline.readOrClaim(key('x'), undefined, claim('x')), offline.readOrClaim(key('y'), undefined, claim('y'))])
+    t.same(failed.map((r) => r.status), ['rejected', 'rejected'], 'a failed script fails every read in it')
+  })
+
+  t.test('a write releases the lock its work held, stored or refused, and only if still held', async (t) => {
+    const lock = `${prefix}:#lock:w`
+    const held = { key: lock, token: 'mine', released: false }
+    t.equal(await store.acquireLock(lock, 'mine', 60_000), true)
+    t.equal(await store.set(key('w1'), value('one'), 30, [], undefined, held), true)
+    t.equal(await client.exists(lock), 0, 'released by the write')
+    t.equal(held.released, true)
+
+    const again = { key: lock, token: 'mine', released: false }
+    t.equal(await store.acquireLock(lock, 'other', 60_000), true)
+    await store.set(key('w1'), value('two'), 30, [], undefined, again)
+    t.equal(await client.get(lock), 'other', 'another holder\'s lock stays')
+    await client.del(lock)
+
+    const refused = { key: lock, token: 'mine', released: false }
+    t.equal(await store.acquireLock(lock, 'mine', 60_000), true)
+    await store.delete([key('w2')])
+    const old = writeEnvelope(ENCODING_PLAIN, KIND_VALUE, { storedAt: Date.now() - 10_000, freshFor: 30 }, value('x'))
+    t.equal(await store.set(key('w2'), old, 30, [], undefined, refused), false, 'work overtaken by the delete')
+    t.equal(await client.exists(lock), 0, 'released all the same')
+
+    const noScripts = new RedisStore(client, new KeyLayout(prefix))
+    noScripts.scripting = false
+    const plain = { key: lock, token: 'mine', released: false }
+    t.equal(await store.acquireLock(lock, 'mine', 60_000), true)
+    t.equal(await noScripts.set(key('w3'), value('three'), 30, [], undefined, plain), true)
+    t.equal(plain.released, false, 'without scripts the caller releases it')
+    t.equal(await client.get(lock), 'mine')
+    await client.del(lock)
   })
 
   t.test('a tag index lives as long as its longest-lived entry', async (t) => {

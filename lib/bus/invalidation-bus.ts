@@ -49,6 +49,8 @@ export class InvalidationBus {
   private readonly log: FastifyBaseLogger
   private subscribedOnce = false
   private closed = false
+  /** Keys written in this turn of the event loop, published together when it ends. */
+  private pendingKeys: string[] | null = null
   // Cluster: the node to subscribe through next, and the attempts since the last subscription.
   private nextNode = 0
   private attempts = 0
@@ -83,8 +85,20 @@ export class InvalidationBus {
     else this.subscriber = this.listen((client as Redis).duplicate())
   }
 
+  /**
+   * Keys changed in one turn of the event loop go out in one message when it ends: a burst of
+   * writes (every miss stores) costs one PUBLISH, not one each.
+   */
   publishKeys (keys: readonly string[]): void {
-    this.publish({ origin: this.origin, keys: [...keys] })
+    let pending = this.pendingKeys
+    if (pending === null) {
+      pending = this.pendingKeys = []
+      setImmediate(() => {
+        this.pendingKeys = null
+        this.publish({ origin: this.origin, keys: pending as string[] })
+      })
+    }
+    for (const key of keys) pending.push(key)
   }
 
   publishPrefix (prefix: string): void {

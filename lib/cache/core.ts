@@ -9,9 +9,10 @@ import type { Codec, EncodeResult } from '../serializer'
 import { Throttle } from '../throttled-log'
 import type { KeyLayout } from '../keys'
 import { validateSeconds } from '../keys'
-import type { DistributedLock } from '../lock'
+import type { DistributedLock, HeldLock } from '../lock'
 import type { SegmentCache } from '../local/segment-cache'
 import type { CacheStack } from '../stack'
+import type { ClaimedRead } from '../stores/store'
 import type { Statistics } from '../statistics'
 import type { FailurePolicy } from './failures'
 
@@ -27,6 +28,8 @@ export interface EntryOptions {
   head?: Buffer
   /** When the work that made the entry began (ms since the epoch): see invalidation/. */
   startedAt: number
+  /** The cross-instance lock the work held: the write releases it. */
+  lock?: HeldLock
 }
 
 export interface CacheCoreOptions {
@@ -92,6 +95,14 @@ export class CacheCore {
   }
 
   /**
+   * As `read`; with `claim`, taking the cross-instance lock in the same round trip when the entry
+   * is not fresh and the store can (see EntryStore.readOrClaim).
+   */
+  readOrClaim (fullKey: string, field: string | undefined, claim: boolean): Promise<ClaimedRead> {
+    return this.stack.entries.readOrClaim(fullKey, field, claim ? this.lock.claimable(fullKey, field) : undefined)
+  }
+
+  /**
    * Whether stored bytes (read back under `fullKey`, and decoded) may be served: not when an
    * invalidation covers them, nor while that cannot be told (see `learn`).
    */
@@ -119,7 +130,7 @@ export class CacheCore {
     } catch (err) {
       return this.failures.failed(err, 'set', fullKey, false)
     }
-    return this.storeBytes(fullKey, bytes, entry.ttl, entry.tags)
+    return this.storeBytes(fullKey, bytes, entry.ttl, entry.tags, undefined, entry.lock)
   }
 
   /** Whether an invalidation this instance knows of overtook the work behind a write. */
@@ -165,11 +176,11 @@ export class CacheCore {
    * Stores encoded bytes, unless an invalidation overtook the work that made them (checked here,
    * and by Redis as it stores them). Never throws unless `throwOnError`.
    */
-  async storeBytes (fullKey: string, bytes: Buffer, ttl: number, tags: readonly string[], field?: string): Promise<boolean> {
+  async storeBytes (fullKey: string, bytes: Buffer, ttl: number, tags: readonly string[], field?: string, lock?: HeldLock): Promise<boolean> {
     if (this.overtaken(fullKey, storedAtOf(bytes), tags)) return false
     let stored: boolean
     try {
-      stored = await this.stack.entries.set(fullKey, bytes, ttl, tags, field)
+      stored = await this.stack.entries.set(fullKey, bytes, ttl, tags, field, lock)
     } catch (err) {
       return this.failures.failed(err, 'set', fullKey, false)
     }

@@ -9,6 +9,7 @@ import { KIND_VALUE, type Envelope } from '../envelope'
 import { Flights } from '../flights'
 import { freshness, isFreshBytes, NO_STALE, type StaleWindows } from '../freshness'
 import { validateEntryTags, validateStaleSeconds } from '../keys'
+import type { HeldLock } from '../lock'
 import { BackgroundRefresh } from '../refresh'
 import type { CacheCore } from './core'
 import type { ValueReader } from './value-reader'
@@ -110,13 +111,14 @@ export class GetOrSet {
       return this.runAndStore(load)
     }
     try {
-      return await this.runAndStore(load)
+      return await this.runAndStore(load, lease.held)
     } finally {
+      // A no-op when the write let go of the lock itself.
       await lease.release()
     }
   }
 
-  private async runAndStore<T> (load: Load<T>): Promise<T> {
+  private async runAndStore<T> (load: Load<T>, lock?: HeldLock): Promise<T> {
     const startedAt = Date.now()
     const value = await load.callback()
     // undefined is never stored: the next call runs the callback again.
@@ -127,7 +129,7 @@ export class GetOrSet {
     } catch (err) {
       return this.core.failures.failed(err, 'set', load.fullKey, value)
     }
-    await this.core.write(load.fullKey, payload, { kind: KIND_VALUE, freshFor: load.ttl, ttl: load.keepFor, compress: load.compress, tags: load.tags, startedAt })
+    await this.core.write(load.fullKey, payload, { kind: KIND_VALUE, freshFor: load.ttl, ttl: load.keepFor, compress: load.compress, tags: load.tags, startedAt, lock })
     return value
   }
 }

@@ -4,6 +4,7 @@
 // instances on the distributed lock, so one handler runs and the others get its response.
 import type { FastifyReply, FastifyRequest, onRequestHookHandler, preHandlerHookHandler } from 'fastify'
 import { freshness, isFreshBytes, secondsLeft } from '../freshness'
+import type { HeldLock } from '../lock'
 import type { CompiledRoute } from './compile'
 import { CACHE_NAME, COLLAPSED_STATUS, hitStatus } from './replay'
 import { requestKey, variantOf } from './request-key'
@@ -103,10 +104,12 @@ function answerFromEntry (cache: RouteCache, route: CompiledRoute, request: Fast
 /** The store read, and on a miss the single-flight within this process and across instances. */
 async function lookUp (cache: RouteCache, route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, state: RequestState, isRefresh: boolean): Promise<void> {
   const core = cache.core
+  // The lock a miss takes in its first read: a HEAD never runs the handler here, so never asks.
+  let lock: HeldLock | null | undefined
   if (!isRefresh) {
     let bytes: Buffer | null
     try {
-      bytes = await core.read(state.fullKey, state.field)
+      ({ bytes, lock } = await core.readOrClaim(state.fullKey, state.field, request.method !== 'HEAD'))
     } catch (err) {
       core.failures.count(err, 'get', state.fullKey)
       // A key of the other shape (the route's vary setting changed since it was stored), or
@@ -119,7 +122,11 @@ async function lookUp (cache: RouteCache, route: CompiledRoute, request: Fastify
       // An entry with a tag this instance has no stamp for waits for it (a hit pays nothing).
       const learning = core.learn(bytes)
       if (learning !== undefined) await learning
-      if (answerFromEntry(cache, route, request, reply, state, bytes)) return
+      if (answerFromEntry(cache, route, request, reply, state, bytes)) {
+        // A stale entry served while it is refreshed: the refresh takes a lock of its own.
+        if (lock) core.lock.abandon(lock)
+        return
+      }
     }
   }
   core.stats.misses++
@@ -130,6 +137,9 @@ async function lookUp (cache: RouteCache, route: CompiledRoute, request: Fastify
 
   const running = cache.flights.join(state.entryId)
   if (running !== undefined && !isRefresh) {
+    // Taken while a request of this process already works on the entry (it waited for another
+    // instance, so holds no lock): this one waits for it instead.
+    if (lock) core.lock.abandon(lock)
     const bytes = await waitFor(running)
     if (bytes !== null) await core.learn(bytes)
     const entry = bytes === null ? null : cache.readEntry(bytes, state, route)
@@ -143,7 +153,7 @@ async function lookUp (cache: RouteCache, route: CompiledRoute, request: Fastify
   // listener on misses only: hits pay nothing for it.
   reply.raw.once('close', () => { if (reply.sent) releaseFlight(state) })
   // Other instances may be fetching the same entry: one of them runs the handler.
-  const claim = await core.lock.claim(state.fullKey, isFreshBytes, state.field)
+  const claim = lock === undefined ? await core.lock.claim(state.fullKey, isFreshBytes, state.field) : await core.lock.claimed(lock, state.fullKey, isFreshBytes, state.field)
   if (claim.lease !== undefined) {
     state.lease = claim.lease
     return

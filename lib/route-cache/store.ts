@@ -124,7 +124,8 @@ function storeMiss (cache: RouteCache, route: CompiledRoute, request: FastifyReq
   const store = (bytes: Buffer): void => {
     // Not awaited: the response does not depend on it, and the write is queued on the same
     // connection ahead of any later read, so the next request already sees it.
-    const stored = core.storeBytes(state.fullKey, bytes, route.keepFor, tags, state.field).catch(() => {})
+    const stored = core.storeBytes(state.fullKey, bytes, route.keepFor, tags, state.field, lease?.held).catch(() => {})
+    // A no-op when the write let go of the lock itself.
     stored.then(() => lease?.release())
     // Waiters get the response either way. The flight is findable until the entry is written,
     // not until the lock is let go: a bust that follows the write must not find the old

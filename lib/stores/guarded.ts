@@ -6,7 +6,8 @@
 import { RedisConnectionError } from '../errors'
 import type { CacheInfo } from '../../types'
 import type { StampSource } from '../invalidation/stamps'
-import type { EntryStore, LockStore, RateWindow, RateWindowStore, ServerStore } from './store'
+import type { HeldLock } from '../lock'
+import type { ClaimedRead, EntryStore, LockClaim, LockStore, RateWindow, RateWindowStore, ServerStore } from './store'
 
 /**
  * What the breaker guards: the Redis store's capabilities, whether its client is ready, and
@@ -78,23 +79,31 @@ export class GuardedStore implements EntryStore, RateWindowStore, LockStore, Ser
     this.transition('closed')
   }
 
+  get (key: string, field?: string): Promise<Buffer | null> {
+    if (this.state !== 'closed') return Promise.reject(new RedisConnectionError(OPEN_ERROR_MESSAGE))
+    return this.read(this.inner.get(key, field))
+  }
+
+  readOrClaim (key: string, field: string | undefined, claim: LockClaim | undefined): Promise<ClaimedRead> {
+    if (this.state !== 'closed') return Promise.reject(new RedisConnectionError(OPEN_ERROR_MESSAGE))
+    return this.read(this.inner.readOrClaim(key, field, claim))
+  }
+
   // The hot path: the same as call() without a closure per read.
-  async get (key: string, field?: string): Promise<Buffer | null> {
-    if (this.state !== 'closed') throw new RedisConnectionError(OPEN_ERROR_MESSAGE)
-    let bytes: Buffer | null
+  private async read<T> (reading: Promise<T>): Promise<T> {
+    let result: T
     try {
-      const read = this.inner.get(key, field)
-      bytes = await (this.options.commandTimeout > 0 ? this.withTimeout(read, this.options.commandTimeout) : read)
+      result = await (this.options.commandTimeout > 0 ? this.withTimeout(reading, this.options.commandTimeout) : reading)
     } catch (err) {
       this.failed(err)
       throw err
     }
     if (this.failures !== 0 || this.state !== 'closed') this.succeeded()
-    return bytes
+    return result
   }
 
-  set (key: string, value: Buffer, ttl: number, tags: readonly string[], field?: string): Promise<boolean> {
-    return this.call(() => this.inner.set(key, value, ttl, tags, field))
+  set (key: string, value: Buffer, ttl: number, tags: readonly string[], field?: string, lock?: HeldLock): Promise<boolean> {
+    return this.call(() => this.inner.set(key, value, ttl, tags, field, lock))
   }
 
   delete (keys: readonly string[]): Promise<number> {

@@ -12,7 +12,7 @@ import type { CacheInfo } from '../../types'
 import type { KeyLayout } from '../keys'
 import { SegmentMemory } from '../local/segment-memory'
 import type { Statistics } from '../statistics'
-import { type EntryStore, type RateWindow, type RateWindowStore, type ServerStore, unknownInfo } from './store'
+import { type ClaimedRead, type EntryStore, type RateWindow, type RateWindowStore, type ServerStore, unclaimed, unknownInfo } from './store'
 
 export interface MemoryStoreBounds {
   /** Entries kept at most: each value, and each field of a hash (a route's variant), is one. */
@@ -81,6 +81,11 @@ export class MemoryStore implements EntryStore, RateWindowStore, ServerStore {
 
   async get (key: string, field?: string): Promise<Buffer | null> {
     return this.segments.get(field === undefined ? key : fieldKey(key, field)) ?? null
+  }
+
+  /** A plain read: one process has no lock to take. */
+  readOrClaim (key: string, field: string | undefined): Promise<ClaimedRead> {
+    return this.get(key, field).then(unclaimed)
   }
 
   async set (key: string, value: Buffer, ttl: number, tags: readonly string[], field?: string): Promise<boolean> {

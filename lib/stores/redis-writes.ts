@@ -16,6 +16,7 @@
 import type { Cluster, Redis } from 'ioredis'
 import { isEnvelope, storedAtOf } from '../envelope'
 import { MAX_WORK_MS } from '../invalidation/stamps'
+import type { HeldLock } from '../lock'
 import type { KeyLayout } from '../keys'
 import { lua, type LuaScript } from './lua'
 
@@ -31,10 +32,12 @@ const PRUNE = 100
 /** How long a clear's stamp outlives it: entries written before it may live that long. */
 const CLEAR_STAMP_MS = 30 * 24 * 3600 * 1000
 
-// KEYS: the entry, its tombstone, its namespace's stamp, the stamp of everything, then each
-// tag's stamp and index. ARGV: value, ms to keep, work start (ms), now (ms), field ('' none),
-// max variants, max work (ms), expired members pruned at most.
+// KEYS: the entry, its tombstone, its namespace's stamp, the stamp of everything, the lock the
+// work held, then each tag's stamp and index. ARGV: value, ms to keep, work start (ms), now (ms),
+// field ('' none), max variants, max work (ms), expired members pruned at most, the lock's token
+// ('' none). The lock is let go whether the entry is stored or refused: the work is over.
 const WRITE = lua(`
+if ARGV[9] ~= '' and redis.call('GET', KEYS[5]) == ARGV[9] then redis.call('DEL', KEYS[5]) end
 local startedAt = tonumber(ARGV[3])
 local now = tonumber(ARGV[4])
 if now - startedAt > tonumber(ARGV[7]) then return 0 end
@@ -43,12 +46,12 @@ local function overtaken (key)
   return at and tonumber(at) >= startedAt
 end
 for i = 2, 4 do if overtaken(KEYS[i]) then return 0 end end
-for i = 5, #KEYS, 2 do if overtaken(KEYS[i]) then return 0 end end
+for i = 6, #KEYS, 2 do if overtaken(KEYS[i]) then return 0 end end
 local keep = tonumber(ARGV[2])
 local function extend (key)
   if redis.call('PTTL', key) < keep then redis.call('PEXPIRE', key, keep) end
 end
-for i = 5, #KEYS, 2 do
+for i = 6, #KEYS, 2 do
   if not redis.call('SET', KEYS[i], startedAt - 1, 'PX', keep, 'NX') then extend(KEYS[i]) end
   redis.call('ZADD', KEYS[i + 1], now + keep, KEYS[1])
   local expired = redis.call('ZRANGEBYSCORE', KEYS[i + 1], '-inf', now, 'LIMIT', 0, ARGV[8])
@@ -68,13 +71,15 @@ extend(KEYS[1])
 return 1`)
 
 /**
- * Loads the write script ahead of the first write (at connect, and after each reconnect, since
+ * Loads the write script (and `others`) ahead of the first write (at connect, and after each reconnect, since
  * a restarted server has forgotten it): the EVAL fallback would send a write after reads that
  * were asked for later.
  */
-export function preloadScripts (client: Redis | Cluster): void {
+export function preloadScripts (client: Redis | Cluster, ...others: LuaScript[]): void {
   if (client.isCluster) return
-  const load = (): void => { (client as Redis).script('LOAD', WRITE.source).catch(() => {}) }
+  const load = (): void => {
+    for (const script of [WRITE, ...others]) (client as Redis).script('LOAD', script.source).catch(() => {})
+  }
   client.on('ready', load)
   if (client.status === 'ready') load()
 }
@@ -89,16 +94,22 @@ export interface RedisTarget {
   evalKeys (script: LuaScript, keys: string[], args: Array<string | number | Buffer>): Promise<unknown>
 }
 
-/** Stores an entry unless an invalidation overtook the work that made it. */
-export async function writeEntry (target: RedisTarget, key: string, value: Buffer, ttl: number, tags: readonly string[], field: string | undefined): Promise<boolean> {
+/**
+ * Stores an entry unless an invalidation overtook the work that made it, and lets go of the lock
+ * that work held (the caller releases it when this could not).
+ */
+export async function writeEntry (target: RedisTarget, key: string, value: Buffer, ttl: number, tags: readonly string[], field: string | undefined, lock: HeldLock | undefined): Promise<boolean> {
   const { layout } = target
   // Bytes that are not an envelope (the store is a byte store) count as work begun now.
   const startedAt = isEnvelope(value) ? storedAtOf(value) : Date.now()
   const keep = ttl * 1000
   if (!target.isCluster && target.scripting) {
-    const keys = [key, layout.tombstone(key), layout.clearStamp(layout.namespaceOf(key)), layout.clearStamp()]
+    const releasing = lock !== undefined && !lock.released
+    const keys = [key, layout.tombstone(key), layout.clearStamp(layout.namespaceOf(key)), layout.clearStamp(), releasing ? lock.key : key]
     for (const tag of tags) keys.push(layout.tagStamp(tag), layout.tag(tag))
-    return (await target.evalKeys(WRITE, keys, [value, keep, startedAt, Date.now(), field ?? '', MAX_VARIANTS, MAX_WORK_MS, PRUNE])) === 1
+    const stored = await target.evalKeys(WRITE, keys, [value, keep, startedAt, Date.now(), field ?? '', MAX_VARIANTS, MAX_WORK_MS, PRUNE, releasing ? lock.token : ''])
+    if (releasing) lock.released = true
+    return stored === 1
   }
   // All sent in this tick, so a read asked for after this call finds the entry. Until its tags'
   // stamps land (on other nodes of a Cluster), the entry counts as invalidated: a miss.

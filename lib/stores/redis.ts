@@ -2,12 +2,14 @@
 // Reads are here; writes and invalidations, which must not lose a race, are in redis-writes.ts.
 // On a Cluster, multi-key work is split into single-key commands that auto-pipelining batches
 // per node.
+import { randomBytes } from 'node:crypto'
 import type { Cluster, Redis } from 'ioredis'
 import type { CacheInfo } from '../../types'
 import type { KeyLayout } from '../keys'
+import type { HeldLock } from '../lock'
 import { lua, type LuaScript } from './lua'
 import { clearEntries, deleteEntries, invalidateTagged, preloadScripts, readStamps, type RedisTarget, sum, writeEntry } from './redis-writes'
-import type { EntryStore, LockStore, RateWindow, RateWindowStore, ServerStore } from './store'
+import { type ClaimedRead, type EntryStore, type LockClaim, type LockStore, type RateWindow, type RateWindowStore, type ServerStore, unclaimed } from './store'
 
 // A fixed window: the first hit starts it, every hit counts, the window's TTL says when it resets.
 const HIT_WINDOW = lua(`
@@ -24,16 +26,59 @@ const LOCK_RELEASE = lua(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`)
 
+// The first read of a miss takes the cross-instance lock in the same round trip. For each pair
+// of KEYS (an entry, its lock): the entry's bytes, and unless they are a fresh envelope (the
+// header of envelope.ts: magic, then storedAt ms as uint48 at byte 4, freshFor s as uint32 at
+// byte 10), whether SET NX took the lock (1) or another holds it (0); -1 when fresh (not asked).
+// ARGV: the token, the lock's ms, now (ms). A key of another type reads as no entry.
+const READ_OR_CLAIM = lua(`
+local out = {}
+local now = tonumber(ARGV[3])
+for i = 1, #KEYS, 2 do
+  local v = redis.pcall('GET', KEYS[i])
+  if type(v) ~= 'string' then v = false end
+  local claimed = -1
+  local fresh = false
+  if v and #v >= 13 and (string.byte(v, 1) == 199 or string.byte(v, 1) == 200) then
+    local b = { string.byte(v, 4, 13) }
+    local storedAt = ((((b[1] * 256 + b[2]) * 256 + b[3]) * 256 + b[4]) * 256 + b[5]) * 256 + b[6]
+    local freshFor = ((b[7] * 256 + b[8]) * 256 + b[9]) * 256 + b[10]
+    fresh = now < storedAt + freshFor * 1000
+  end
+  if not fresh then
+    claimed = redis.call('SET', KEYS[i + 1], ARGV[1], 'PX', ARGV[2], 'NX') and 1 or 0
+  end
+  out[#out + 1] = v
+  out[#out + 1] = claimed
+end
+return out`)
+
+// Tokens of the locks this process takes: unique to the process, then a counter.
+const TOKEN_PREFIX = randomBytes(9).toString('base64url')
+let tokens = 0
+
 export type RedisClient = Redis | Cluster
+
+/**
+ * ioredis has these (EVALSHA and EVAL with bulk replies as Buffers) but does not type them.
+ * `callBuffer` would not do: auto-pipelining drops its command name.
+ */
+interface BufferScripts {
+  evalshaBuffer (...args: Array<string | number | Buffer>): Promise<unknown>
+  evalBuffer (...args: Array<string | number | Buffer>): Promise<unknown>
+}
 
 /** The reads of one event-loop turn, by key: each key is read once however many ask for it. */
 type ReadBatch = Map<string, ReadWaiter>
+/** The reads that may claim a lock, of one event-loop turn, by key. */
+type ClaimBatch = Map<string, { lockKey: string, waiter: Deferred<ClaimedRead> }>
 
-interface ReadWaiter {
-  promise: Promise<Buffer | null>
-  resolve: (bytes: Buffer | null) => void
+interface Deferred<T> {
+  promise: Promise<T>
+  resolve: (value: T) => void
   reject: (err: unknown) => void
 }
+type ReadWaiter = Deferred<Buffer | null>
 
 export class RedisStore implements EntryStore, RateWindowStore, LockStore, ServerStore, RedisTarget {
   readonly client: RedisClient
@@ -41,6 +86,8 @@ export class RedisStore implements EntryStore, RateWindowStore, LockStore, Serve
   readonly isCluster: boolean
   // Reads asked for in this turn of the event loop, sent together when it ends.
   private batch: ReadBatch | null = null
+  private claims: ClaimBatch | null = null
+  private lockMs = 0
   /**
    * Whether the server runs our scripts (EVAL/EVALSHA); set to false when the capability probe
    * (capabilities.ts) finds them refused, so write paths can do without.
@@ -53,7 +100,7 @@ export class RedisStore implements EntryStore, RateWindowStore, LockStore, Serve
     this.client = client
     this.layout = layout
     this.isCluster = client.isCluster
-    preloadScripts(client)
+    preloadScripts(client, READ_OR_CLAIM)
   }
 
   get connected (): boolean {
@@ -111,8 +158,47 @@ export class RedisStore implements EntryStore, RateWindowStore, LockStore, Serve
     else this.client.mgetBuffer(keys).then(settle, fail)
   }
 
-  set (key: string, value: Buffer, ttl: number, tags: readonly string[], field?: string): Promise<boolean> {
-    return writeEntry(this, key, value, ttl, tags, field)
+  /**
+   * A read that takes `lockKey` too when the entry is not fresh, in the same round trip: the
+   * reads of one turn go out as one script. On a Cluster or without scripting, a plain read.
+   */
+  readOrClaim (key: string, field: string | undefined, claim: LockClaim | undefined): Promise<ClaimedRead> {
+    if (claim === undefined || field !== undefined || this.isCluster || !this.scripting) return this.get(key, field).then(unclaimed)
+    let claims = this.claims
+    if (claims === null) {
+      claims = this.claims = new Map()
+      this.lockMs = claim.lockMs
+      setImmediate(() => this.sendClaims(claims as ClaimBatch))
+    }
+    const asked = claims.get(key)
+    // Asked twice in one turn: the lock goes to the first; the second finds it held.
+    if (asked !== undefined) return asked.waiter.promise.then((read) => ({ bytes: read.bytes, lock: read.lock === undefined ? undefined : null }))
+    const waiter = deferred<ClaimedRead>()
+    claims.set(key, { lockKey: claim.lockKey, waiter })
+    return waiter.promise
+  }
+
+  private sendClaims (claims: ClaimBatch): void {
+    this.claims = null
+    const token = `${TOKEN_PREFIX}.${++tokens}`
+    const keys: string[] = []
+    for (const [key, { lockKey }] of claims) keys.push(key, lockKey)
+    this.evalKeys(READ_OR_CLAIM, keys, [token, this.lockMs, Date.now()], true).then((reply) => {
+      const values = reply as Array<Buffer | null | number>
+      let i = 0
+      for (const [, { lockKey, waiter }] of claims) {
+        const claimed = values[i + 1] as number
+        const lock = claimed === -1 ? undefined : claimed === 1 ? { key: lockKey, token, released: false } : null
+        waiter.resolve({ bytes: values[i] as Buffer | null, lock })
+        i += 2
+      }
+    }, (err: unknown) => {
+      for (const { waiter } of claims.values()) waiter.reject(err)
+    })
+  }
+
+  set (key: string, value: Buffer, ttl: number, tags: readonly string[], field?: string, lock?: HeldLock): Promise<boolean> {
+    return writeEntry(this, key, value, ttl, tags, field, lock)
   }
 
   async delete (keys: readonly string[]): Promise<number> {
@@ -189,14 +275,19 @@ export class RedisStore implements EntryStore, RateWindowStore, LockStore, Serve
     return this.evalKeys(script, [key], args)
   }
 
-  /** EVALSHA, loading the script with EVAL when the server does not know it yet. */
-  async evalKeys (script: LuaScript, keys: string[], args: Array<string | number | Buffer>): Promise<unknown> {
+  /**
+   * EVALSHA, loading the script with EVAL when the server does not know it yet; with `buffers`,
+   * bulk replies come back as Buffers.
+   */
+  async evalKeys (script: LuaScript, keys: string[], args: Array<string | number | Buffer>, buffers = false): Promise<unknown> {
+    const client = this.client
+    const buffered = client as unknown as BufferScripts
     try {
-      return await this.client.evalsha(script.sha, keys.length, ...keys, ...args)
+      return await (buffers ? buffered.evalshaBuffer(script.sha, keys.length, ...keys, ...args) : client.evalsha(script.sha, keys.length, ...keys, ...args))
     } catch (err) {
       // ioredis rejects with Error objects only.
       if (!(err as Error).message.startsWith('NOSCRIPT')) throw err
-      return this.client.eval(script.source, keys.length, ...keys, ...args)
+      return buffers ? buffered.evalBuffer(script.source, keys.length, ...keys, ...args) : client.eval(script.source, keys.length, ...keys, ...args)
     }
   }
 }
@@ -234,9 +325,9 @@ export function parseInfo (text: string): Map<string, string> {
   return fields
 }
 
-function deferred (): ReadWaiter {
-  const waiter = {} as ReadWaiter
-  waiter.promise = new Promise<Buffer | null>((resolve, reject) => {
+function deferred<T = Buffer | null> (): Deferred<T> {
+  const waiter = {} as Deferred<T>
+  waiter.promise = new Promise<T>((resolve, reject) => {
     waiter.resolve = resolve
     waiter.reject = reject
   })

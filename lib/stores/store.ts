@@ -3,6 +3,7 @@
 // lib/stack.ts says which layer serves which. Stores deal in full keys and raw bytes; the cache
 // manager owns validation, serialization, statistics and the failure policy.
 import type { CacheInfo } from '../../types'
+import type { HeldLock } from '../lock'
 
 /** Where an entry's bytes live, and what the cache does with them. */
 export interface EntryStore {
@@ -15,8 +16,9 @@ export interface EntryStore {
    * Stores `value` for `ttl` seconds (with `field`, in the hash at `key`, which then lives at
    * least `ttl` seconds) and files the key under each tag. False when the store refused it: an
    * invalidation of its key, namespace or tag overtook the work that made it (see invalidation/).
+   * With `lock`, the write releases that lock too, in the same round trip where it can.
    */
-  set (key: string, value: Buffer, ttl: number, tags: readonly string[], field?: string): Promise<boolean>
+  set (key: string, value: Buffer, ttl: number, tags: readonly string[], field?: string, lock?: HeldLock): Promise<boolean>
   delete (keys: readonly string[]): Promise<number>
   exists (keys: readonly string[]): Promise<number>
   expire (key: string, seconds: number): Promise<boolean>
@@ -26,6 +28,33 @@ export interface EntryStore {
   clear (namespace?: string): Promise<number>
   /** Removes every entry filed under any of the tags: how many were removed, and their keys. */
   invalidateTags (tags: readonly string[]): Promise<{ removed: number, keys: string[] }>
+  /**
+   * Reads `key` and, unless it holds a fresh entry, takes the cross-instance lock `claim` names
+   * in the same round trip where the store can; otherwise (no claim, or a store that cannot) a
+   * plain read.
+   */
+  readOrClaim (key: string, field: string | undefined, claim: LockClaim | undefined): Promise<ClaimedRead>
+}
+
+/** The lock a read may take: its key, and for how many milliseconds. */
+export interface LockClaim {
+  lockKey: string
+  lockMs: number
+}
+
+/**
+ * What a read that may claim found: the bytes, and the lock: taken (do the work, the write
+ * releases it), null when another holds it (wait for its result), undefined when not asked for
+ * (a fresh entry, or a store that reads and claims apart).
+ */
+export interface ClaimedRead {
+  bytes: Buffer | null
+  lock: HeldLock | null | undefined
+}
+
+/** A read that claimed nothing. */
+export function unclaimed (bytes: Buffer | null): ClaimedRead {
+  return { bytes, lock: undefined }
 }
 
 export interface RateWindow {

@@ -10,7 +10,8 @@
 // Redis down, local hits still serve.
 import type { InvalidationBus, BusListener } from '../bus/invalidation-bus'
 import type { SegmentCache } from '../local/segment-cache'
-import type { EntryStore } from './store'
+import { type ClaimedRead, type EntryStore, type LockClaim, unclaimed } from './store'
+import type { HeldLock } from '../lock'
 
 /** The reads and writes of one key in flight together, that may land locally once done. */
 interface InFlight {
@@ -46,10 +47,19 @@ export class TieredStore implements EntryStore, BusListener {
     return bytes.result
   }
 
-  async set (key: string, value: Buffer, ttl: number, tags: readonly string[], field?: string): Promise<boolean> {
+  /** As `get`, with the lock taken by the inner store on a miss (see EntryStore). */
+  async readOrClaim (key: string, field: string | undefined, claim: LockClaim | undefined): Promise<ClaimedRead> {
+    const cached = field === undefined ? this.local.get(key) : undefined
+    if (cached !== undefined) return unclaimed(cached)
+    const read = await this.landing(key, this.inner.readOrClaim(key, field, claim))
+    if (field === undefined && read.landed && read.result.bytes !== null) this.local.set(key, read.result.bytes)
+    return read.result
+  }
+
+  async set (key: string, value: Buffer, ttl: number, tags: readonly string[], field?: string, lock?: HeldLock): Promise<boolean> {
     // A change of the key: reads and writes begun before it must not land after it.
     this.markRaced(key)
-    const stored = await this.landing(key, this.inner.set(key, value, ttl, tags, field))
+    const stored = await this.landing(key, this.inner.set(key, value, ttl, tags, field, lock))
     if (!stored.result) return false
     if (field === undefined && stored.landed) this.local.set(key, value)
     else this.local.delete(key)
