@@ -44,6 +44,16 @@ export interface HeldLock {
 
 export type Claim = { lease: Lease, bytes?: undefined } | { lease?: undefined, bytes: Buffer | null }
 
+// Tokens of the locks this process takes: random to the process, then a counter, so that no
+// two holders anywhere share one and taking a lock costs no random draw.
+const TOKEN_PREFIX = randomBytes(9).toString('base64url')
+let tokens = 0
+
+/** A token no other lock holder has. */
+export function lockToken (): string {
+  return `${TOKEN_PREFIX}.${++tokens}`
+}
+
 const FIRST_POLL_MS = 5
 const MAX_POLL_MS = 100
 const NO_LEASE: Lease = { release: async () => {} }
@@ -73,7 +83,7 @@ export class DistributedLock {
     const locks = this.locks
     if (locks === undefined || this.settings === false) return { lease: NO_LEASE }
     const lockKey = this.lockKey(fullKey, field)
-    const token = randomBytes(12).toString('base64url')
+    const token = lockToken()
     const reconnects = this.bounds?.connection.reconnects
     // The previous holder may have stored its result and let go between the caller's miss and
     // this lock: the entry is looked at once more, or the work would run twice. Both go in one

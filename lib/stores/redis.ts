@@ -2,11 +2,10 @@
 // Reads are here; writes and invalidations, which must not lose a race, are in redis-writes.ts.
 // On a Cluster, multi-key work is split into single-key commands that auto-pipelining batches
 // per node.
-import { randomBytes } from 'node:crypto'
 import type { Cluster, Redis } from 'ioredis'
 import type { CacheInfo } from '../../types'
 import type { KeyLayout } from '../keys'
-import type { HeldLock } from '../lock'
+import { type HeldLock, lockToken } from '../lock'
 import { lua, type LuaScript } from './lua'
 import { clearEntries, deleteEntries, invalidateTagged, preloadScripts, readStamps, type RedisTarget, sum, writeEntry } from './redis-writes'
 import { type ClaimedRead, type EntryStore, type LockClaim, type LockStore, type RateWindow, type RateWindowStore, type ServerStore, unclaimed } from './store'
@@ -52,10 +51,6 @@ for i = 1, #KEYS, 2 do
   out[#out + 1] = claimed
 end
 return out`)
-
-// Tokens of the locks this process takes: unique to the process, then a counter.
-const TOKEN_PREFIX = randomBytes(9).toString('base64url')
-let tokens = 0
 
 export type RedisClient = Redis | Cluster
 
@@ -180,7 +175,7 @@ export class RedisStore implements EntryStore, RateWindowStore, LockStore, Serve
 
   private sendClaims (claims: ClaimBatch): void {
     this.claims = null
-    const token = `${TOKEN_PREFIX}.${++tokens}`
+    const token = lockToken()
     const keys: string[] = []
     for (const [key, { lockKey }] of claims) keys.push(key, lockKey)
     this.evalKeys(READ_OR_CLAIM, keys, [token, this.lockMs, Date.now()], true).then((reply) => {
