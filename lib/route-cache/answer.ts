@@ -6,7 +6,7 @@ import type { FastifyReply, FastifyRequest, onRequestHookHandler, preHandlerHook
 import { freshness, isFreshBytes, secondsLeft } from '../freshness'
 import type { HeldLock } from '../lock'
 import type { CompiledRoute } from './compile'
-import { CACHE_NAME, COLLAPSED_STATUS, hitStatus } from './replay'
+import { acceptsGzip, CACHE_NAME, COLLAPSED_STATUS, hitStatus } from './replay'
 import { requestKey, variantOf } from './request-key'
 import type { RouteCache } from './route-cache'
 import { bypass, kState, type RequestState } from './state'
@@ -32,7 +32,7 @@ export function makeLookup (cache: RouteCache, route: CompiledRoute): onRequestH
       done()
       return
     }
-    route.codings.note(request.headers['accept-encoding'])
+    route.gzipClients.note(acceptsGzip(request.headers['accept-encoding']))
     const isRefresh = cache.isRefresh(request)
     const local = cache.local
     if (!isRefresh && local !== undefined && state.field === undefined) {
@@ -109,7 +109,7 @@ async function lookUp (cache: RouteCache, route: CompiledRoute, request: Fastify
   if (!isRefresh) {
     let bytes: Buffer | null
     try {
-      ({ bytes, lock } = await core.readOrClaim(state.fullKey, state.field, request.method !== 'HEAD'))
+      ({ bytes, lock } = await core.readOrClaim(state.fullKey, state.field, route.misses.most && request.method !== 'HEAD'))
     } catch (err) {
       core.failures.count(err, 'get', state.fullKey)
       // A key of the other shape (the route's vary setting changed since it was stored), or
@@ -131,6 +131,7 @@ async function lookUp (cache: RouteCache, route: CompiledRoute, request: Fastify
   }
   core.stats.misses++
   core.stats.namespaceMiss(route.namespace)
+  route.misses.note(true)
   if (request.method === 'HEAD') return
   // Before the handler reads anything: an invalidation from now on covers what it answers.
   state.startedAt = Date.now()

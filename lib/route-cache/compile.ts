@@ -6,7 +6,7 @@ import type { CacheCore } from '../cache/core'
 import { CacheConfigError } from '../errors'
 import type { StaleWindows } from '../freshness'
 import { DEFAULT_NAMESPACE, toKey, validateEntryTags, validateNamespace, validateStaleSeconds, validateTags } from '../keys'
-import { ClientCodings } from './client-codings'
+import { RecentShare } from './recent-share'
 import { constraintKey, type UrlKeys } from './request-key'
 
 export interface CompiledRoute {
@@ -27,7 +27,9 @@ export interface CompiledRoute {
   statuses: Set<number>
   /** True or false as the route says; unset, as its clients' Accept-Encoding suggests. */
   compress: boolean | undefined
-  codings: ClientCodings
+  /** Of its recent requests, those that took gzip, and those that missed (recent-share.ts). */
+  gzipClients: RecentShare
+  misses: RecentShare
   credentials: Credentials
   /** Hits are answered in onRequest, before the route's other hooks (an opt-in). */
   skipHooksOnHit: boolean
@@ -96,7 +98,8 @@ export function compileRoute (options: RouteCacheOptions, context: RouteContext,
     vary: vary.map((h) => h.toLowerCase()),
     statuses: new Set(statuses),
     compress: options.compress,
-    codings: new ClientCodings(),
+    gzipClients: new RecentShare(),
+    misses: new RecentShare(),
     credentials,
     skipHooksOnHit: options.skipHooksOnHit === true,
     maxAge: options.maxAge === false ? undefined : options.maxAge

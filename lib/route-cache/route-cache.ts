@@ -94,6 +94,7 @@ export class RouteCache {
     stats.hits++
     stats.bytesRead += bytes
     stats.namespaceHit(route.namespace)
+    route.misses.note(false)
   }
 
   /**

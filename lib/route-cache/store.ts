@@ -119,7 +119,7 @@ function storeMiss (cache: RouteCache, route: CompiledRoute, request: FastifyReq
     return
   }
   // A body the handler already encoded is never gzipped a second time.
-  const compress = reply.hasHeader('content-encoding') ? false : route.compress ?? route.codings.preferGzip()
+  const compress = reply.hasHeader('content-encoding') ? false : route.compress ?? route.gzipClients.most
   const encoded = core.encode(body, { kind: KIND_RESPONSE, freshFor: route.ttl, compress, head, tags, startedAt: state.startedAt })
   const store = (bytes: Buffer): void => {
     // Not awaited: the response does not depend on it, and the write is queued on the same

@@ -41,12 +41,12 @@ if ARGV[9] ~= '' and redis.call('GET', KEYS[5]) == ARGV[9] then redis.call('DEL'
 local startedAt = tonumber(ARGV[3])
 local now = tonumber(ARGV[4])
 if now - startedAt > tonumber(ARGV[7]) then return 0 end
-local function overtaken (key)
-  local at = redis.call('GET', key)
+local function later (at)
   return at and tonumber(at) >= startedAt
 end
-for i = 2, 4 do if overtaken(KEYS[i]) then return 0 end end
-for i = 6, #KEYS, 2 do if overtaken(KEYS[i]) then return 0 end end
+local stamps = redis.call('MGET', KEYS[2], KEYS[3], KEYS[4])
+for i = 1, 3 do if later(stamps[i]) then return 0 end end
+for i = 6, #KEYS, 2 do if later(redis.call('GET', KEYS[i])) then return 0 end end
 local keep = tonumber(ARGV[2])
 local function extend (key)
   if redis.call('PTTL', key) < keep then redis.call('PEXPIRE', key, keep) end

@@ -25,30 +25,31 @@ const LOCK_RELEASE = lua(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`)
 
-// The first read of a miss takes the cross-instance lock in the same round trip. For each pair
-// of KEYS (an entry, its lock): the entry's bytes, and unless they are a fresh envelope (the
-// header of envelope.ts: magic, then storedAt ms as uint48 at byte 4, freshFor s as uint32 at
-// byte 10), whether SET NX took the lock (1) or another holds it (0); -1 when fresh (not asked).
-// ARGV: the token, the lock's ms, now (ms). A key of another type reads as no entry.
+// The first read of a miss takes the cross-instance lock in the same round trip (for routes that
+// mostly miss: route-cache/recent-share.ts). KEYS: the
+// entries, then their locks, in the same order; ARGV: the token, the lock's ms, now (ms). For
+// each entry: its bytes (MGET: a key of another type reads as none), and unless they are a fresh
+// envelope (the header of envelope.ts: magic, storedAt ms as uint48 from byte 4, freshFor s as
+// uint32 from byte 10), whether SET NX took its lock (1) or another holds it (0); -1 when fresh.
 const READ_OR_CLAIM = lua(`
-local out = {}
+local n = #KEYS / 2
+local values = redis.call('MGET', unpack(KEYS, 1, n))
 local now = tonumber(ARGV[3])
-for i = 1, #KEYS, 2 do
-  local v = redis.pcall('GET', KEYS[i])
-  if type(v) ~= 'string' then v = false end
+local out = {}
+for i = 1, n do
+  local v = values[i]
   local claimed = -1
+  local m = v and string.byte(v, 1)
   local fresh = false
-  if v and #v >= 13 and (string.byte(v, 1) == 199 or string.byte(v, 1) == 200) then
-    local b = { string.byte(v, 4, 13) }
-    local storedAt = ((((b[1] * 256 + b[2]) * 256 + b[3]) * 256 + b[4]) * 256 + b[5]) * 256 + b[6]
-    local freshFor = ((b[7] * 256 + b[8]) * 256 + b[9]) * 256 + b[10]
-    fresh = now < storedAt + freshFor * 1000
+  if m and (m == 199 or m == 200) and #v >= 13 then
+    local a, b, c, d, e, f, g, h, j, k = string.byte(v, 4, 13)
+    fresh = now < ((((a * 256 + b) * 256 + c) * 256 + d) * 256 + e) * 256 + f + (((g * 256 + h) * 256 + j) * 256 + k) * 1000
   end
   if not fresh then
-    claimed = redis.call('SET', KEYS[i + 1], ARGV[1], 'PX', ARGV[2], 'NX') and 1 or 0
+    claimed = redis.call('SET', KEYS[n + i], ARGV[1], 'PX', ARGV[2], 'NX') and 1 or 0
   end
-  out[#out + 1] = v
-  out[#out + 1] = claimed
+  out[2 * i - 1] = v
+  out[2 * i] = claimed
 end
 return out`)
 
@@ -176,8 +177,8 @@ export class RedisStore implements EntryStore, RateWindowStore, LockStore, Serve
   private sendClaims (claims: ClaimBatch): void {
     this.claims = null
     const token = lockToken()
-    const keys: string[] = []
-    for (const [key, { lockKey }] of claims) keys.push(key, lockKey)
+    const keys = [...claims.keys()]
+    for (const { lockKey } of claims.values()) keys.push(lockKey)
     this.evalKeys(READ_OR_CLAIM, keys, [token, this.lockMs, Date.now()], true).then((reply) => {
       const values = reply as Array<Buffer | null | number>
       let i = 0
