@@ -20,7 +20,7 @@ import type { CacheStatistics } from '../types'
 import { type CircuitState, GuardedStore } from './stores/guarded'
 import { MemoryStore } from './stores/memory'
 import { type RedisClient, RedisStore } from './stores/redis'
-import type { EntryStore, LockStore, RateWindowStore, ServerStore } from './stores/store'
+import type { EntryStore, LockStore, RateWindowStore, ServerStore, SyncReader } from './stores/store'
 import { TieredStore } from './stores/tiered'
 
 export interface CacheStack {
@@ -37,6 +37,8 @@ export interface CacheStack {
   readonly stampSource: StampSource | undefined
   /** l1: the local tier's memory, when on. */
   readonly local: SegmentCache | undefined
+  /** What hit paths read synchronously first: l1, or the memory store. */
+  readonly nearby: SyncReader | undefined
   /** The circuit breaker in front of Redis. */
   readonly breaker: GuardedStore | undefined
   /** The Redis client, for what reports on the connection. */
@@ -95,6 +97,7 @@ export async function buildStack (fastify: FastifyInstance, log: FastifyBaseLogg
     server: breaker,
     stampSource: breaker,
     local: tiered?.local,
+    nearby: tiered?.local,
     breaker,
     client,
     get connected () { return breaker.connected },
@@ -120,6 +123,7 @@ function memoryStack (store: MemoryStore): CacheStack {
     server: store,
     stampSource: undefined,
     local: undefined,
+    nearby: store.nearby,
     breaker: undefined,
     client: undefined,
     connected: true,

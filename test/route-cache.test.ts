@@ -1083,7 +1083,7 @@ t.test('DEBUG=true logs every route cache decision, early replies included', asy
   t.equal(decisions[2].key, undefined, 'the early reply came before any key was made')
 })
 
-t.test('decoded entries are bounded in bytes, least recently hit first', async (t) => {
+t.test('decoded entries are bounded in bytes; those hit get a second chance', async (t) => {
   const codec = new Codec(undefined, { enabled: true, threshold: 1, level: 1 })
   const stored = (body: string): Buffer => codec.encode(Buffer.from(body), KIND_RESPONSE, 60, undefined, encodeHead(200, {})).bytes
   // Room for two small entries with their overhead, not three.
@@ -1098,15 +1098,39 @@ t.test('decoded entries are bounded in bytes, least recently hit first', async (
   t.equal(entries.get('b', b), undefined, 'the least recently hit went past maxBytes')
   t.ok(entries.get('a', a))
   t.equal(entries.get('a', c), undefined, 'another version of the bytes is not the one decoded')
-  t.equal(entries.plainBody('c', entries.get('c', c) as HttpEntry).toString(), 'c'.repeat(100))
+  t.equal(entries.plainBody('c', entries.get('c', c) as HttpEntry, false).toString(), 'c'.repeat(100))
 
   const small = new DecodedEntries(ENTRY_OVERHEAD + 150)
   const big = stored('x'.repeat(1000))
   const entry = decodeEntry(big)
   small.remember('big', entry)
   t.ok(small.get('big', big), 'its stored (gzipped) size fits')
-  t.equal(small.plainBody('big', entry).length, 1000, 'the gunzipped body is still handed out')
+  t.equal(small.plainBody('big', entry, false).length, 1000, 'the gunzipped body is still handed out')
   t.equal(small.get('big', big), undefined, 'but it pushed the entry past maxBytes')
   const loose = decodeEntry(stored('y'.repeat(50)))
-  t.equal(small.plainBody('not remembered', loose).toString(), 'y'.repeat(50), 'an entry not remembered is gunzipped too')
+  t.equal(small.plainBody('not remembered', loose, false).toString(), 'y'.repeat(50), 'an entry not remembered is gunzipped too')
+
+  const nearby = decodeEntry(stored('z'.repeat(20_000)))
+  t.equal(small.plainBody('nearby', nearby, true).length, 20_000, 'a large body of a nearby entry is gunzipped')
+  t.equal(nearby.plain, undefined, 'and not kept')
+  const nearbySmall = decodeEntry(stored('z'.repeat(2_000)))
+  t.equal(small.plainBody('nearby', nearbySmall, true).length, 2_000)
+  t.equal(nearbySmall.plain?.length, 2_000, 'a small one is kept on the entry')
+})
+
+t.test('the memory store: hits decode an entry once and read its bytes in place', async (t) => {
+  let runs = 0
+  const { app } = await routeApp(t, { redis: false, compression: { threshold: 100 } }, (app) => {
+    app.get('/doc', { config: { cache: { ttl: 60, compress: true } } }, async () => { runs++; return 'd'.repeat(3000) })
+  })
+  await app.inject({ url: '/doc', headers: { 'accept-encoding': 'gzip' } })
+  const gz = await app.inject({ url: '/doc', headers: { 'accept-encoding': 'gzip' } })
+  t.equal(gz.headers['x-cache'], 'HIT')
+  t.equal(gz.headers['content-encoding'], 'gzip')
+  for (let i = 0; i < 2; i++) {
+    const plain = await app.inject('/doc')
+    t.equal(plain.headers['x-cache'], 'HIT')
+    t.equal(plain.body, 'd'.repeat(3000), 'gunzipped for a client without gzip')
+  }
+  t.equal(runs, 1)
 })

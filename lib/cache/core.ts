@@ -10,9 +10,8 @@ import { Throttle } from '../throttled-log'
 import type { KeyLayout } from '../keys'
 import { validateSeconds } from '../keys'
 import type { DistributedLock, HeldLock } from '../lock'
-import type { SegmentCache } from '../local/segment-cache'
 import type { CacheStack } from '../stack'
-import type { ClaimedRead } from '../stores/store'
+import type { ClaimedRead, SyncReader } from '../stores/store'
 import type { Statistics } from '../statistics'
 import type { FailurePolicy } from './failures'
 
@@ -56,8 +55,8 @@ export class CacheCore {
   readonly failures: FailurePolicy
   readonly stats: Statistics
   readonly log: FastifyBaseLogger
-  /** The local tier, when there is one: getOrSet and route hits read it synchronously first. */
-  readonly local: SegmentCache | undefined
+  /** The local tier or the memory store: getOrSet and route hits read it synchronously first. */
+  readonly nearby: SyncReader | undefined
   private readonly defaultTtl: number
   private readonly maxTtl: number
   /** What this instance knows of invalidations: every read and write is checked against it. */
@@ -78,7 +77,7 @@ export class CacheCore {
     this.failures = options.failures
     this.stats = options.stats
     this.log = options.log
-    this.local = options.stack.local
+    this.nearby = options.stack.nearby
     this.stamps = options.stamps
     this.journal = options.journal
   }

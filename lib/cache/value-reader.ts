@@ -10,8 +10,8 @@ const MISS: Lookup = { found: false }
 
 export class ValueReader {
   private readonly core: CacheCore
-  // The local tier hands out the same Buffer on every hit: it is deserialized once. Values from
-  // the local tier are therefore shared between callers, as in any in-process cache.
+  // The local tier and the memory store hand out the same Buffer on every hit: it is deserialized
+  // once. Their values are therefore shared between callers, as in any in-process cache.
   private readonly decoded = new WeakMap<Buffer, { value: unknown, envelope: Envelope }>()
 
   constructor (core: CacheCore) {
@@ -19,11 +19,11 @@ export class ValueReader {
   }
 
   /**
-   * A fresh value held by the local tier and already decoded, without a promise or a lookup:
+   * A fresh value held in this process (local tier, memory store) and already decoded, without a promise or a lookup:
    * the hot path of getOrSet. Undefined sends the caller down the full lookup.
    */
   localHit (fullKey: string): { value: unknown } | undefined {
-    const bytes = this.core.local?.get(fullKey)
+    const bytes = this.core.nearby?.get(fullKey)
     if (bytes === undefined) return undefined
     const decoded = this.decoded.get(bytes)
     if (decoded === undefined || !isFresh(decoded.envelope) || this.core.stamps.verdict(fullKey, bytes) !== VALID) return undefined
@@ -56,7 +56,7 @@ export class ValueReader {
     try {
       if (decoded === undefined) {
         decoded = core.codec.decodeValue(bytes)
-        if (core.local !== undefined) this.decoded.set(bytes, decoded)
+        if (core.nearby !== undefined) this.decoded.set(bytes, decoded)
       }
     } catch (err) {
       core.stats.misses++

@@ -34,10 +34,10 @@ export function makeLookup (cache: RouteCache, route: CompiledRoute): onRequestH
     }
     route.gzipClients.note(acceptsGzip(request.headers['accept-encoding']))
     const isRefresh = cache.isRefresh(request)
-    const local = cache.local
-    if (!isRefresh && local !== undefined && state.field === undefined) {
-      const bytes = local.get(state.fullKey)
-      if (bytes !== undefined && answerFromEntry(cache, route, request, reply, state, bytes)) return
+    const nearby = cache.nearby
+    if (!isRefresh && nearby !== undefined && state.field === undefined) {
+      const bytes = nearby.get(state.fullKey)
+      if (bytes !== undefined && answerFromEntry(cache, route, request, reply, state, bytes, true)) return
     }
     // Once answered, the hook chain must stop here: with async onSend hooks the reply is not yet
     // `sent` when the lookup settles, and done() would run the handler as well.
@@ -75,10 +75,10 @@ function whyNotCached (cache: RouteCache, route: CompiledRoute, request: Fastify
 /**
  * Answers from stored bytes when they are fresh, or stale within staleWhileRevalidate (then
  * refreshing them in the background). False when the request goes on to the handler; an
- * expired entry is kept for staleIfError.
+ * expired entry is kept for staleIfError. `nearby`: the bytes come from a layer in this process.
  */
-function answerFromEntry (cache: RouteCache, route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, state: RequestState, bytes: Buffer): boolean {
-  const entry = cache.readEntry(bytes, state, route)
+function answerFromEntry (cache: RouteCache, route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, state: RequestState, bytes: Buffer, nearby = false): boolean {
+  const entry = cache.readEntry(bytes, state, route, nearby)
   if (entry === null) return false
   const now = Date.now()
   // sendEntry gives undefined when the body cannot be read back: then this is a miss.

@@ -8,12 +8,17 @@ import type { HttpEntry } from './http-entry'
  * the envelope and the map's slot, about this many bytes, plus its key.
  */
 export const ENTRY_OVERHEAD = 512
+/**
+ * Gunzipped bodies kept on entries the local tier or the memory store holds, at most: they are
+ * bounded by those layers' entries, not by this memo's bytes.
+ */
+const NEARBY_PLAIN_MAX = 16 * 1024
 
 /**
  * Decoded entries by key, for the version last read (the same bytes), so a hit of an
  * unchanged entry skips decoding its head and gunzipping its body. Bounded in bytes, each entry
- * counted with its overhead, so many small entries fit as well as a few large ones; the least
- * recently hit goes first.
+ * counted with its overhead, so many small entries fit as well as a few large ones; those not
+ * hit since they were last passed over go first (CLOCK, close to least recently hit).
  */
 export class DecodedEntries {
   private readonly entries = new Map<string, HttpEntry>()
@@ -29,9 +34,8 @@ export class DecodedEntries {
     const entry = this.entries.get(key)
     // The whole bytes compared: two versions written in the same millisecond can be the same size.
     if (entry === undefined || (entry.stored !== bytes && !entry.stored.equals(bytes))) return undefined
-    // Most recently hit last: the first in the map is the next to go.
-    this.entries.delete(key)
-    this.entries.set(key, entry)
+    // Marked only: trim gives a marked entry a second chance (CLOCK), so a hit moves nothing.
+    entry.hit = true
     return entry
   }
 
@@ -49,10 +53,15 @@ export class DecodedEntries {
     this.trim()
   }
 
-  /** The entry's body gunzipped, kept for the next client that does not take gzip. */
-  plainBody (key: string, entry: HttpEntry): Buffer {
+  /**
+   * The entry's body gunzipped, kept for the next client that does not take gzip: counted here
+   * when the entry is, kept on an entry of a layer in this process (`nearby`) only when small.
+   */
+  plainBody (key: string, entry: HttpEntry, nearby: boolean): Buffer {
     if (entry.plain === undefined) {
-      entry.plain = Codec.plain(entry.envelope, entry.body)
+      const plain = Codec.plain(entry.envelope, entry.body)
+      if (nearby && plain.length > NEARBY_PLAIN_MAX) return plain
+      entry.plain = plain
       if (this.entries.get(key) === entry) {
         this.bytes += entry.plain.length
         this.trim()
@@ -69,7 +78,16 @@ export class DecodedEntries {
   }
 
   private trim (): void {
-    while (this.bytes > this.maxBytes) this.forget(this.entries.keys().next().value as string)
+    while (this.bytes > this.maxBytes) {
+      const [key, entry] = this.entries.entries().next().value as [string, HttpEntry]
+      if (entry.hit === true) {
+        entry.hit = false
+        this.entries.delete(key)
+        this.entries.set(key, entry)
+      } else {
+        this.forget(key)
+      }
+    }
   }
 }
 

@@ -26,6 +26,8 @@ export interface HttpEntry {
   stored: Buffer
   /** The body gunzipped, once some client needed it so. */
   plain?: Buffer
+  /** Hit since the memo last passed it over (decoded-entries.ts). */
+  hit?: boolean
   /** For a gzipped body: its Vary (with Accept-Encoding) and the ETag of the gzip coding. */
   gzipVary?: string
   gzipEtag?: string

@@ -38,14 +38,20 @@ export class RouteCache {
   readonly log: FastifyBaseLogger
   /** Misses being fetched in this process, by entry id: later requests wait for them. */
   readonly flights = new Flights<Buffer | null>()
-  /** The local tier, read synchronously on the hit path when it is on. */
-  readonly local: CacheCore['local']
+  /** The local tier or the memory store, read synchronously on the hit path. */
+  readonly nearby: CacheCore['nearby']
   /** Checked once: building the debug line's fields costs an allocation on every request. */
   readonly debug: boolean
   private readonly fastify: FastifyInstance
   /** Entries being refreshed in the background, so each is refreshed once at a time. */
   private readonly refreshes = new BackgroundRefresh()
   private readonly decoded = new DecodedEntries(DECODED_MAX_BYTES)
+  /**
+   * Entries read from a layer in this process (the local tier, the memory store), by the Buffer
+   * it hands out: the same one while the entry lasts, so the decoded entry lives as long as it
+   * and no longer, with views of its bytes rather than a copy, and no bound of its own.
+   */
+  private readonly decodedNearby = new WeakMap<Buffer, HttpEntry>()
   /** Warnings a client can cause on every request (a key its request cannot make) are throttled. */
   private readonly warnings = new Throttle()
 
@@ -54,7 +60,7 @@ export class RouteCache {
     this.core = core
     this.fastifyCache = cache
     this.log = core.log
-    this.local = core.local
+    this.nearby = core.nearby
     this.debug = this.log.level === 'debug' || this.log.level === 'trace'
   }
 
@@ -67,14 +73,15 @@ export class RouteCache {
    * Reads a stored response: null when an invalidation covers it (a miss), or when it is
    * unreadable (a miss too: deleted, counted, logged).
    */
-  readEntry (bytes: Buffer, state: RequestState, route: CompiledRoute): HttpEntry | null {
-    const known = this.decoded.get(state.entryId, bytes)
+  readEntry (bytes: Buffer, state: RequestState, route: CompiledRoute, nearby = false): HttpEntry | null {
+    const known = nearby ? this.decodedNearby.get(bytes) : this.decoded.get(state.entryId, bytes)
     if (known !== undefined) return this.core.admits(state.fullKey, bytes) ? known : null
     try {
       const entry = decodeEntry(bytes)
       // A status this route never stores is forged or stale bytes, not an answer to replay.
       if (!route.statuses.has(entry.status)) throw new CacheDeserializationError(`Stored response has status ${entry.status}, which this route does not store`)
-      this.decoded.remember(state.entryId, entry)
+      if (nearby) this.decodedNearby.set(bytes, entry)
+      else this.decoded.remember(state.entryId, entry)
       return this.core.admits(state.fullKey, bytes) ? entry : null
     } catch (err) {
       this.core.failures.count(err, 'get', state.fullKey)
@@ -141,7 +148,7 @@ export class RouteCache {
     if (entry.envelope.encoding !== ENCODING_GZIP || acceptsGzip(request.headers['accept-encoding'])) return entry.body
     const { fullKey, entryId } = request[kState] as RequestState
     try {
-      return this.decoded.plainBody(entryId, entry)
+      return this.decoded.plainBody(entryId, entry, this.decodedNearby.get(entry.stored) === entry)
     } catch (err) {
       this.decoded.forget(entryId)
       this.core.failures.count(err, 'get', fullKey)

@@ -12,7 +12,7 @@ import type { CacheInfo } from '../../types'
 import type { KeyLayout } from '../keys'
 import { SegmentMemory } from '../local/segment-memory'
 import type { Statistics } from '../statistics'
-import { type ClaimedRead, type EntryStore, type RateWindow, type RateWindowStore, type ServerStore, unclaimed, unknownInfo } from './store'
+import { type ClaimedRead, type EntryStore, type RateWindow, type RateWindowStore, type ServerStore, type SyncReader, unclaimed, unknownInfo } from './store'
 
 export interface MemoryStoreBounds {
   /** Entries kept at most: each value, and each field of a hash (a route's variant), is one. */
@@ -65,11 +65,13 @@ export class MemoryStore implements EntryStore, RateWindowStore, ServerStore {
   private readonly sweeper: NodeJS.Timeout
   /** Bytes the indexes are charged (within `segments.bytes`). */
   indexBytes = 0
+  /** Entries read synchronously (values only, not a hash's fields). */
+  readonly nearby: SyncReader
 
   constructor (layout: KeyLayout, bounds: MemoryStoreBounds, stats: Statistics) {
     this.layout = layout
     this.stats = stats
-    this.segments = new SegmentMemory(bounds, stats, (entry) => this.removed(entry))
+    this.segments = this.nearby = new SegmentMemory(bounds, stats, (entry) => this.removed(entry))
     // Expired entries are dropped on access; the sweep keeps unread ones from holding memory.
     this.sweeper = setInterval(() => this.sweep(), SWEEP_INTERVAL_MS).unref()
   }

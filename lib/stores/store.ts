@@ -5,6 +5,14 @@
 import type { CacheInfo } from '../../types'
 import type { HeldLock } from '../lock'
 
+/**
+ * A layer in this process, read synchronously on the hit paths (no promise, no microtask): the
+ * local tier, or the memory store. The same entry comes back as the same Buffer while it lasts.
+ */
+export interface SyncReader {
+  get (key: string): Buffer | undefined
+}
+
 /** Where an entry's bytes live, and what the cache does with them. */
 export interface EntryStore {
   /**
