@@ -8,7 +8,7 @@ import t from 'tap'
 import Fastify, { type FastifyInstance, type RouteOptions } from 'fastify'
 import fastifyRedisCache from '../index'
 import { CacheConfigError, CacheDeserializationError, CacheSerializationError } from '../lib/errors'
-import { KIND_RESPONSE } from '../lib/envelope'
+import { ENCODING_PLAIN, KIND_RESPONSE, writeEnvelope } from '../lib/envelope'
 import { Codec } from '../lib/serializer'
 import { DecodedEntries, ENTRY_OVERHEAD } from '../lib/route-cache/decoded-entries'
 import { decodeEntry, encodeHead, etagMatches, type HttpEntry, strongEtag } from '../lib/route-cache/http-entry'
@@ -1109,6 +1109,16 @@ t.test('decoded entries are bounded in bytes; those hit get a second chance', as
   t.equal(small.get('big', big), undefined, 'but it pushed the entry past maxBytes')
   const loose = decodeEntry(stored('y'.repeat(50)))
   t.equal(small.plainBody('not remembered', loose, false).toString(), 'y'.repeat(50), 'an entry not remembered is gunzipped too')
+
+  const plain = (body: string, storedAt: number): Buffer => writeEnvelope(ENCODING_PLAIN, KIND_RESPONSE, { storedAt, freshFor: 60 }, Buffer.from(body), encodeHead(200, { etag: '"v1"' }))
+  const heads = new DecodedEntries(10 * ENTRY_OVERHEAD)
+  const first = plain('first body', 1000)
+  heads.remember('p', decodeEntry(first))
+  const again = heads.get('p', plain('first body', 1000))
+  t.equal(again?.body.toString(), 'first body', 'a plain entry: its head kept, the body from the bytes read')
+  t.equal(heads.get('p', plain('other body', 1000))?.body.toString(), 'other body', 'the body always comes from the bytes read')
+  t.equal(heads.get('p', plain('first body', 1001)), undefined, 'another stored-at time is another version')
+  t.equal(heads.get('p', first.subarray(0, 20)), undefined, 'bytes shorter than the head')
 
   const nearby = decodeEntry(stored('z'.repeat(20_000)))
   t.equal(small.plainBody('nearby', nearby, true).length, 20_000, 'a large body of a nearby entry is gunzipped')

@@ -199,6 +199,10 @@ t.test('redis store', async (t) => {
     t.equal(first, second, 'concurrent reads of one key share one reply')
     t.equal(await calls('get') - getBefore, 1, 'a turn with one key sends a plain GET')
 
+    const many = await Promise.all(Array.from({ length: 10 }, (_, i) => store.get(key(`many${i}`))))
+    t.same(many, Array.from({ length: 10 }, () => null))
+    t.equal(await calls('mget') - mgetBefore, 3, 'a full batch goes at once, the rest at the end of the turn')
+
     const down = redisClient(t, server.url)
     await ready(down)
     const offline = new RedisStore(down, new KeyLayout(prefix))

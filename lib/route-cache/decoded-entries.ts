@@ -1,5 +1,6 @@
 // Decoded heads and gunzipped bodies of recently hit entries, kept per process so that hits of
 // an entry that has not changed skip that work.
+import { ENCODING_GZIP } from '../envelope'
 import { Codec } from '../serializer'
 import type { HttpEntry } from './http-entry'
 
@@ -14,13 +15,19 @@ export const ENTRY_OVERHEAD = 512
  */
 const NEARBY_PLAIN_MAX = 16 * 1024
 
+const NO_BYTES = Buffer.alloc(0)
+
 /**
- * Decoded entries by key, for the version last read (the same bytes), so a hit of an
- * unchanged entry skips decoding its head and gunzipping its body. Bounded in bytes, each entry
- * counted with its overhead, so many small entries fit as well as a few large ones; those not
- * hit since they were last passed over go first (CLOCK, close to least recently hit).
+ * Decoded entries by key, for the version last read, so a hit of an unchanged entry skips
+ * decoding its head (and gunzipping its body). For a plain entry only the head is kept, and a
+ * read whose bytes begin with the same head (the envelope's header with its stored-at time,
+ * tags, status and headers, ETag included) gets it with the body of the bytes just read: no
+ * copy of bodies, so many more entries fit. A gzipped entry is kept whole, with its gunzipped
+ * body once a client needed it. Bounded in bytes, each entry counted with its overhead; those
+ * not hit since they were last passed over go first (CLOCK, close to least recently hit).
  */
 export class DecodedEntries {
+  /** By key: a gzipped entry as decoded, or a plain one's head with `stored` its head bytes. */
   private readonly entries = new Map<string, HttpEntry>()
   private readonly maxBytes: number
   private bytes = 0
@@ -31,25 +38,39 @@ export class DecodedEntries {
 
   /** The decoded entry when `bytes` are the version already decoded for `key`. */
   get (key: string, bytes: Buffer): HttpEntry | undefined {
-    const entry = this.entries.get(key)
-    // The whole bytes compared: two versions written in the same millisecond can be the same size.
-    if (entry === undefined || (entry.stored !== bytes && !entry.stored.equals(bytes))) return undefined
+    const kept = this.entries.get(key)
+    if (kept === undefined) return undefined
+    const head = kept.stored
+    if (kept.envelope.encoding === ENCODING_GZIP) {
+      // The whole bytes compared: two versions written in one millisecond can be the same size.
+      if (!head.equals(bytes)) return undefined
+    } else if (bytes.length < head.length || bytes.compare(head, 0, head.length, 0, head.length) !== 0) {
+      return undefined
+    }
     // Marked only: trim gives a marked entry a second chance (CLOCK), so a hit moves nothing.
-    entry.hit = true
-    return entry
+    kept.hit = true
+    if (kept.envelope.encoding === ENCODING_GZIP) return kept
+    // The fields decodeEntry sets, in its order: one object shape for every entry.
+    return { status: kept.status, headers: kept.headers, headerNames: kept.headerNames, body: bytes.subarray(head.length), envelope: kept.envelope, stored: bytes }
   }
 
   remember (key: string, entry: HttpEntry): void {
     this.forget(key)
-    // Its own copy of the stored bytes, and nothing else kept: a reply from ioredis is a slice of
-    // a large read buffer, a local-tier entry a view of a whole segment. Body and payload are
-    // the tails of the stored bytes.
-    const stored = Buffer.from(entry.stored)
-    entry.stored = stored
-    entry.body = stored.subarray(stored.length - entry.body.length)
-    entry.envelope = { ...entry.envelope, payload: stored.subarray(stored.length - entry.envelope.payload.length) }
-    this.entries.set(key, entry)
-    this.bytes += cost(key, entry)
+    // A copy of what is kept, and nothing else of the bytes read: a reply from ioredis is a slice
+    // of a large read buffer. Body and payload are the tails of the stored bytes.
+    const { stored, body, envelope } = entry
+    let kept: HttpEntry
+    if (envelope.encoding === ENCODING_GZIP) {
+      const copy = Buffer.from(stored)
+      kept = entry
+      kept.stored = copy
+      kept.body = copy.subarray(copy.length - body.length)
+      kept.envelope = { ...envelope, payload: copy.subarray(copy.length - envelope.payload.length) }
+    } else {
+      kept = { ...entry, body: NO_BYTES, stored: Buffer.from(stored.subarray(0, stored.length - body.length)), envelope: { ...envelope, payload: NO_BYTES } }
+    }
+    this.entries.set(key, kept)
+    this.bytes += cost(key, kept)
     this.trim()
   }
 

@@ -56,6 +56,12 @@ return out`)
 export type RedisClient = Redis | Cluster
 
 /**
+ * Reads sent in one MGET at most: a full batch goes at once rather than at the end of the turn,
+ * so Redis works on it while this process handles the rest of the turn's requests.
+ */
+const BATCH_MAX = 8
+
+/**
  * ioredis has these (EVALSHA and EVAL with bulk replies as Buffers) but does not type them.
  * `callBuffer` would not do: auto-pipelining drops its command name.
  */
@@ -135,12 +141,15 @@ export class RedisStore implements EntryStore, RateWindowStore, LockStore, Serve
     if (waiter === undefined) {
       waiter = deferred()
       batch.set(key, waiter)
+      if (batch.size >= BATCH_MAX) this.sendBatch(batch)
     }
     return waiter.promise
   }
 
-  /** Sends one batch of reads, once the turn that gathered it is over. */
+  /** Sends one batch of reads, once the turn that gathered it is over or it is full. */
   private sendBatch (batch: ReadBatch): void {
+    // Sent already (full before the turn was over).
+    if (this.batch !== batch) return
     this.batch = null
     const keys = [...batch.keys()]
     const settle = (values: Array<Buffer | null>): void => {
