@@ -42,6 +42,10 @@ export interface HeldLock {
   released: boolean
 }
 
+/**
+ * The outcome of a claim: a lease (do the work, then release it), or the bytes another
+ * instance stored (use them), or neither (bytes null: do the work, there is nobody to wait for).
+ */
 export type Claim = { lease: Lease, bytes?: undefined } | { lease?: undefined, bytes: Buffer | null }
 
 // Tokens of the locks this process takes: random to the process, then a counter, so that no
@@ -117,11 +121,11 @@ export class DistributedLock {
 
   /**
    * Where a read that may claim takes the lock of `fullKey` (see EntryStore.readOrClaim), and for
-   * how long; undefined when there is no lock to take.
+   * how long; undefined when there is no lock to take. `graceMs`: see LockClaim.
    */
-  claimable (fullKey: string, field: string | undefined): LockClaim | undefined {
+  claimable (fullKey: string, field: string | undefined, graceMs: number): LockClaim | undefined {
     if (this.locks === undefined || this.settings === false) return undefined
-    return { lockKey: this.lockKey(fullKey, field), lockMs: this.settings.ttl }
+    return { lockKey: this.lockKey(fullKey, field), lockMs: this.settings.ttl, graceMs }
   }
 
   /**

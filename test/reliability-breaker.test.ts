@@ -95,7 +95,7 @@ const failing = (promise: Promise<unknown>): Promise<unknown> => promise.then(()
 t.test('every method passes through to the store while closed', async (t) => {
   const { store, inner } = guarded(t)
   t.same(await store.get('k'), Buffer.from('v'))
-  t.same(await store.readOrClaim('k', undefined, { lockKey: 'l', lockMs: 100 }), { bytes: null, lock: null })
+  t.same(await store.readOrClaim('k', undefined, { lockKey: 'l', lockMs: 100, graceMs: 0 }), { bytes: null, lock: null })
   await store.set('k', Buffer.from('v'), 10, [])
   t.equal(await store.delete(['a', 'b']), 2)
   t.equal(await store.exists(['a']), 1)
@@ -141,7 +141,7 @@ t.test('opens after failureThreshold failures in a row; a success in between res
   t.ok(errors.every((err) => err instanceof RedisConnectionError && /circuit is open/.test(err.message)), 'fast RedisConnectionError')
   t.ok(Date.now() - started < 50, 'without waiting')
   t.equal(inner.calls.length, before, 'the store is not called while open')
-  t.ok(await failing(store.readOrClaim('k', undefined, { lockKey: 'l', lockMs: 100 })) instanceof RedisConnectionError, 'nor for a read that claims')
+  t.ok(await failing(store.readOrClaim('k', undefined, { lockKey: 'l', lockMs: 100, graceMs: 0 })) instanceof RedisConnectionError, 'nor for a read that claims')
 })
 
 t.test('after resetTimeout one probe (PING) is let through: failure reopens, success closes', async (t) => {

@@ -391,7 +391,8 @@ t.test('a lock taken by a read and not needed after all is let go at once', asyn
   t.equal(runs, 1, 'one handler run')
   t.same(b.json(), a.json())
 
-  // A stale entry served while it is refreshed: the read that found it took the lock; let go.
+  // A stale entry served while it is refreshed: the read that found it takes no lock (the
+  // refresh takes one, for every instance).
   await app.inject('/swr')
   const swrKey = app.cache.redisKey('localhost:80/swr')
   await until(async () => (await raw.exists(swrKey)) === 1, 2000, 'the entry to be stored')

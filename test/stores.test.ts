@@ -237,7 +237,7 @@ t.test('redis store', async (t) => {
     await client.set(key('c-foreign'), 'foreign')
     await client.hset(key('c-hash'), 'f', 'v')
     await client.set(`${prefix}:#lock:c-held`, 'someone')
-    const claim = (name: string): { lockKey: string, lockMs: number } => ({ lockKey: `${prefix}:#lock:${name}`, lockMs: 60_000 })
+    const claim = (name: string, graceMs = 0): { lockKey: string, lockMs: number, graceMs: number } => ({ lockKey: `${prefix}:#lock:${name}`, lockMs: 60_000, graceMs })
     const [freshRead, staleRead, foreign, hash, missing, again, held] = await Promise.all([
       store.readOrClaim(key('c-fresh'), undefined, claim('c-fresh')),
       store.readOrClaim(key('c-stale'), undefined, claim('c-stale')),
@@ -248,6 +248,8 @@ t.test('redis store', async (t) => {
       store.readOrClaim(key('c-held'), undefined, claim('c-held'))
     ])
     t.same(freshRead, { bytes: fresh, lock: undefined }, 'a fresh entry: no lock asked for')
+    t.same(await store.readOrClaim(key('c-stale'), undefined, claim('c-grace', 120_000)), { bytes: stale, lock: undefined }, 'a stale entry within its grace: none either')
+    t.equal(await client.exists(claim('c-grace').lockKey), 0)
     t.same(staleRead.bytes, stale)
     t.equal(staleRead.lock?.key, claim('c-stale').lockKey, 'a stale entry: the lock is taken')
     t.equal(await client.get(claim('c-stale').lockKey), staleRead.lock?.token)

@@ -95,10 +95,10 @@ export class CacheCore {
 
   /**
    * As `read`; with `claim`, taking the cross-instance lock in the same round trip when the entry
-   * is not fresh and the store can (see EntryStore.readOrClaim).
+   * is neither fresh nor within `graceMs` past it, and the store can (see EntryStore.readOrClaim).
    */
-  readOrClaim (fullKey: string, field: string | undefined, claim: boolean): Promise<ClaimedRead> {
-    return this.stack.entries.readOrClaim(fullKey, field, claim ? this.lock.claimable(fullKey, field) : undefined)
+  readOrClaim (fullKey: string, field: string | undefined, claim: boolean, graceMs: number): Promise<ClaimedRead> {
+    return this.stack.entries.readOrClaim(fullKey, field, claim ? this.lock.claimable(fullKey, field, graceMs) : undefined)
   }
 
   /**

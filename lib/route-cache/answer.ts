@@ -109,7 +109,7 @@ async function lookUp (cache: RouteCache, route: CompiledRoute, request: Fastify
   if (!isRefresh) {
     let bytes: Buffer | null
     try {
-      ({ bytes, lock } = await core.readOrClaim(state.fullKey, state.field, route.misses.most && request.method !== 'HEAD'))
+      ({ bytes, lock } = await core.readOrClaim(state.fullKey, state.field, route.misses.most && request.method !== 'HEAD', route.windows.staleWhileRevalidate * 1000))
     } catch (err) {
       core.failures.count(err, 'get', state.fullKey)
       // A key of the other shape (the route's vary setting changed since it was stored), or
@@ -122,11 +122,8 @@ async function lookUp (cache: RouteCache, route: CompiledRoute, request: Fastify
       // An entry with a tag this instance has no stamp for waits for it (a hit pays nothing).
       const learning = core.learn(bytes)
       if (learning !== undefined) await learning
-      if (answerFromEntry(cache, route, request, reply, state, bytes)) {
-        // A stale entry served while it is refreshed: the refresh takes a lock of its own.
-        if (lock) core.lock.abandon(lock)
-        return
-      }
+      // A read that took the lock found the entry past its staleWhileRevalidate: never answered.
+      if (answerFromEntry(cache, route, request, reply, state, bytes)) return
     }
   }
   core.stats.misses++

@@ -25,12 +25,13 @@ const LOCK_RELEASE = lua(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`)
 
-// The first read of a miss takes the cross-instance lock in the same round trip (for routes that
-// mostly miss: route-cache/recent-share.ts). KEYS: the
-// entries, then their locks, in the same order; ARGV: the token, the lock's ms, now (ms). For
-// each entry: its bytes (MGET: a key of another type reads as none), and unless they are a fresh
-// envelope (the header of envelope.ts: magic, storedAt ms as uint48 from byte 4, freshFor s as
-// uint32 from byte 10), whether SET NX took its lock (1) or another holds it (0); -1 when fresh.
+// The first read of a miss takes the cross-instance lock in the same round trip (on routes that
+// mostly miss: route-cache/recent-share.ts). KEYS: the entries, then their locks, in the same
+// order; ARGV: the token, the lock's ms, now (ms), then each entry's grace (ms). For each entry:
+// its bytes (MGET: a key of another type reads as none), and unless they are an envelope fresh
+// or within its grace (the header of envelope.ts: magic, storedAt ms as uint48 from byte 4,
+// freshFor s as uint32 from byte 10), whether SET NX took its lock (1) or another holds it (0);
+// -1 when not asked.
 const READ_OR_CLAIM = lua(`
 local n = #KEYS / 2
 local values = redis.call('MGET', unpack(KEYS, 1, n))
@@ -43,7 +44,8 @@ for i = 1, n do
   local fresh = false
   if m and (m == 199 or m == 200) and #v >= 13 then
     local a, b, c, d, e, f, g, h, j, k = string.byte(v, 4, 13)
-    fresh = now < ((((a * 256 + b) * 256 + c) * 256 + d) * 256 + e) * 256 + f + (((g * 256 + h) * 256 + j) * 256 + k) * 1000
+    local expires = ((((a * 256 + b) * 256 + c) * 256 + d) * 256 + e) * 256 + f + (((g * 256 + h) * 256 + j) * 256 + k) * 1000
+    fresh = now < expires + tonumber(ARGV[3 + i])
   end
   if not fresh then
     claimed = redis.call('SET', KEYS[n + i], ARGV[1], 'PX', ARGV[2], 'NX') and 1 or 0
@@ -73,7 +75,7 @@ interface BufferScripts {
 /** The reads of one event-loop turn, by key: each key is read once however many ask for it. */
 type ReadBatch = Map<string, ReadWaiter>
 /** The reads that may claim a lock, of one event-loop turn, by key. */
-type ClaimBatch = Map<string, { lockKey: string, waiter: Deferred<ClaimedRead> }>
+type ClaimBatch = Map<string, { claim: LockClaim, waiter: Deferred<ClaimedRead> }>
 
 interface Deferred<T> {
   promise: Promise<T>
@@ -179,7 +181,7 @@ export class RedisStore implements EntryStore, RateWindowStore, LockStore, Serve
     // Asked twice in one turn: the lock goes to the first; the second finds it held.
     if (asked !== undefined) return asked.waiter.promise.then((read) => ({ bytes: read.bytes, lock: read.lock === undefined ? undefined : null }))
     const waiter = deferred<ClaimedRead>()
-    claims.set(key, { lockKey: claim.lockKey, waiter })
+    claims.set(key, { claim, waiter })
     return waiter.promise
   }
 
@@ -187,13 +189,17 @@ export class RedisStore implements EntryStore, RateWindowStore, LockStore, Serve
     this.claims = null
     const token = lockToken()
     const keys = [...claims.keys()]
-    for (const { lockKey } of claims.values()) keys.push(lockKey)
-    this.evalKeys(READ_OR_CLAIM, keys, [token, this.lockMs, Date.now()], true).then((reply) => {
+    const args: Array<string | number> = [token, this.lockMs, Date.now()]
+    for (const { claim } of claims.values()) {
+      keys.push(claim.lockKey)
+      args.push(claim.graceMs)
+    }
+    this.evalKeys(READ_OR_CLAIM, keys, args, true).then((reply) => {
       const values = reply as Array<Buffer | null | number>
       let i = 0
-      for (const [, { lockKey, waiter }] of claims) {
+      for (const [, { claim, waiter }] of claims) {
         const claimed = values[i + 1] as number
-        const lock = claimed === -1 ? undefined : claimed === 1 ? { key: lockKey, token, released: false } : null
+        const lock = claimed === -1 ? undefined : claimed === 1 ? { key: claim.lockKey, token, released: false } : null
         waiter.resolve({ bytes: values[i] as Buffer | null, lock })
         i += 2
       }

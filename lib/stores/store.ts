@@ -44,10 +44,15 @@ export interface EntryStore {
   readOrClaim (key: string, field: string | undefined, claim: LockClaim | undefined): Promise<ClaimedRead>
 }
 
-/** The lock a read may take: its key, and for how many milliseconds. */
+/**
+ * The lock a read may take: its key, for how many milliseconds, and for how long past its
+ * freshness an entry is still served while it is refreshed (no lock is taken for it then: the
+ * refresh takes its own, one for all instances).
+ */
 export interface LockClaim {
   lockKey: string
   lockMs: number
+  graceMs: number
 }
 
 /**
