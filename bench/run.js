@@ -16,6 +16,7 @@ import os from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { killAllNow, stopChild, track } from './workloads/procs.js'
 import autocannon from 'autocannon'
 import { MEMORY_LOCAL, VARIANTS } from './server.js'
 
@@ -82,70 +83,17 @@ const INFORMATIONAL = [
 ]
 
 // ---------------------------------------------------------------------------------------------
-// Children: every process started here is tracked and killed on exit, error, SIGINT and SIGTERM.
+// Children: every process started here is tracked and killed on exit, error, SIGINT and SIGTERM
+// (workloads/procs.js).
 
-const children = new Set()
 let currentRun = null
-let stopping = false
-
-function track (child, name) {
-  children.add(child)
-  child.benchName = name
-  child.tail = []
-  const keep = (stream) => {
-    stream?.setEncoding('utf8')
-    stream?.on('data', (text) => {
-      for (const line of text.split('\n')) {
-        if (line.trim() === '') continue
-        child.tail.push(line)
-        if (child.tail.length > 30) child.tail.shift()
-        if (process.env.BENCH_VERBOSE) process.stderr.write(`[${name}] ${line}\n`)
-      }
-    })
-  }
-  keep(child.stdout)
-  keep(child.stderr)
-  child.once('exit', (code, signal) => {
-    children.delete(child)
-    child.exited = { code, signal }
-    if (!stopping && !child.expectExit) {
-      process.stderr.write(`\n[${name}] exited unexpectedly (code ${code}, signal ${signal})\n${child.tail.join('\n')}\n`)
-    }
-  })
-  return child
-}
-
-function killAllNow () {
-  for (const child of children) {
-    try { child.kill('SIGKILL') } catch {}
-  }
-}
-
-/** Asks one child to stop, then kills it if it has not exited in time. */
-async function stopChild (child, { message, signal = 'SIGTERM', timeoutMs = 5000 } = {}) {
-  if (child.exited) return
-  child.expectExit = true
-  const exited = once(child, 'exit')
-  try {
-    if (message && child.connected) child.send(message)
-    else child.kill(signal)
-  } catch {
-    child.kill(signal)
-  }
-  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
-  await exited
-  clearTimeout(timer)
-}
 
 async function stopAll (servers, redis) {
-  stopping = true
   currentRun?.stop?.()
   await Promise.all(servers.map((server) => stopChild(server.child, { message: 'shutdown' })))
   if (redis) await stopChild(redis.child, { signal: 'SIGTERM' })
   killAllNow()
 }
-
-process.on('exit', killAllNow)
 
 // ---------------------------------------------------------------------------------------------
 
