@@ -7,16 +7,14 @@
 // the target ratios of issue 6 with PASS/FAIL, the memory step and the machine. Full runs write
 // results.json and results.md beside this file.
 import { execFileSync, spawn } from 'node:child_process'
-import { once } from 'node:events'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
 import { createRequire } from 'node:module'
-import net from 'node:net'
 import os from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { killAllNow, stopChild, track } from './workloads/procs.js'
+import { freePort, killAllNow, sleep, stopChild, track } from './workloads/procs.js'
 import autocannon from 'autocannon'
 import { MEMORY_LOCAL, VARIANTS } from './server.js'
 
@@ -153,18 +151,6 @@ function parseOptions () {
   }
   return options
 }
-
-async function freePort () {
-  const server = net.createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address()
-  server.close()
-  await once(server, 'close')
-  return port
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
 async function startRedis () {
   const port = await freePort()
