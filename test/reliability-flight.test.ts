@@ -377,15 +377,16 @@ t.test('a lock taken by a read and not needed after all is let go at once', asyn
   // Another instance holds the lock: the first request waits for it, as the flight of this process.
   await raw.set(lockKey, 'another instance', 'PX', 60_000)
   const first = app.inject('/slow')
-  await sleep(50)
+  await until(() => app.cache.getStatistics().misses === 1, 2000, 'the first request to have read')
   // That instance goes away without storing: the first request runs the handler.
   await raw.del(lockKey)
   await handlerStarted
   // A second request takes the free lock in its read, then finds the flight under way.
   const second = app.inject('/slow')
-  await until(async () => (await raw.exists(lockKey)) === 0 && runs === 1, 2000, 'the second request to join the flight')
-  await sleep(50)
-  t.equal(await raw.exists(lockKey), 0, 'the lock it took is let go: no other instance waits on it')
+  await until(() => app.cache.getStatistics().misses === 2, 2000, 'the second request to have read')
+  // Held, the lock would stay its whole minute while the handler is blocked.
+  await until(async () => (await raw.exists(lockKey)) === 0, 2000, 'the lock it took to be let go')
+  t.pass('the lock it took is let go: no other instance waits on it')
   open()
   const [a, b] = await Promise.all([first, second])
   t.equal(runs, 1, 'one handler run')
