@@ -167,19 +167,20 @@ t.test('Heartbeats: what is expected back, and when it is overdue', async (t) =>
   beats.sent(second, 1100)
   t.equal(beats.overdue(1000 + deadline), false, 'within the deadline')
   t.equal(beats.overdue(1001 + deadline), true, 'past it')
-  beats.heard(first)
-  t.equal(beats.overdue(1001 + deadline), false, 'heard back')
-  t.equal(beats.overdue(1101 + deadline), true, 'the next one is late')
-  beats.heard(second + 5)
-  t.equal(beats.overdue(1e9), false, 'a later heartbeat accounts for the earlier ones')
-  beats.sent(beats.take(), 0)
+  beats.heard(first, 1050)
+  t.equal(beats.overdue(1050 + deadline), false, 'heard back: silent since then')
+  t.equal(beats.overdue(1051 + deadline), true, 'the next one is late')
+  beats.heard(second + 5, 1200)
+  t.equal(beats.overdue(1e9), false, 'a later heartbeat accounts for the earlier ones: none expected')
+  beats.sent(beats.take(), 1450)
+  t.equal(beats.overdue(1200 + deadline), false)
+  t.equal(beats.overdue(1201 + deadline), true, 'the silence counts from the last heartbeat heard, not from the next one sent')
   beats.forget()
   t.equal(beats.overdue(1e9), false, 'forgotten')
-  // A long silence: the oldest are forgotten first. Sent at 0, 100, ... 9900 ms: 64 are kept,
-  // the oldest of them sent at 3600 ms.
-  for (let i = 0; i < 100; i++) beats.sent(beats.take(), i * 100)
-  t.equal(beats.overdue(3600 + deadline), false, 'the older ones were forgotten')
-  t.equal(beats.overdue(3601 + deadline), true, 'the oldest kept is overdue')
+  // A long silence after a forget: counted from the first sent. Only the last 64 are kept.
+  for (let i = 0; i < 100; i++) beats.sent(beats.take(), 5000 + i * 100)
+  t.equal(beats.overdue(5000 + deadline), false)
+  t.equal(beats.overdue(5001 + deadline), true, 'forgetting the oldest expected hides nothing')
 })
 
 t.test('a subscription frozen silently bypasses the tier until heartbeats come through again', async (t) => {

@@ -8,7 +8,7 @@
 export const DEADLINE_INTERVALS = 3
 
 // Heartbeats expected at most: the oldest are forgotten first, which cannot hide an overdue one
-// (a queue this long holds heartbeats far older than the deadline).
+// (the silence is counted from the last heartbeat heard, not from those expected).
 const MAX_EXPECTED = 64
 
 export class Heartbeats {
@@ -16,6 +16,14 @@ export class Heartbeats {
   private next = 0
   /** Heartbeats sent and not heard back yet: number to when sent (ms since the epoch). */
   private readonly expected = new Map<number, number>()
+  /**
+   * Since when the channel has been silent: the last heartbeat heard, or the first sent since
+   * none was expected. Counting from the last one heard rather than from the oldest expected
+   * saves up to an interval: the first heartbeat lost after the channel froze may have left
+   * that much after the last message it delivered.
+   */
+  private since: number | undefined
+  private lastHeard: number | undefined
 
   constructor (interval: number) {
     this.deadline = interval * DEADLINE_INTERVALS
@@ -28,6 +36,7 @@ export class Heartbeats {
 
   /** Heartbeat `beat` was sent at `at`: from now on, it is expected back. */
   sent (beat: number, at = Date.now()): void {
+    this.since ??= this.lastHeard ?? at
     this.expected.set(beat, at)
     if (this.expected.size > MAX_EXPECTED) this.expected.delete(this.expected.keys().next().value as number)
   }
@@ -36,18 +45,20 @@ export class Heartbeats {
    * Heartbeat `beat` came back, and with it the ones before it: come late or lost (a Cluster
    * may deliver them out of order, or lose one with a node), the channel delivers.
    */
-  heard (beat: number): void {
+  heard (beat: number, at = Date.now()): void {
     for (const sent of this.expected.keys()) if (sent <= beat) this.expected.delete(sent)
+    this.lastHeard = at
+    this.since = this.expected.size === 0 ? undefined : at
   }
 
-  /** Whether a heartbeat sent has not come back within the deadline. */
+  /** Whether heartbeats are expected and none came back within the deadline. */
   overdue (now = Date.now()): boolean {
-    for (const at of this.expected.values()) if (now - at > this.deadline) return true
-    return false
+    return this.since !== undefined && now - this.since > this.deadline
   }
 
   /** Expects none of those sent: the connection that carried them, or would hear them, is gone. */
   forget (): void {
     this.expected.clear()
+    this.since = this.lastHeard = undefined
   }
 }
