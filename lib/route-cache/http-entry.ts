@@ -7,7 +7,7 @@
 //   body         the exact body bytes, gzipped when the envelope says so
 //
 // The head stays uncompressed so a hit reads headers without touching the body.
-import { createHash } from 'node:crypto'
+import { hash } from 'node:crypto'
 import { validateHeaderName, validateHeaderValue } from 'node:http'
 import { type Envelope, KIND_RESPONSE, openEnvelope } from '../envelope'
 import { CacheDeserializationError, CacheSerializationError } from '../errors'
@@ -66,7 +66,7 @@ const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/
 
 /** A strong validator from the body bytes: the same on every instance for the same bytes. */
 export function strongEtag (body: Buffer): string {
-  return `"${createHash('sha1').update(body).digest('base64url')}"`
+  return `"${hash('sha1', body, 'base64url')}"`
 }
 
 /**

@@ -70,6 +70,13 @@ redis.call('HSET', KEYS[1], ARGV[5], ARGV[1])
 extend(KEYS[1])
 return 1`)
 
+// KEYS: the entries, then their tombstones in the same order. ARGV: now (ms), how long a
+// tombstone lasts (ms). One command, so a bust costs one write whatever it removes.
+const DELETE = lua(`
+local n = #KEYS / 2
+for i = n + 1, #KEYS do redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2]) end
+return redis.call('UNLINK', unpack(KEYS, 1, n))`)
+
 /**
  * Loads the write script (and `others`) ahead of the first write (at connect, and after each reconnect, since
  * a restarted server has forgotten it): the EVAL fallback would send a write after reads that
@@ -78,7 +85,7 @@ return 1`)
 export function preloadScripts (client: Redis | Cluster, ...others: LuaScript[]): void {
   if (client.isCluster) return
   const load = (): void => {
-    for (const script of [WRITE, ...others]) (client as Redis).script('LOAD', script.source).catch(() => {})
+    for (const script of [WRITE, DELETE, ...others]) (client as Redis).script('LOAD', script.source).catch(() => {})
   }
   client.on('ready', load)
   if (client.status === 'ready') load()
@@ -160,14 +167,13 @@ async function fileUnderTag (target: RedisTarget, key: string, tag: string, star
 
 /** Deletes entries, leaving tombstones where writes check them. */
 export async function deleteEntries (target: RedisTarget, keys: readonly string[]): Promise<number> {
-  const { client, layout } = target
-  if (target.isCluster) return sum(await Promise.all(keys.map((key) => client.unlink(key))))
-  const tombstones = target.scripting
+  const { layout } = target
+  // Without scripting, writes are not checked against tombstones (see writeEntry): none is left.
+  if (target.isCluster || !target.scripting) return unlinkAll(target, keys)
   const now = Date.now()
   const counts = await Promise.all(batches(keys).map((batch) => {
-    // Sent ahead of the UNLINK on the same connection: no write can land between the two.
-    if (tombstones) for (const key of batch) client.set(layout.tombstone(key), now, 'PX', MAX_WORK_MS).catch(() => {})
-    return client.unlink(...batch)
+    const tombstones = batch.map((key) => layout.tombstone(key))
+    return target.evalKeys(DELETE, [...batch, ...tombstones], [now, MAX_WORK_MS]) as Promise<number>
   }))
   return sum(counts)
 }
