@@ -179,6 +179,18 @@ export interface RouteCacheOptions {
   maxAge?: number | false
   /** Invalidate after a successful (2xx) response. */
   bust?: RouteCacheBustOptions
+  /**
+   * What decides freshness: `'route'` (default) the route's `ttl`; `'response'` the response's
+   * Cache-Control, Expires and Age as a shared HTTP cache reads them (RFC 9111), the route's
+   * `ttl` then only the ceiling. See docs/http-caching.md.
+   */
+  freshness?: 'route' | 'response'
+  /**
+   * A response header whose space- or comma-separated values become the entry's tags, for
+   * `invalidateTags` (`Cache-Tag`, `Surrogate-Key`). Default `'cache-tag'` with
+   * `freshness: 'response'`, none otherwise; `false` reads none.
+   */
+  tagHeader?: string | false
 }
 
 declare module 'fastify' {

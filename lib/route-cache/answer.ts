@@ -3,11 +3,14 @@
 // miss, requests for the same entry are collapsed: within this process on a flight, across
 // instances on the distributed lock, so one handler runs and the others get its response.
 import type { FastifyReply, FastifyRequest, onRequestHookHandler, preHandlerHookHandler } from 'fastify'
-import { freshness, isFreshBytes, secondsLeft } from '../freshness'
+import { freshness, isFresh, isFreshBytes, secondsLeft } from '../freshness'
 import type { HeldLock } from '../lock'
 import type { CompiledRoute } from './compile'
+import type { HttpEntry } from './http-entry'
 import { acceptsGzip, CACHE_NAME, COLLAPSED_STATUS, hitStatus } from './replay'
+import { varyMatches } from './entry-policy'
 import { requestKey, variantOf } from './request-key'
+import { askToRevalidate } from './revalidation'
 import type { RouteCache } from './route-cache'
 import { bypass, kState, type RequestState } from './state'
 
@@ -24,7 +27,7 @@ export function makeLookup (cache: RouteCache, route: CompiledRoute): onRequestH
   // Callback style, so a hit from the local tier is answered synchronously: no promise and no
   // microtask on the fastest path. Fastify ignores done() once a hook has replied.
   return function answerFromCache (request, reply, done) {
-    const state: RequestState = { outcome: 'MISS', answered: false, untyped: false, status: 'fwd=uri-miss', fullKey: '', field: undefined, entryId: '', stale: null, flight: null, lease: null, startedAt: 0 }
+    const state: RequestState = { outcome: 'MISS', answered: false, untyped: false, status: 'fwd=uri-miss', fullKey: '', field: undefined, entryId: '', stale: null, flight: null, lease: null, startedAt: 0, revalidation: null, range: undefined }
     request[kState] = state
     const refusal = whyNotCached(cache, route, request, state)
     if (refusal !== null) {
@@ -69,7 +72,19 @@ function whyNotCached (cache: RouteCache, route: CompiledRoute, request: Fastify
     state.field = variantOf(route, request)
     state.entryId = `${fullKey}\n${state.field}`
   }
+  if (route.byResponse) takeRange(request, state)
   return null
+}
+
+/**
+ * A GET with one Range header (and no If-Range) is answered from the whole response: the handler
+ * sees no Range, so what it answers can be stored, and the range is cut from it (range.ts).
+ */
+function takeRange (request: FastifyRequest, state: RequestState): void {
+  const range = request.headers.range
+  if (range === undefined || request.method !== 'GET' || request.headers['if-range'] !== undefined) return
+  state.range = range
+  delete request.headers.range
 }
 
 /**
@@ -80,9 +95,12 @@ function whyNotCached (cache: RouteCache, route: CompiledRoute, request: Fastify
 function answerFromEntry (cache: RouteCache, route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, state: RequestState, bytes: Buffer, nearby = false): boolean {
   const entry = cache.readEntry(bytes, state, route, nearby)
   if (entry === null) return false
+  const policy = entry.policy
+  // Stored for other values of the headers its response varies on: a miss that replaces it.
+  if (!selects(request, entry)) return false
   const now = Date.now()
   // sendEntry gives undefined when the body cannot be read back: then this is a miss.
-  switch (freshness(entry.envelope, route.windows, now)) {
+  switch (freshness(entry.envelope, policy?.windows ?? route.windows, now)) {
     case 'fresh':
       if (cache.sendEntry(request, reply, entry, 'HIT', hitStatus(entry, secondsLeft(entry.envelope, now)), now) === undefined) return false
       cache.countHit(route, bytes.length)
@@ -97,6 +115,7 @@ function answerFromEntry (cache: RouteCache, route: CompiledRoute, request: Fast
       // has answered, and says `fwd=stale` either way.
       state.stale = entry
       state.status = 'fwd=stale'
+      if (request.method === 'GET') askToRevalidate(request, state, entry)
       return false
   }
 }
@@ -109,7 +128,9 @@ async function lookUp (cache: RouteCache, route: CompiledRoute, request: Fastify
   if (!isRefresh) {
     let bytes: Buffer | null
     try {
-      ({ bytes, lock } = await core.readOrClaim(state.fullKey, state.field, route.misses.most && request.method !== 'HEAD', route.windows.staleWhileRevalidate * 1000))
+      // An entry with stale windows of its own (freshness: 'response') is read plainly: the
+      // store cannot tell from the route's windows whether it may still be served.
+      ({ bytes, lock } = await core.readOrClaim(state.fullKey, state.field, route.misses.most && !route.byResponse && request.method !== 'HEAD', route.windows.staleWhileRevalidate * 1000))
     } catch (err) {
       core.failures.count(err, 'get', state.fullKey)
       // A key of the other shape (the route's vary setting changed since it was stored), or
@@ -141,7 +162,7 @@ async function lookUp (cache: RouteCache, route: CompiledRoute, request: Fastify
     const bytes = await waitFor(running)
     if (bytes !== null) await core.learn(bytes)
     const entry = bytes === null ? null : cache.readEntry(bytes, state, route)
-    if (entry !== null) cache.sendEntry(request, reply, entry, 'MISS', COLLAPSED_STATUS, Date.now())
+    if (entry !== null && shareable(route, request, entry)) cache.sendEntry(request, reply, entry, 'MISS', COLLAPSED_STATUS, Date.now())
     // Otherwise the request ahead produced nothing storable, or took too long: run the handler.
     return
   }
@@ -159,11 +180,26 @@ async function lookUp (cache: RouteCache, route: CompiledRoute, request: Fastify
   const bytes = claim.bytes
   if (bytes !== null) await core.learn(bytes)
   const entry = bytes === null ? null : cache.readEntry(bytes, state, route)
-  if (entry !== null) {
+  if (entry !== null && shareable(route, request, entry)) {
     state.flight = null
     flight.settle(bytes)
     cache.sendEntry(request, reply, entry, 'MISS', COLLAPSED_STATUS, Date.now())
   }
+}
+
+/** Whether the request selects the entry's variant (the Vary of a response, RFC 9111 4.1). */
+function selects (request: FastifyRequest, entry: HttpEntry): boolean {
+  const vary = entry.policy?.vary
+  return vary === undefined || varyMatches(vary, request)
+}
+
+/**
+ * Whether a response another request fetched answers this one too: the same variant and, when
+ * the response decides freshness, fresh (one that must be revalidated at once, `no-cache` or
+ * `max-age=0`, is not shared).
+ */
+function shareable (route: CompiledRoute, request: FastifyRequest, entry: HttpEntry): boolean {
+  return selects(request, entry) && (!route.byResponse || isFresh(entry.envelope))
 }
 
 // Settles the flight and releases the lock of a reply that never reached onSend (after onSend

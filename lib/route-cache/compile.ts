@@ -34,6 +34,10 @@ export interface CompiledRoute {
   /** Hits are answered in onRequest, before the route's other hooks (an opt-in). */
   skipHooksOnHit: boolean
   maxAge: number | undefined
+  /** The response decides freshness (RFC 9111) rather than the route's ttl. */
+  byResponse: boolean
+  /** The response header tags are read from (lower case), if any. */
+  tagHeader: string | undefined
 }
 
 export interface CompiledBust {
@@ -85,6 +89,10 @@ export function compileRoute (options: RouteCacheOptions, context: RouteContext,
   if (options.maxAge !== false) check(what, () => validateStaleSeconds(options.maxAge, 'maxAge'))
   const namespace = options.namespace === undefined ? DEFAULT_NAMESPACE : check(what, () => validateNamespace(options.namespace))
   const credentials = compileCredentials(options, context.defaults, what)
+  const freshness = options.freshness ?? 'route'
+  if (freshness !== 'route' && freshness !== 'response') throw invalid(what, "freshness must be 'route' or 'response'")
+  const tagHeader = options.tagHeader ?? (freshness === 'response' ? 'cache-tag' : false)
+  if (tagHeader !== false && (typeof tagHeader !== 'string' || !HEADER_NAME.test(tagHeader))) throw invalid(what, 'tagHeader must be a header name or false')
   return {
     namespace,
     keyPrefix: core.layout.entry('', namespace),
@@ -102,7 +110,9 @@ export function compileRoute (options: RouteCacheOptions, context: RouteContext,
     misses: new RecentShare(),
     credentials,
     skipHooksOnHit: options.skipHooksOnHit === true,
-    maxAge: options.maxAge === false ? undefined : options.maxAge
+    maxAge: options.maxAge === false ? undefined : options.maxAge,
+    byResponse: freshness === 'response',
+    tagHeader: tagHeader === false ? undefined : tagHeader.toLowerCase()
   }
 }
 

@@ -51,7 +51,7 @@ export class DecodedEntries {
     kept.hit = true
     if (kept.envelope.encoding === ENCODING_GZIP) return kept
     // The fields decodeEntry sets, in its order: one object shape for every entry.
-    return { status: kept.status, headers: kept.headers, headerNames: kept.headerNames, body: bytes.subarray(head.length), envelope: kept.envelope, stored: bytes }
+    return { status: kept.status, headers: kept.headers, headerNames: kept.headerNames, body: bytes.subarray(head.length), envelope: kept.envelope, policy: kept.policy, stored: bytes }
   }
 
   remember (key: string, entry: HttpEntry): void {

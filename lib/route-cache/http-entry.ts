@@ -2,15 +2,19 @@
 // payload is
 //
 //   uint32       length of the head
-//   head         latin1 text: the status on the first line, then one `name:value` line per
-//                header value (header values cannot contain a newline, names no colon)
+//   head         latin1 text: the status on the first line (followed, for some entries, by a
+//                space and the entry's policy as JSON, see entry-policy.ts), then one
+//                `name:value` line per header value (header values cannot contain a newline,
+//                names no colon)
 //   body         the exact body bytes, gzipped when the envelope says so
 //
 // The head stays uncompressed so a hit reads headers without touching the body.
 import { hash } from 'node:crypto'
 import { validateHeaderName, validateHeaderValue } from 'node:http'
+import type { FastifyRequest } from 'fastify'
 import { type Envelope, KIND_RESPONSE, openEnvelope } from '../envelope'
 import { CacheDeserializationError, CacheSerializationError } from '../errors'
+import { decodePolicy, type EntryPolicy } from './entry-policy'
 
 export type ReplayHeaders = Record<string, string | string[]>
 
@@ -22,6 +26,8 @@ export interface HttpEntry {
   /** As stored: gzipped when `envelope.encoding` says so. */
   body: Buffer
   envelope: Envelope
+  /** Age carried, own stale windows, variant, validators; undefined for the plain case. */
+  policy: EntryPolicy | undefined
   /** The stored bytes it was decoded from: `body` and `envelope.payload` are views of them. */
   stored: Buffer
   /** The body gunzipped, once some client needed it so. */
@@ -40,7 +46,7 @@ export interface HttpEntry {
 
 // Never replayed from the cache: hop-by-hop headers and those a shared cache must not store
 // (RFC 9111 3.1), what Node computes per response, what is per client (cookies) and what the
-// cache itself sets on every answer.
+// cache itself sets on every answer. Date is stored and sent as stored (RFC 9111 4).
 const NOT_REPLAYED = new Set([
   'connection',
   'keep-alive',
@@ -54,7 +60,6 @@ const NOT_REPLAYED = new Set([
   'upgrade',
   'content-length',
   'set-cookie',
-  'date',
   'age',
   'x-cache',
   'cache-status'
@@ -74,8 +79,8 @@ export function strongEtag (body: Buffer): string {
  * or value Node would refuse to send: a line break in one would otherwise come back from the
  * cache as an extra header (say, a Set-Cookie) that Node never let through.
  */
-export function encodeHead (status: number, headers: Record<string, string | number | string[] | undefined>): Buffer {
-  let text = String(status)
+export function encodeHead (status: number, headers: Record<string, string | number | string[] | undefined>, policy = ''): Buffer {
+  let text = String(status) + policy
   const hopByHop = connectionOptions(headers.connection)
   for (const name of Object.keys(headers)) {
     if (NOT_REPLAYED.has(name) || hopByHop?.has(name) === true) continue
@@ -111,7 +116,10 @@ export function decodeEntry (bytes: Buffer): HttpEntry {
     throw new CacheDeserializationError('Stored response entry is truncated')
   }
   const lines = payload.toString('latin1', 4, 4 + headLength).split('\n')
-  const status = Number(lines[0])
+  const space = lines[0].indexOf(' ')
+  const status = Number(space === -1 ? lines[0] : lines[0].slice(0, space))
+  const policy = space === -1 ? undefined : decodePolicy(lines[0].slice(space + 1))
+  if (space !== -1 && policy === undefined) throw new CacheDeserializationError('Stored response entry has a malformed policy')
   // Only final statuses are ever stored: a 1xx would leave the client waiting for another one.
   if (!Number.isInteger(status) || status < 200 || status > 599) {
     throw new CacheDeserializationError('Stored response entry has no valid status')
@@ -131,7 +139,7 @@ export function decodeEntry (bytes: Buffer): HttpEntry {
     else if (Array.isArray(previous)) previous.push(value)
     else headers[name] = [previous, value]
   }
-  return { status, headers, headerNames: Object.keys(headers), body: payload.subarray(4 + headLength), envelope, stored: bytes }
+  return { status, headers, headerNames: Object.keys(headers), body: payload.subarray(4 + headLength), envelope, policy, stored: bytes }
 }
 
 /** RFC 9110 13.1.2: If-None-Match uses the weak comparison; `*` matches any current entry. */
@@ -143,4 +151,19 @@ export function etagMatches (ifNoneMatch: string, etag: string): boolean {
     if ((tag.startsWith('W/') ? tag.slice(2) : tag) === opaque) return true
   }
   return false
+}
+
+/**
+ * Whether a client's conditional request is answered with 304 (RFC 9110 13.2.2): If-None-Match
+ * when it sent one, otherwise If-Modified-Since against Last-Modified (or, lacking one, the
+ * response's Date, RFC 9111 4.3.2).
+ */
+export function notModified (request: FastifyRequest, etag: string | undefined, headers: ReplayHeaders | Record<string, unknown>): boolean {
+  const ifNoneMatch = request.headers['if-none-match']
+  if (ifNoneMatch !== undefined) return etag !== undefined && etagMatches(ifNoneMatch, etag)
+  const ifModifiedSince = request.headers['if-modified-since']
+  if (ifModifiedSince === undefined) return false
+  const since = Date.parse(ifModifiedSince)
+  const modified = Date.parse(String(headers['last-modified'] ?? headers.date))
+  return !Number.isNaN(since) && !Number.isNaN(modified) && modified <= since
 }

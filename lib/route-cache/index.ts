@@ -11,6 +11,7 @@ import type { CacheCore } from '../cache/core'
 import { makeLookup } from './answer'
 import { makeBust } from './bust'
 import { compileBust, compileRoute, type CompiledRoute } from './compile'
+import { isSafeMethod, makeUnsafeInvalidation } from './invalidate-unsafe'
 import { type CacheBusting, RouteCache } from './route-cache'
 import { kState } from './state'
 import { makeOnSend } from './store'
@@ -35,6 +36,10 @@ export function installRouteCaching (fastify: FastifyInstance, core: CacheCore, 
       addHook(routeOptions, 'onSend', makeOnSend(routeCache, route))
       // Fastify adds the HEAD route of a GET route itself: one line for the pair.
       if (methods.includes('GET')) noteOptIns(optIns, where, route)
+    }
+    // RFC 9111 4.4: a successful unsafe method invalidates what the route stored for its URI.
+    if (route.byResponse && methods.some((method) => !isSafeMethod(method))) {
+      addHook(routeOptions, 'onSend', makeUnsafeInvalidation(routeCache, route))
     }
     if (options.bust !== undefined) {
       addHook(routeOptions, 'onSend', makeBust(routeCache, compileBust(options.bust, route.namespace, where)))

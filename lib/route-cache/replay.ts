@@ -22,7 +22,8 @@ export function hitStatus (entry: HttpEntry, ttl: number): string {
 
 /** The Age header of an entry, in whole seconds; likewise made once per second. */
 export function ageOf (entry: HttpEntry, now: number): string {
-  const age = Math.max(0, Math.floor((now - entry.envelope.storedAt) / 1000))
+  // The age it carried when stored plus its time here (RFC 9111 4.2.3).
+  const age = (entry.policy?.age ?? 0) + Math.max(0, Math.floor((now - entry.envelope.storedAt) / 1000))
   if (entry.ageSeconds !== age) {
     entry.ageSeconds = age
     entry.age = String(age)

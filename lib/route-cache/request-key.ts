@@ -28,7 +28,8 @@ export function requestKey (route: CompiledRoute, request: FastifyRequest): stri
   return route.keyPrefix + toKey(typeof route.key === 'function' ? route.key(request) : route.key)
 }
 
-function defaultKey (route: CompiledRoute, host: string, url: string): string | undefined {
+/** The full default key of a URL (path and query) on a host; undefined for a host not cached. */
+export function defaultKey (route: CompiledRoute, host: string, url: string): string | undefined {
   let byUrl = route.urlKeys.get(host)
   let fullKey = byUrl?.get(url)
   if (fullKey !== undefined) return fullKey

@@ -14,7 +14,9 @@ import { BackgroundRefresh } from '../refresh'
 import { Throttle } from '../throttled-log'
 import type { CompiledRoute } from './compile'
 import { DecodedEntries } from './decoded-entries'
-import { decodeEntry, etagMatches, type HttpEntry } from './http-entry'
+import { decodeEntry, type HttpEntry, notModified } from './http-entry'
+import { answerRange } from './range'
+import { restoreConditionals } from './revalidation'
 import { acceptsGzip, ageOf, appendVary, CACHE_NAME, keepPrivate } from './replay'
 import { kState, type Outcome, type RequestState } from './state'
 
@@ -79,7 +81,7 @@ export class RouteCache {
     try {
       const entry = decodeEntry(bytes)
       // A status this route never stores is forged or stale bytes, not an answer to replay.
-      if (!route.statuses.has(entry.status)) throw new CacheDeserializationError(`Stored response has status ${entry.status}, which this route does not store`)
+      if (route.byResponse ? entry.status === 206 || entry.status === 304 : !route.statuses.has(entry.status)) throw new CacheDeserializationError(`Stored response has status ${entry.status}, which this route does not store`)
       if (nearby) this.decodedNearby.set(bytes, entry)
       else this.decoded.remember(state.entryId, entry)
       return this.core.admits(state.fullKey, bytes) ? entry : null
@@ -131,12 +133,20 @@ export class RouteCache {
    * untouched, when the entry's body cannot be read back.
    */
   sendEntry (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry, outcome: Outcome, cacheStatus: string, now: number): FastifyReply | undefined {
-    const body = this.bodyOf(request, entry)
-    if (body === null) return undefined
     const state = request[kState] as RequestState
+    // The handler is not asked after all: the client's own conditionals decide a 304, never the
+    // validators put on the request for it (revalidation.ts).
+    if (state.revalidation !== null) {
+      restoreConditionals(request, state)
+      state.revalidation = null
+    }
+    // A byte range is cut from the body as the client would have it without gzip.
+    const body = this.bodyOf(request, entry, state.range !== undefined)
+    if (body === null) return undefined
     state.answered = true
     state.untyped = entry.headers['content-type'] === undefined
-    return reply.send(this.replay(request, reply, entry, body, outcome, cacheStatus, now))
+    const payload = this.replay(request, reply, entry, body, outcome, cacheStatus, now)
+    return reply.send(state.range !== undefined && payload !== null && entry.status === 200 ? answerRange(reply, payload, state.range) : payload)
   }
 
   /**
@@ -144,8 +154,8 @@ export class RouteCache {
    * gzip. Null when they cannot be gunzipped (a corrupt or truncated entry): it is then
    * unreadable like any other, so dropped and counted, and the request is a miss.
    */
-  bodyOf (request: FastifyRequest, entry: HttpEntry): Buffer | null {
-    if (entry.envelope.encoding !== ENCODING_GZIP || acceptsGzip(request.headers['accept-encoding'])) return entry.body
+  bodyOf (request: FastifyRequest, entry: HttpEntry, plain = false): Buffer | null {
+    if (entry.envelope.encoding !== ENCODING_GZIP || (!plain && acceptsGzip(request.headers['accept-encoding']))) return entry.body
     const { fullKey, entryId } = request[kState] as RequestState
     try {
       return this.decoded.plainBody(entryId, entry, this.decodedNearby.get(entry.stored) === entry)
@@ -181,8 +191,7 @@ export class RouteCache {
         }
       }
     }
-    const ifNoneMatch = request.headers['if-none-match']
-    if (ifNoneMatch !== undefined && etag !== undefined && entry.status === 200 && etagMatches(ifNoneMatch, etag)) {
+    if (entry.status === 200 && notModified(request, etag, entry.headers)) {
       reply.code(304)
       return null
     }

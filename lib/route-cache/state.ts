@@ -27,6 +27,18 @@ export interface RequestState {
   lease: Lease | null
   /** When the handler's work began, on a miss (ms since the epoch): see invalidation/. */
   startedAt: number
+  /**
+   * Set while the handler revalidates the stale entry (RFC 9111 4.3.1): the conditional headers
+   * the client itself sent, given back to the request once the handler has answered.
+   */
+  revalidation: ClientConditionals | null
+  /** A Range answered from the whole response (freshness: 'response'), taken off the request. */
+  range: string | undefined
+}
+
+export interface ClientConditionals {
+  ifNoneMatch: string | undefined
+  ifModifiedSince: string | undefined
 }
 
 export const kState = Symbol('fastify-redis-cache.state')

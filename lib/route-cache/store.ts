@@ -3,31 +3,51 @@
 // handler failed within staleIfError.
 import type { FastifyReply, FastifyRequest, onSendHookHandler } from 'fastify'
 import { isGzipped, KIND_RESPONSE } from '../envelope'
+import { CacheDeserializationError } from '../errors'
 import type { Flight } from '../flights'
 import { freshness, secondsLeft } from '../freshness'
 import { validateEntryTags } from '../keys'
 import type { Lease } from '../lock'
 import type { CompiledRoute } from './compile'
-import { encodeHead, etagMatches, type HttpEntry, strongEtag } from './http-entry'
+import { encodePolicy, responsePlan, routePlan, type StorePlan } from './entry-policy'
+import { encodeHead, type HttpEntry, notModified, strongEtag } from './http-entry'
+import { answerRange } from './range'
 import { appendVary, CACHE_NAME, keepPrivate, unstorable } from './replay'
+import { freshened, restoreConditionals } from './revalidation'
 import type { RouteCache } from './route-cache'
 import { kState, type RequestState } from './state'
+import { discard, isStream, readWhole } from './whole-body'
+
+type StoredPlan = Extract<StorePlan, { refusal: null }>
 
 export function makeOnSend (cache: RouteCache, route: CompiledRoute): onSendHookHandler {
   // Callback style: nothing here waits (the store write is not awaited), so no promise and no
   // microtask per response, hits included.
   return function storeResponse (request, reply, payload, done) {
-    let send: unknown
-    try {
-      send = responseToSend(cache, route, request, reply, payload)
-    /* c8 ignore start: nothing in responseToSend throws; the guard keeps a bug from hanging the reply */
-    } catch (err) {
-      done(err as Error)
+    const finish = (body: unknown): void => {
+      let send: unknown
+      try {
+        send = responseToSend(cache, route, request, reply, body)
+      } catch (err) {
+        done(err as Error)
+        return
+      }
+      done(null, send)
+    }
+    // A stream (a proxied response) is read whole first, up to maxEntrySize, to be stored.
+    // A 304 has no body whatever its framing says (RFC 9110 15.4.5): never read.
+    if (route.byResponse && isStream(payload) && reply.statusCode !== 304 && storing(request)) {
+      readWhole(payload, cache.core.maxEntrySize).then(finish, done)
       return
     }
-    /* c8 ignore stop */
-    done(null, send)
+    finish(payload)
   }
+}
+
+/** Whether the request's response would be stored if the response allows it. */
+function storing (request: FastifyRequest): boolean {
+  const state = request[kState]
+  return state !== null && !state.answered && state.outcome !== 'BYPASS' && request.method === 'GET'
 }
 
 /** onSend's work on a cached route: headers, storing a miss, 304s. Returns the payload to send. */
@@ -48,33 +68,63 @@ function responseToSend (cache: RouteCache, route: CompiledRoute, request: Fasti
     cache.decided(request, reply, 'BYPASS', state.status)
     return payload
   }
+  if (state.revalidation !== null) {
+    restoreConditionals(request, state)
+    if (reply.statusCode === 304 && state.stale !== null) payload = revalidated(cache, request, reply, state, state.stale, payload)
+  }
   const flight = state.flight
   const lease = state.lease
   state.flight = null
   state.lease = null
-  const refusal = request.method === 'HEAD' ? 'method' : unstorable(route, reply, payload)
-  if (refusal !== null) {
+  const plan = request.method === 'HEAD' ? { refusal: 'method' } : planOf(route, request, reply, payload)
+  if (plan.refusal !== null) {
     flight?.settle(null)
     lease?.release()
     keepPrivate(request, reply)
-    return notStored(cache, route, request, reply, state, payload, refusal)
+    return notStored(cache, route, request, reply, state, payload, plan.refusal)
   }
 
   const body = payload === null || payload === undefined ? Buffer.alloc(0) : Buffer.isBuffer(payload) ? payload : Buffer.from(payload as string)
   if (!reply.hasHeader('etag')) reply.header('etag', strongEtag(body))
+  // Sent and stored: a hit sends the Date of the response it replays (RFC 9111 4).
+  if (!reply.hasHeader('date')) reply.header('date', new Date().toUTCString())
   // Stored as `public`; an answer to a request with credentials says `private` (keepPrivate).
   if (route.maxAge !== undefined && !reply.hasHeader('cache-control')) reply.header('cache-control', `public, max-age=${route.maxAge}`)
   // The entry is split on these request headers: say so to every cache downstream.
   for (const header of route.vary) addVary(reply, header)
-  storeMiss(cache, route, request, reply, state, body, flight, lease)
+  storeMiss(cache, route, request, reply, state, body, flight, lease, plan)
   keepPrivate(request, reply)
-  const ifNoneMatch = request.headers['if-none-match']
   // As on hits, only a 200 becomes a 304 (RFC 9110 13.1.1: preconditions apply to 2xx only).
-  if (ifNoneMatch !== undefined && reply.statusCode === 200 && etagMatches(ifNoneMatch, reply.getHeader('etag') as string)) {
+  if (reply.statusCode === 200 && notModified(request, reply.getHeader('etag') as string, reply.getHeaders())) {
     reply.code(304)
     return null
   }
+  if (state.range !== undefined && reply.statusCode === 200) return answerRange(reply, body, state.range)
   return body
+}
+
+/** What storing the handler's response comes to, by the route's `freshness`. */
+function planOf (route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, payload: unknown): StorePlan {
+  if (!route.byResponse) {
+    const refusal = unstorable(route, reply, payload)
+    return refusal === null ? routePlan(route, reply, reply.hasHeader('etag')) : { refusal }
+  }
+  // Still a stream: it was over maxEntrySize (readWhole).
+  if (isStream(payload)) return { refusal: 'size' }
+  return responsePlan(route, request, reply, reply.hasHeader('etag'), Date.now())
+}
+
+/**
+ * The handler answered 304 to the stale entry's validators: the stored response, freshened by
+ * the 304, is what the client gets and what is stored again (RFC 9111 4.3.4).
+ */
+function revalidated (cache: RouteCache, request: FastifyRequest, reply: FastifyReply, state: RequestState, entry: HttpEntry, payload: unknown): Buffer {
+  if (isStream(payload)) discard(payload)
+  const body = cache.bodyOf(request, entry, true)
+  // Unreadable (and dropped): the client must not get a 304 it did not ask for.
+  if (body === null) throw new CacheDeserializationError('The stale entry revalidated by the handler cannot be read back')
+  state.status = 'fwd=stale; fwd-status=304'
+  return freshened(reply, entry, body)
 }
 
 /**
@@ -83,7 +133,7 @@ function responseToSend (cache: RouteCache, route: CompiledRoute, request: Fasti
  */
 function notStored (cache: RouteCache, route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, state: RequestState, payload: unknown, refusal: string): unknown {
   // The entry was kept past staleWhileRevalidate already, so this is the staleIfError window.
-  if (state.stale !== null && reply.statusCode >= 500 && freshness(state.stale.envelope, route.windows) === 'stale-if-error') {
+  if (state.stale !== null && reply.statusCode >= 500 && freshness(state.stale.envelope, state.stale.policy?.windows ?? route.windows) === 'stale-if-error') {
     const body = cache.bodyOf(request, state.stale)
     if (body !== null) return serveStaleOnError(cache, request, reply, state.stale, body)
   }
@@ -95,7 +145,7 @@ function notStored (cache: RouteCache, route: CompiledRoute, request: FastifyReq
  * Encodes and stores the handler's response (not awaited), hands it to the requests waiting on
  * this one, and lets go of the cross-instance lock once it is written.
  */
-function storeMiss (cache: RouteCache, route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, state: RequestState, body: Buffer, flight: Flight<Buffer | null> | null, lease: Lease | null): void {
+function storeMiss (cache: RouteCache, route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, state: RequestState, body: Buffer, flight: Flight<Buffer | null> | null, lease: Lease | null, plan: StoredPlan): void {
   const core = cache.core
   const giveUp = (detail: string): void => {
     flight?.settle(null)
@@ -106,9 +156,9 @@ function storeMiss (cache: RouteCache, route: CompiledRoute, request: FastifyReq
   let head: Buffer
   let failure = 'tags'
   try {
-    if (route.tags !== undefined) tags = validateEntryTags(typeof route.tags === 'function' ? route.tags(request) : route.tags)
+    tags = entryTags(route, request, reply)
     failure = 'headers'
-    head = encodeHead(reply.statusCode, reply.getHeaders())
+    head = encodeHead(reply.statusCode, reply.getHeaders(), encodePolicy(plan.policy))
   } catch (err) {
     core.failures.count(err, 'set', state.fullKey)
     giveUp(failure)
@@ -120,11 +170,11 @@ function storeMiss (cache: RouteCache, route: CompiledRoute, request: FastifyReq
   }
   // A body the handler already encoded is never gzipped a second time.
   const compress = reply.hasHeader('content-encoding') ? false : route.compress ?? route.gzipClients.most
-  const encoded = core.encode(body, { kind: KIND_RESPONSE, freshFor: route.ttl, compress, head, tags, startedAt: state.startedAt })
+  const encoded = core.encode(body, { kind: KIND_RESPONSE, freshFor: plan.freshFor, compress, head, tags, startedAt: state.startedAt })
   const store = (bytes: Buffer): void => {
     // Not awaited: the response does not depend on it, and the write is queued on the same
     // connection ahead of any later read, so the next request already sees it.
-    const stored = core.storeBytes(state.fullKey, bytes, route.keepFor, tags, state.field, lease?.held).catch(() => {})
+    const stored = core.storeBytes(state.fullKey, bytes, plan.keepFor, tags, state.field, lease?.held).catch(() => {})
     // A no-op when the write let go of the lock itself.
     stored.then(() => lease?.release())
     // Waiters get the response either way. The flight is findable until the entry is written,
@@ -149,6 +199,17 @@ function storeMiss (cache: RouteCache, route: CompiledRoute, request: FastifyReq
     })
   }
   cache.decided(request, reply, 'MISS', `${state.status}; stored`)
+}
+
+/** The route's tags, and those the response names in the route's tag header. */
+function entryTags (route: CompiledRoute, request: FastifyRequest, reply: FastifyReply): string[] {
+  let tags: string[] = route.tags === undefined ? [] : typeof route.tags === 'function' ? route.tags(request) : route.tags
+  const header = route.tagHeader === undefined ? undefined : reply.getHeader(route.tagHeader)
+  if (header !== undefined) {
+    const named = String(Array.isArray(header) ? header.join(',') : header).split(/[\s,]+/).filter((tag) => tag !== '')
+    tags = [...tags, ...named]
+  }
+  return tags.length === 0 ? tags : validateEntryTags(tags)
 }
 
 function addVary (reply: FastifyReply, header: string): void {
