@@ -5,7 +5,7 @@ import { Readable } from 'node:stream'
 import t from 'tap'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { RouteCacheOptions } from '../types'
-import type { Scope } from './helpers/app'
+import { rawClient, type Scope } from './helpers/app'
 import { onRedis, routeApp, sharedRedis } from './helpers/route-app'
 
 const redis = sharedRedis(t)
@@ -59,6 +59,9 @@ for (const store of STORES) {
     const byExpires = await g.get('/expires')
     t.equal(byExpires.headers['x-cache'], 'HIT', 'Expires minus Date')
     t.equal(byExpires.headers.date, date, 'the stored Date is sent as stored (RFC 9111 §4)')
+    g.answer(respond({ expires: new Date(Date.now() + 61_000).toUTCString() }))
+    await g.get('/expires-no-date')
+    t.equal((await g.get('/expires-no-date')).headers['x-cache'], 'HIT', 'Expires without a Date counts from now')
     g.answer(respond({ expires: '0', date }))
     await g.get('/bad-expires')
     t.equal((await g.get('/bad-expires')).headers['x-cache'], 'MISS', 'an invalid Expires is in the past (§5.3)')
@@ -132,6 +135,10 @@ for (const store of STORES) {
     t.equal(fr.body, 'fr 2')
     const none = await g.get('/page')
     t.equal(none.body, 'undefined 3', 'an absent header is a value of its own')
+    g.answer((_request, reply) => reply.headers({ 'cache-control': 'max-age=60', vary: ['X-A, , x-a', 'X-B'] }).send('two'))
+    await g.get('/two', { 'x-a': '1', 'x-b': '2' })
+    t.equal((await g.get('/two', { 'x-a': '1', 'x-b': '2' })).headers['x-cache'], 'HIT', 'Vary on several lines')
+    t.equal((await g.get('/two', { 'x-a': '1', 'x-b': '3' })).headers['x-cache'], 'MISS')
   })
 }
 
@@ -341,7 +348,8 @@ t.test('RFC 9213 CDN-Cache-Control wins over Cache-Control', async (t) => {
     [{ 'cache-control': 'max-age=600', 'cdn-cache-control': 'max-age=0' }, 'MISS'],
     [{ 'cache-control': 'no-store', 'cdn-cache-control': 'max-age="600"' }, 'MISS'],
     [{ 'cache-control': 'no-store', 'cdn-cache-control': 'max-age=600, &&' }, 'MISS'],
-    [{ expires: new Date(0).toUTCString(), 'cdn-cache-control': 'foo, max-age=600, bar="x,y";p=1' }, 'HIT']
+    [{ expires: new Date(0).toUTCString(), 'cdn-cache-control': 'foo, max-age=600, bar="x,y";p=1' }, 'HIT'],
+    [{ expires: new Date(Date.now() + 600_000).toUTCString(), 'cdn-cache-control': 'public' }, 'MISS']
   ]
   let i = 0
   for (const [headers, expected] of cases) {
@@ -373,4 +381,68 @@ t.test('freshness and tagHeader are validated', async (t) => {
       app.get('/x', { config: { cache: options as unknown as RouteCacheOptions } }, async () => 'x')
     }), { message }, JSON.stringify(options))
   }
+})
+
+t.test('RFC 9111 §4.3.4 a 304 sent as a stream is let go; an unreadable stale entry is a 500, never a 304', async (t) => {
+  const server = await redis()
+  let handler: Handler = () => ''
+  const { app, cache } = await routeApp(t, onRedis(server, { compression: { threshold: 10 } }), (app) => {
+    app.get('/*', { config: { cache: { freshness: 'response', compress: true } } }, async (request, reply) => handler(request, reply))
+  })
+  const body = 'z'.repeat(200)
+  handler = respond({ 'cache-control': 'max-age=10', age: '10', etag: '"z"' }, body)
+  await app.inject('/s')
+  handler = (_request, reply) => reply.code(304).send(Readable.from(['ignored']))
+  const freshened = await app.inject('/s')
+  t.equal(freshened.statusCode, 200)
+  t.equal(freshened.body, body)
+
+  handler = respond({ 'cache-control': 'max-age=10', age: '10', etag: '"c"' }, body)
+  await app.inject('/c')
+  const raw = rawClient(t, server.url)
+  const key = cache.redisKey('localhost:80/c')
+  const stored = await raw.getBuffer(key) as Buffer
+  stored.fill(0, stored.length - 8)
+  await raw.set(key, stored, 'EX', 60)
+  handler = (_request, reply) => reply.code(304).send()
+  const failed = await app.inject('/c')
+  t.equal(failed.statusCode, 500)
+})
+
+t.test('RFC 9111 §4.4 invalidation: keys it cannot make, foreign locations, and failures', async (t) => {
+  const g = await gateway(t, 'memory')
+  g.answer((request, reply) => request.method === 'GET'
+    ? reply.header('cache-control', 'max-age=600').send('x')
+    : reply.code(204).header('location', 'http://[broken').send())
+  await g.get('/a')
+  await g.app.inject({ method: 'DELETE', url: '/a' })
+  t.equal((await g.get('/a')).headers['x-cache'], 'MISS', 'the target, though the Location is no URL')
+  await g.get('/a')
+  g.app.cache.delete = async () => { throw new Error('store down') }
+  const sent = await g.app.inject({ method: 'DELETE', url: '/a' })
+  t.equal(sent.statusCode, 204, 'a failed invalidation does not fail the response')
+
+  let keyed = 0
+  const { app } = await routeApp(t, { redis: false }, (app) => {
+    app.all('/k/:id', {
+      config: {
+        cache: {
+          freshness: 'response',
+          key: (request) => {
+            if (request.headers['x-no-key'] !== undefined) throw new Error('no key')
+            return `k:${(request.params as { id: string }).id}`
+          }
+        }
+      }
+    }, async (request, reply) => request.method === 'GET'
+      ? reply.header('cache-control', 'max-age=600').send(String(++keyed))
+      : reply.code(200).header('location', '/k/2').send())
+  })
+  await app.inject('/k/1')
+  await app.inject('/k/2')
+  await app.inject({ method: 'DELETE', url: '/k/1', headers: { 'x-no-key': '1' } })
+  t.equal((await app.inject('/k/1')).headers['x-cache'], 'HIT', 'a key function that fails invalidates nothing')
+  await app.inject({ method: 'DELETE', url: '/k/1' })
+  t.equal((await app.inject('/k/1')).headers['x-cache'], 'MISS', 'the target by the route\'s key')
+  t.equal((await app.inject('/k/2')).headers['x-cache'], 'HIT', 'a Location has no key with a key function')
 })

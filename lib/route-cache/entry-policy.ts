@@ -119,8 +119,7 @@ function varyOf (header: string | number | string[] | undefined, request: Fastif
 }
 
 function requestValue (value: string | string[] | undefined): string | null {
-  if (value === undefined) return null
-  return Array.isArray(value) ? value.join(', ') : value
+  return value === undefined ? null : String(value)
 }
 
 /** Whether a request selects the stored variant (RFC 9111 4.1). */

@@ -4,7 +4,7 @@
 // unless its own conditional headers match.
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { HttpEntry } from './http-entry'
-import type { RequestState } from './state'
+import type { ClientConditionals, RequestState } from './state'
 
 /** Puts the stale entry's validators on the request the handler sees, if it has any. */
 export function askToRevalidate (request: FastifyRequest, state: RequestState, entry: HttpEntry): void {
@@ -12,15 +12,13 @@ export function askToRevalidate (request: FastifyRequest, state: RequestState, e
   const lastModified = first(entry.headers['last-modified'])
   if (etag === undefined && lastModified === undefined) return
   // A second read of the same entry (the local tier, then the store) keeps the client's values.
-  state.revalidation ??= { ifNoneMatch: first(request.headers['if-none-match']), ifModifiedSince: request.headers['if-modified-since'] }
+  state.revalidation ??= { ifNoneMatch: request.headers['if-none-match'], ifModifiedSince: request.headers['if-modified-since'] }
   setOrDelete(request, 'if-none-match', etag)
   setOrDelete(request, 'if-modified-since', lastModified)
 }
 
 /** Gives the request back the conditional headers its client sent. */
-export function restoreConditionals (request: FastifyRequest, state: RequestState): void {
-  const sent = state.revalidation
-  if (sent === null) return
+export function restoreConditionals (request: FastifyRequest, sent: ClientConditionals): void {
   setOrDelete(request, 'if-none-match', sent.ifNoneMatch)
   setOrDelete(request, 'if-modified-since', sent.ifModifiedSince)
 }

@@ -137,7 +137,7 @@ export class RouteCache {
     // The handler is not asked after all: the client's own conditionals decide a 304, never the
     // validators put on the request for it (revalidation.ts).
     if (state.revalidation !== null) {
-      restoreConditionals(request, state)
+      restoreConditionals(request, state.revalidation)
       state.revalidation = null
     }
     // A byte range is cut from the body as the client would have it without gzip.

@@ -69,7 +69,7 @@ function responseToSend (cache: RouteCache, route: CompiledRoute, request: Fasti
     return payload
   }
   if (state.revalidation !== null) {
-    restoreConditionals(request, state)
+    restoreConditionals(request, state.revalidation)
     if (reply.statusCode === 304 && state.stale !== null) payload = revalidated(cache, request, reply, state, state.stale, payload)
   }
   const flight = state.flight
