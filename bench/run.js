@@ -53,6 +53,7 @@ const BENCHES = [
   { name: 'ioredis', server: 'ioredis' },
   { name: 'route-redis', server: 'route-redis', hit: true },
   { name: 'route-local', server: 'route-local', hit: true },
+  { name: 'route-response', server: 'route-response', hit: true },
   { name: 'getorset-ours', server: 'getorset-ours' },
   { name: 'getorset-ours-local', server: 'getorset-ours-local' },
   { name: 'getorset-bentocache', server: 'getorset-bentocache' },
@@ -65,6 +66,7 @@ const BENCHES = [
 const TARGETS = [
   { label: 'route hit from Redis / hand-written ioredis route', num: 'route-redis', den: 'ioredis', min: 0.9 },
   { label: 'route hit from local tier / static ceiling', num: 'route-local', den: 'static', min: 0.85 },
+  { label: "route hit with freshness: 'response' / default mode (issue 17)", num: 'route-response', den: 'route-redis', min: 0.9 },
   { label: 'getOrSet (Redis) / bentocache (Redis)', num: 'getorset-ours', den: 'getorset-bentocache', min: 2 },
   { label: 'getOrSet (local + Redis) / bentocache (memory + Redis)', num: 'getorset-ours-local', den: 'getorset-bentocache-tiered', min: 2 }
 ]

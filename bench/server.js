@@ -25,6 +25,7 @@ export const VARIANTS = {
   ioredis: 'hand-written route: one ioredis GET, send the string',
   'route-redis': 'our route cache, hit from Redis',
   'route-local': 'our route cache, hit from the local tier',
+  'route-response': "our route cache with freshness: 'response' (Cache-Control: max-age from the handler), hit from Redis",
   'getorset-ours': 'our cache.getOrSet, Redis',
   'getorset-ours-local': 'our cache.getOrSet, local tier + Redis',
   'getorset-bentocache': 'bentocache getOrSet, Redis driver',
@@ -80,6 +81,7 @@ async function main () {
 
     case 'route-redis':
     case 'route-local':
+    case 'route-response':
     case 'gzip-20k':
     case 'memory':
     case 'memory-control':
@@ -106,6 +108,12 @@ async function main () {
           await new Promise((resolve) => setTimeout(resolve, 500))
           globalThis.gc?.()
           return { memory: process.memoryUsage(), statistics: app.cache.getStatistics(), gc: typeof globalThis.gc === 'function', tier: inspectLocalTier(app.cache), where: whereMemoryIs() }
+        })
+      } else if (variant === 'route-response') {
+        // The response decides freshness: its Cache-Control is read once, when it is stored.
+        app.get('/data', { config: { cache: { ttl: TTL, freshness: 'response' } } }, async (request, reply) => {
+          reply.header('cache-control', `public, max-age=${TTL}`)
+          return doc
         })
       } else {
         // The gzip variants measure a gzipped entry for both kinds of client: stored gzipped
