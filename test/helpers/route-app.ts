@@ -62,7 +62,7 @@ export interface RawResponse {
 }
 
 /** One request over a fresh connection; the body is not decoded. */
-export function rawRequest (url: string, options: { method?: string, headers?: Record<string, string> } = {}): Promise<RawResponse> {
+export function rawRequest (url: string, options: { method?: string, headers?: Record<string, string>, body?: string } = {}): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
     const req = http.request(url, { method: options.method ?? 'GET', headers: options.headers, agent: false }, (res) => {
       const chunks: Buffer[] = []
@@ -71,7 +71,7 @@ export function rawRequest (url: string, options: { method?: string, headers?: R
       res.on('error', reject)
     })
     req.on('error', reject)
-    req.end()
+    req.end(options.body)
   })
 }
 
