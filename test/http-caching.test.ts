@@ -5,8 +5,8 @@ import { Readable } from 'node:stream'
 import t from 'tap'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { RouteCacheOptions } from '../types'
-import { rawClient, type Scope } from './helpers/app'
-import { onRedis, routeApp, sharedRedis } from './helpers/route-app'
+import { rawClient, type Scope, until } from './helpers/app'
+import { gate, onRedis, routeApp, sharedRedis } from './helpers/route-app'
 
 const redis = sharedRedis(t)
 
@@ -239,6 +239,9 @@ t.test('RFC 9111 §4.3.2 If-Modified-Since is answered on hits, in both modes', 
     t.equal((await g.get('/lm', { 'if-modified-since': new Date(Date.now() - 120_000).toUTCString() })).statusCode, 200, 'modified since')
     t.equal((await g.get('/lm', { 'if-modified-since': 'yesterday' })).statusCode, 200, 'an invalid date is ignored')
     t.equal((await g.get('/lm', { 'if-modified-since': new Date().toUTCString(), 'if-none-match': '"other"' })).statusCode, 200, 'If-None-Match takes precedence')
+    g.answer(respond({ 'cache-control': 'max-age=60', date: new Date(Date.now() - 60_000).toUTCString() }))
+    await g.get('/date')
+    t.equal((await g.get('/date', { 'if-modified-since': new Date().toUTCString() })).statusCode, 304, 'without Last-Modified, the Date')
   }
 })
 
@@ -316,6 +319,10 @@ t.test('stream bodies are stored up to maxEntrySize, larger ones passed on unsto
   t.match(big.headers['cache-status'], 'detail=size')
   t.equal((await app.inject('/stream/8000')).headers['x-cache'], 'MISS')
   t.equal((await app.inject('/broken')).statusCode, 500, 'a stream that fails fails the response as it would uncached')
+  const bypassed = await app.inject({ url: '/stream/100', headers: { cookie: 'a=1' } })
+  t.equal(bypassed.body.length, 100, 'a stream to a request that bypasses the cache is passed on')
+  t.equal(bypassed.headers['x-cache'], 'BYPASS')
+  t.equal((await app.inject({ method: 'HEAD', url: '/stream/200' })).statusCode, 200, 'and to a HEAD')
 })
 
 t.test('tags from a response header reach invalidateTags', async (t) => {
@@ -332,6 +339,10 @@ t.test('tags from a response header reach invalidateTags', async (t) => {
   t.equal((await surrogate.get('/s')).headers['x-cache'], 'HIT', 'only the configured header counts')
   await surrogate.app.cache.invalidateTags(['b'])
   t.equal((await surrogate.get('/s')).headers['x-cache'], 'MISS')
+  surrogate.answer(respond({ 'cache-control': 'max-age=600', 'surrogate-key': ['c', 'd e'] }))
+  await surrogate.get('/lines')
+  await surrogate.app.cache.invalidateTags(['e'])
+  t.equal((await surrogate.get('/lines')).headers['x-cache'], 'MISS', 'a tag header on several lines')
   const off = await gateway(t, 'memory', { tagHeader: false })
   off.answer(respond({ 'cache-control': 'max-age=600', 'cache-tag': 'x' }))
   await off.get('/o')
@@ -445,4 +456,26 @@ t.test('RFC 9111 §4.4 invalidation: keys it cannot make, foreign locations, and
   await app.inject({ method: 'DELETE', url: '/k/1' })
   t.equal((await app.inject('/k/1')).headers['x-cache'], 'MISS', 'the target by the route\'s key')
   t.equal((await app.inject('/k/2')).headers['x-cache'], 'HIT', 'a Location has no key with a key function')
+})
+
+t.test('RFC 9111 §4.3 a request collapsed onto a revalidation gets the body, never the validators\' 304', async (t) => {
+  const g = await gateway(t, 'memory')
+  g.answer(respond({ 'cache-control': 'max-age=10', age: '10', etag: '"v"' }, 'kept'))
+  await g.get('/r')
+  const { promise, open } = gate()
+  g.answer(async (_request, reply) => {
+    await promise
+    return reply.code(304).headers({ 'cache-control': 'max-age=60', etag: '"v"' }).send()
+  })
+  const first = g.get('/r')
+  await until(() => g.seen.length === 2, 5000, 'the revalidation to reach the handler')
+  const second = g.get('/r')
+  // Its miss is counted just before it joins the first one's flight.
+  await until(() => g.app.cache.getStatistics().misses === 3, 5000, 'the second request to miss')
+  open()
+  for (const res of await Promise.all([first, second])) {
+    t.equal(res.statusCode, 200)
+    t.equal(res.body, 'kept')
+  }
+  t.equal(g.seen.length, 2, 'one revalidation for both')
 })

@@ -10,7 +10,7 @@ import type { HttpEntry } from './http-entry'
 import { acceptsGzip, CACHE_NAME, COLLAPSED_STATUS, hitStatus } from './replay'
 import { varyMatches } from './entry-policy'
 import { requestKey, variantOf } from './request-key'
-import { askToRevalidate } from './revalidation'
+import { askToRevalidate, restoreConditionals } from './revalidation'
 import type { RouteCache } from './route-cache'
 import { bypass, kState, type RequestState } from './state'
 
@@ -136,6 +136,10 @@ async function lookUp (cache: RouteCache, route: CompiledRoute, request: Fastify
       // A key of the other shape (the route's vary setting changed since it was stored), or
       // foreign data: unreadable like a corrupt entry, so dropped.
       if (err instanceof Error && err.message.startsWith('WRONGTYPE')) core.discard(state.fullKey)
+      // Not stored, so not revalidated: the handler's answer goes to the client as it is. (Only
+      // the memory store hands out stale entries before this read, and it never fails.)
+      /* c8 ignore next */
+      if (state.revalidation !== null) restoreConditionals(request, state.revalidation)
       bypass(state, 'fwd=bypass; detail=unavailable')
       return
     }

@@ -24,24 +24,26 @@ export function makeOnSend (cache: RouteCache, route: CompiledRoute): onSendHook
   // Callback style: nothing here waits (the store write is not awaited), so no promise and no
   // microtask per response, hits included.
   return function storeResponse (request, reply, payload, done) {
-    const finish = (body: unknown): void => {
-      let send: unknown
-      try {
-        send = responseToSend(cache, route, request, reply, body)
-      } catch (err) {
-        done(err as Error)
-        return
-      }
-      done(null, send)
-    }
     // A stream (a proxied response) is read whole first, up to maxEntrySize, to be stored.
     // A 304 has no body whatever its framing says (RFC 9110 15.4.5): never read.
     if (route.byResponse && isStream(payload) && reply.statusCode !== 304 && storing(request)) {
-      readWhole(payload, cache.core.maxEntrySize).then(finish, done)
+      readWhole(payload, cache.core.maxEntrySize).then((body) => finish(cache, route, request, reply, body, done), done)
       return
     }
-    finish(payload)
+    finish(cache, route, request, reply, payload, done)
   }
+}
+
+function finish (cache: RouteCache, route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (err: Error | null, payload?: unknown) => void): void {
+  let send: unknown
+  try {
+    send = responseToSend(cache, route, request, reply, payload)
+  } catch (err) {
+    // An unreadable entry the handler revalidated (see revalidated).
+    done(err as Error)
+    return
+  }
+  done(null, send)
 }
 
 /** Whether the request's response would be stored if the response allows it. */
