@@ -238,6 +238,7 @@ t.test('RFC 9111 §4.3.2 If-Modified-Since is answered on hits, in both modes', 
     t.equal(notModified.headers['last-modified'], lastModified)
     t.equal((await g.get('/lm', { 'if-modified-since': new Date(Date.now() - 120_000).toUTCString() })).statusCode, 200, 'modified since')
     t.equal((await g.get('/lm', { 'if-modified-since': 'yesterday' })).statusCode, 200, 'an invalid date is ignored')
+    t.equal((await g.get('/lm', { 'if-modified-since': new Date(Date.now() + 86_400_000).toUTCString() })).statusCode, 200, 'so is a date in the future (RFC 9110 §13.1.3)')
     t.equal((await g.get('/lm', { 'if-modified-since': new Date().toUTCString(), 'if-none-match': '"other"' })).statusCode, 200, 'If-None-Match takes precedence')
     g.answer(respond({ 'cache-control': 'max-age=60', date: new Date(Date.now() - 60_000).toUTCString() }))
     await g.get('/date')

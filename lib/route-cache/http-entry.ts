@@ -165,5 +165,6 @@ export function notModified (request: FastifyRequest, etag: string | undefined, 
   if (ifModifiedSince === undefined) return false
   const since = Date.parse(ifModifiedSince)
   const modified = Date.parse(String(headers['last-modified'] ?? headers.date))
-  return !Number.isNaN(since) && !Number.isNaN(modified) && modified <= since
+  // A date later than the server's time is invalid (RFC 9110 13.1.3).
+  return !Number.isNaN(since) && !Number.isNaN(modified) && modified <= since && since <= Date.now()
 }
