@@ -7,6 +7,7 @@
 // first (the npm script does it). Prints the required tests that fail and their count.
 //
 //   CACHE_TESTS_DIR  a checkout of the suite (default: cloned into a temporary directory)
+//   CACHE_TESTS_REPO where to clone it from (default: the suite's GitHub repository)
 //   CACHE_TESTS_ID   run one test and print what the client and the origin saw
 //   REDIS_URL        cache on this Redis instead of the in-process memory store
 //   FRESHNESS        'response' (default) or 'route', to compare with the default mode
@@ -21,11 +22,12 @@ import Fastify from 'fastify'
 import replyFrom from '@fastify/reply-from'
 import fastifyRedisCache from '../dist/index.mjs'
 
-const SUITE = 'https://github.com/http-tests/cache-tests.git'
+const SUITE = process.env.CACHE_TESTS_REPO ?? 'https://github.com/http-tests/cache-tests.git'
 
 function suiteDir () {
   if (process.env.CACHE_TESTS_DIR) return process.env.CACHE_TESTS_DIR
   const dir = join(mkdtempSync(join(tmpdir(), 'cache-tests-')), 'suite')
+  console.error(`cloning ${SUITE} into ${dir} (set CACHE_TESTS_DIR to reuse a checkout)`)
   execFileSync('git', ['clone', '--quiet', '--depth', '1', SUITE, dir], { stdio: 'inherit' })
   execFileSync('npm', ['install', '--omit=dev', '--no-audit', '--no-fund'], { cwd: dir, stdio: 'inherit' })
   return dir
@@ -57,12 +59,12 @@ async function startGateway (originPort, freshness) {
   const app = Fastify({ logger: process.env.LOG_LEVEL ? { level: process.env.LOG_LEVEL } : false })
   await app.register(fastifyRedisCache, process.env.REDIS_URL ? { redis: { url: process.env.REDIS_URL }, routes: false } : { redis: false, routes: false })
   await app.register(replyFrom, { base: `http://127.0.0.1:${originPort}` })
-  // retryDelay: a 503 goes to the client (and the cache) as the origin sent it, not retried.
   // The suite checks that M-SEARCH, too, invalidates.
   app.addHttpMethod('M-SEARCH', { hasBody: true })
   // Bodies go to the origin as they came.
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', (request, payload, done) => done(null, payload))
+  // retryDelay: a 503 goes to the client (and the cache) as the origin sent it, not retried.
   app.all('/*', { config: { cache: { freshness, ttl: 3600 } } }, (request, reply) => reply.from(request.url, { retryDelay: () => null }))
   await app.listen({ port: 0, host: '127.0.0.1' })
   return app
