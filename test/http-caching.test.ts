@@ -297,6 +297,14 @@ t.test('RFC 9110 §14 a Range request is answered from the stored 200', async (t
   }
   const ifRange = await g.get('/bytes', { range: 'bytes=0-1', 'if-range': '"other"' })
   t.equal(ifRange.statusCode, 200, 'with If-Range the whole response')
+  g.answer(respond({ 'cache-control': 'no-store' }, '0123456789'))
+  const unstored = await g.get('/unstored', { range: 'bytes=1-2' })
+  t.equal(unstored.statusCode, 206, 'a response that is not stored is cut too')
+  t.equal(unstored.body, '12')
+  g.answer((_request, reply) => reply.header('cache-control', 'no-store').send(Buffer.from('0123456789')))
+  t.equal((await g.get('/unstored-bytes', { range: 'bytes=-2' })).body, '89', 'a Buffer body too')
+  g.answer(respond({ 'cache-control': 'no-store' }, '', 204))
+  t.equal((await g.get('/empty', { range: 'bytes=1-2' })).statusCode, 204, 'only a 200 is cut')
 })
 
 t.test('stream bodies are stored up to maxEntrySize, larger ones passed on unstored', async (t) => {

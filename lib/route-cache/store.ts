@@ -140,6 +140,11 @@ function notStored (cache: RouteCache, route: CompiledRoute, request: FastifyReq
     if (body !== null) return serveStaleOnError(cache, request, reply, state.stale, body)
   }
   cache.decided(request, reply, 'MISS', `${state.status}; detail=${refusal}`)
+  // The handler was asked for the whole response: the client still gets its range when the
+  // body is at hand (a stream over maxEntrySize goes out whole, as a server may answer).
+  if (state.range !== undefined && reply.statusCode === 200 && (Buffer.isBuffer(payload) || typeof payload === 'string')) {
+    return answerRange(reply, Buffer.from(payload), state.range)
+  }
   return payload
 }
 
