@@ -17,6 +17,7 @@ import { installRouteCaching } from './lib/route-cache'
 import { Codec } from './lib/serializer'
 import { buildStack } from './lib/stack'
 import { Statistics } from './lib/statistics'
+import { Telemetry } from './lib/telemetry'
 import type { CacheOptions } from './types'
 
 const plugin: FastifyPluginAsync<CacheOptions> = async function fastifyRedisCache (fastify, options) {
@@ -33,6 +34,7 @@ const plugin: FastifyPluginAsync<CacheOptions> = async function fastifyRedisCach
     return stack.close()
   })
 
+  const telemetry = new Telemetry(config.telemetry, stack.kind)
   const core = new CacheCore({
     stack,
     layout,
@@ -41,13 +43,14 @@ const plugin: FastifyPluginAsync<CacheOptions> = async function fastifyRedisCach
     maxTtl: config.maxTtl,
     maxEntrySize: config.maxEntrySize,
     lock: new DistributedLock(stack.locks, stack.entries, layout.lockPrefix, config.lock, { connection: stack }),
-    failures: new FailurePolicy(config.throwOnError, stats, log),
+    failures: new FailurePolicy(config.throwOnError, stats, log, telemetry),
     stats,
     log,
     stamps,
-    journal
+    journal,
+    telemetry
   })
-  const cache = new CacheManager(core)
+  const cache = new CacheManager(core, config.getOrSet)
   fastify.decorate('cache', cache)
 
   installRouteCaching(fastify, core, cache, config.routeDefaults)
@@ -73,6 +76,7 @@ export {
   CacheCompressionError,
   CacheDecompressionError,
   CacheForbiddenError,
+  CacheTimeoutError,
   CacheUnauthorizedError,
   RateLimitError,
   RedisConnectionError

@@ -7,6 +7,7 @@ import envSchema from 'env-schema'
 import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from 'ioredis'
 import { CacheConfigError } from './errors'
 import { NAMESPACE_PATTERN } from './keys'
+import { NO_RESILIENCE, resolveResilience, type Resilience } from './resilience'
 import type { CacheOptions, ManagementRoutesOptions } from '../types'
 import { PlainOptionsSchema } from '../types/options'
 
@@ -145,6 +146,15 @@ function checkOptions (options: CacheOptions): void {
   }
 }
 
+/** The getOrSet defaults; checked by the schema already, but for soft against hard. */
+function resolveGetOrSetDefaults (option: CacheOptions['getOrSet']): Resilience {
+  try {
+    return resolveResilience(option, NO_RESILIENCE)
+  } catch (err) {
+    throw new CacheConfigError(`fastify-redis-cache: option getOrSet: ${(err as Error).message}`, { cause: err })
+  }
+}
+
 function resolveRedis (option: CacheOptions['redis'], env: Environment): ResolvedRedis {
   if (option === false) return { kind: 'memory', reason: 'redis: false' }
   if (option === undefined) {
@@ -251,6 +261,8 @@ export function resolveConfig (options: CacheOptions = {}, envSource: NodeJS.Pro
       maxBytes: options.memory?.maxBytes ?? DEFAULTS.memoryMaxBytes
     },
     routeDefaults: { credentials: options.routeDefaults?.credentials ?? 'bypass' as const },
+    getOrSet: resolveGetOrSetDefaults(options.getOrSet),
+    telemetry: options.telemetry ?? {},
     production,
     debug: env.DEBUG !== undefined && /^(true|1|yes|on)$/i.test(env.DEBUG)
   }

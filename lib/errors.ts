@@ -53,6 +53,23 @@ export class RateLimitError extends CacheError {
   }
 }
 
+/**
+ * A getOrSet caller waited `timeout.hard` milliseconds for the callback and no stale value could
+ * be served. The callback goes on in the background and stores its result (504: the source of
+ * the data did not answer in time).
+ */
+export class CacheTimeoutError extends CacheError {
+  override readonly code = 'CACHE_TIMEOUT'
+  override readonly statusCode = 504
+  /** The hard timeout that elapsed, in milliseconds. */
+  readonly timeoutMs: number
+
+  constructor (message: string, timeoutMs: number) {
+    super(message)
+    this.timeoutMs = timeoutMs
+  }
+}
+
 /** A bad option or environment variable at registration. */
 export class CacheConfigError extends CacheError {
   override readonly code = 'CACHE_CONFIG'

@@ -22,6 +22,9 @@ export class Statistics {
   invalidationsRetried = 0
   invalidatedReads = 0
   rateLimitFailedOpen = 0
+  staleOnTimeout = 0
+  timeouts = 0
+  eagerRefreshes = 0
   private since = Date.now()
   // Route caching counts per namespace; namespaces are route configuration, so this stays small.
   private readonly byNamespace = new Map<string, NamespaceCounters>()
@@ -43,6 +46,7 @@ export class Statistics {
     this.hits = this.misses = this.sets = this.deletes = this.evictions = this.errors = this.oversized = 0
     this.bytesRead = this.bytesWritten = this.compressedBytesIn = this.compressedBytesOut = 0
     this.invalidationsRetried = this.invalidatedReads = this.rateLimitFailedOpen = 0
+    this.staleOnTimeout = this.timeouts = this.eagerRefreshes = 0
     this.byNamespace.clear()
     this.since = Date.now()
   }
@@ -70,6 +74,9 @@ export class Statistics {
       invalidationsRetried: this.invalidationsRetried,
       invalidatedReads: this.invalidatedReads,
       rateLimitFailedOpen: this.rateLimitFailedOpen,
+      staleOnTimeout: this.staleOnTimeout,
+      timeouts: this.timeouts,
+      eagerRefreshes: this.eagerRefreshes,
       namespaces,
       ...layers,
       uptime: Math.floor((Date.now() - this.since) / 1000)

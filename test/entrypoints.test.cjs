@@ -5,7 +5,7 @@ const t = require('tap')
 const Fastify = require('fastify')
 
 const names = ['CacheError', 'CacheConfigError', 'CacheKeyError', 'CacheSerializationError', 'CacheDeserializationError',
-  'CacheCompressionError', 'CacheDecompressionError', 'CacheForbiddenError', 'CacheUnauthorizedError', 'RateLimitError', 'RedisConnectionError']
+  'CacheCompressionError', 'CacheDecompressionError', 'CacheForbiddenError', 'CacheTimeoutError', 'CacheUnauthorizedError', 'RateLimitError', 'RedisConnectionError']
 
 t.test('require gives the plugin, with .default, .fastifyRedisCache and the error classes', async (t) => {
   const plugin = require('../dist/cjs.js')

@@ -6,7 +6,7 @@ import fastifyRedisCache, * as named from '../dist/index.mjs'
 import fromPackage, { fastifyRedisCache as namedFromPackage, CacheKeyError, RateLimitError } from 'fastify-redis-cache'
 
 const names = ['CacheError', 'CacheConfigError', 'CacheKeyError', 'CacheSerializationError', 'CacheDeserializationError',
-  'CacheCompressionError', 'CacheDecompressionError', 'CacheForbiddenError', 'CacheUnauthorizedError', 'RateLimitError', 'RedisConnectionError']
+  'CacheCompressionError', 'CacheDecompressionError', 'CacheForbiddenError', 'CacheTimeoutError', 'CacheUnauthorizedError', 'RateLimitError', 'RedisConnectionError']
 
 t.test('import gives the plugin as default and the named exports', async (t) => {
   t.type(fastifyRedisCache, 'function')

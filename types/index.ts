@@ -3,10 +3,10 @@
 import type { FastifyReply, FastifyRequest, preHandlerHookHandler } from 'fastify'
 import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from 'ioredis'
 import type { Static } from '@sinclair/typebox'
-import type { Credentials, ManagementRoutesOptionsSchema, PlainOptions } from './options'
+import type { Credentials, GetOrSetDefaults, ManagementRoutesOptionsSchema, PlainOptions } from './options'
 import type { CacheInfo, CacheStatistics } from './statistics'
 
-export type { CircuitBreakerOptions, CompressionOptions, Credentials, LocalTierOptions, LockOptions, MemoryStoreOptions, RouteDefaults } from './options'
+export type { CallbackTimeout, CircuitBreakerOptions, CompressionOptions, Credentials, GetOrSetDefaults, LocalTierOptions, LockOptions, MemoryStoreOptions, RouteDefaults, TelemetryOptions } from './options'
 export type { CacheInfo, CacheStatistics } from './statistics'
 
 /** Turns values into bytes and back. JSON by default. */
@@ -64,14 +64,32 @@ export interface SetOptions extends NamespaceOption {
   tags?: string[]
 }
 
-export interface GetOrSetOptions extends SetOptions {
+/**
+ * getOrSet's options. `staleWhileRevalidate`, `staleIfError`, `eagerRefresh`, `timeout` and
+ * `jitter` default to the plugin's `getOrSet` option; `false` turns a default off for one call.
+ */
+export interface GetOrSetOptions extends SetOptions, GetOrSetDefaults {
   /** Run the callback and store its result even when an entry exists. */
   forceRefresh?: boolean
-  /** Seconds past `ttl` during which the old value is returned while it is refreshed in the background. */
-  staleWhileRevalidate?: number
-  /** Seconds past `ttl` during which the old value is returned when the callback throws. */
-  staleIfError?: number
 }
+
+/** What a getOrSet callback is handed: it may adapt how its result is stored. */
+export interface GetOrSetContext<T = unknown> {
+  /**
+   * The value being replaced: an expired one kept by `staleWhileRevalidate`/`staleIfError`, or
+   * the fresh one an eager refresh replaces. Undefined when there is none.
+   */
+  readonly stale: T | undefined
+  /** Seconds the result stays fresh, instead of the call's `ttl` (clamped to `maxTtl`). */
+  setTtl (seconds: number): void
+  /** The result's tags, instead of the call's `tags`. */
+  setTags (tags: string[]): void
+  /** Return the result to the callers without storing it. */
+  skip (): void
+}
+
+/** A getOrSet callback; callbacks that take no argument are callbacks too. */
+export type GetOrSetCallback<T> = (ctx: GetOrSetContext<T>) => T | Promise<T>
 
 export interface RateLimitOptions {
   /** Requests allowed per window. */
@@ -104,7 +122,7 @@ export interface CacheNamespaceView {
   set (key: string, value: unknown, opts?: Omit<SetOptions, 'namespace'>): Promise<boolean>
   delete (keys: string | string[]): Promise<number>
   exists (keys: string | string[]): Promise<number>
-  getOrSet<T> (key: string, callback: () => T | Promise<T>, opts?: Omit<GetOrSetOptions, 'namespace'>): Promise<T>
+  getOrSet<T> (key: string, callback: GetOrSetCallback<T>, opts?: Omit<GetOrSetOptions, 'namespace'>): Promise<T>
   expire (key: string, seconds: number): Promise<boolean>
   ttl (key: string): Promise<number>
   clear (): Promise<number>
@@ -116,7 +134,7 @@ export interface FastifyCache {
   set (key: string, value: unknown, opts?: SetOptions): Promise<boolean>
   delete (keys: string | string[], opts?: NamespaceOption): Promise<number>
   exists (keys: string | string[], opts?: NamespaceOption): Promise<number>
-  getOrSet<T> (key: string, callback: () => T | Promise<T>, opts?: GetOrSetOptions): Promise<T>
+  getOrSet<T> (key: string, callback: GetOrSetCallback<T>, opts?: GetOrSetOptions): Promise<T>
   expire (key: string, seconds: number, opts?: NamespaceOption): Promise<boolean>
   ttl (key: string, opts?: NamespaceOption): Promise<number>
   clear (namespace?: string): Promise<number>
@@ -159,8 +177,18 @@ export interface RouteCacheOptions {
   vary?: string[]
   /** Seconds past `ttl` during which the old entry is served while it is refreshed. */
   staleWhileRevalidate?: number
-  /** Seconds past `ttl` during which the old entry is served when the handler fails. */
+  /** Seconds past `ttl` during which the old entry is served when the handler fails or is slow. */
   staleIfError?: number
+  /**
+   * Fraction of `ttl` (between 0 and 1) after which a hit answers from the entry and refreshes it
+   * in the background, once, so a hot entry never expires under traffic.
+   */
+  eagerRefresh?: number | false
+  /**
+   * `soft`: milliseconds after which a request that found an expired entry within
+   * `staleIfError` is answered from it while the handler finishes and stores its response.
+   */
+  timeout?: { soft?: number } | false
   /** Statuses that are stored. Default `[200]`. */
   statuses?: number[]
   /**

@@ -75,6 +75,33 @@ export const RouteDefaultsSchema = Type.Object({
   credentials: Type.Optional(CredentialsSchema)
 }, { additionalProperties: false })
 
+/** Milliseconds a getOrSet caller waits for its callback (see `GetOrSetOptions.timeout`). */
+export const CallbackTimeoutSchema = Type.Object({
+  /** With a stale value at hand, serve it once the callback has run this long. */
+  soft: Type.Optional(Type.Integer({ minimum: 1 })),
+  /** The longest any caller waits: then the stale value, or a `CacheTimeoutError`. */
+  hard: Type.Optional(Type.Integer({ minimum: 1 }))
+}, { additionalProperties: false })
+
+/** Defaults for every `getOrSet` call; each call may override any of them. */
+export const GetOrSetDefaultsSchema = Type.Object({
+  /** Seconds past `ttl` during which the old value is returned while it is refreshed. */
+  staleWhileRevalidate: Type.Optional(Type.Integer({ minimum: 0 })),
+  /** Seconds past `ttl` during which the old value is returned when the callback fails or is slow. */
+  staleIfError: Type.Optional(Type.Integer({ minimum: 0 })),
+  /** Fraction of `ttl` (between 0 and 1) after which a hit refreshes the value in the background. */
+  eagerRefresh: Type.Optional(Type.Union([Type.Literal(false), Type.Number({ exclusiveMinimum: 0, exclusiveMaximum: 1 })])),
+  timeout: Type.Optional(Type.Union([Type.Literal(false), CallbackTimeoutSchema])),
+  /** Fraction (0 to 1) by which each stored ttl is shortened at random. */
+  jitter: Type.Optional(Type.Number({ minimum: 0, maximum: 1 }))
+}, { additionalProperties: false })
+
+/** OpenTelemetry traces and metrics (through `@opentelemetry/api`; nothing without an SDK). */
+export const TelemetryOptionsSchema = Type.Object({
+  /** Put the cache key on spans (`cache.key`). Off by default: keys can hold personal data. */
+  keys: Type.Optional(Type.Boolean())
+}, { additionalProperties: false })
+
 export const PlainOptionsSchema = Type.Object({
   /** Every key lives under `${prefix}:`. Default `'cache'`. */
   prefix: Type.Optional(Type.String({ pattern: NAME_PATTERN })),
@@ -102,7 +129,11 @@ export const PlainOptionsSchema = Type.Object({
   /** Bounds of the in-process store used without Redis. */
   memory: Type.Optional(MemoryStoreOptionsSchema),
   /** Defaults for every route's `config.cache`. */
-  routeDefaults: Type.Optional(RouteDefaultsSchema)
+  routeDefaults: Type.Optional(RouteDefaultsSchema),
+  /** Defaults for every `getOrSet` call: stale windows, eager refresh, timeouts, jitter. */
+  getOrSet: Type.Optional(GetOrSetDefaultsSchema),
+  /** OpenTelemetry spans and metrics; `false` turns them off even with an SDK registered. */
+  telemetry: Type.Optional(Type.Union([Type.Literal(false), TelemetryOptionsSchema]))
 })
 
 export type CompressionOptions = Static<typeof CompressionOptionsSchema>
@@ -112,4 +143,7 @@ export type LockOptions = Static<typeof LockOptionsSchema>
 export type MemoryStoreOptions = Static<typeof MemoryStoreOptionsSchema>
 export type RouteDefaults = Static<typeof RouteDefaultsSchema>
 export type Credentials = Static<typeof CredentialsSchema>
+export type CallbackTimeout = Static<typeof CallbackTimeoutSchema>
+export type GetOrSetDefaults = Static<typeof GetOrSetDefaultsSchema>
+export type TelemetryOptions = Static<typeof TelemetryOptionsSchema>
 export type PlainOptions = Static<typeof PlainOptionsSchema>

@@ -27,6 +27,9 @@ export const StatisticsSchema = Type.Object({
   invalidationsRetried: Type.Integer({ description: 'Invalidations applied on a retry, after Redis had failed them' }),
   invalidatedReads: Type.Integer({ description: 'Entries read but not served because an invalidation covers them' }),
   rateLimitFailedOpen: Type.Integer({ description: 'rateLimit calls let through because Redis could not count them' }),
+  staleOnTimeout: Type.Integer({ description: 'getOrSet callers given the stale value because the callback was slower than its timeout' }),
+  timeouts: Type.Integer({ description: 'getOrSet callers rejected with CacheTimeoutError (hard timeout, no stale value)' }),
+  eagerRefreshes: Type.Integer({ description: 'Background refreshes started because a hit was past eagerRefresh of its ttl' }),
   missingCapabilities: Type.Array(Type.String(), { description: 'What the Redis refuses (scripting, pubsub, info), each disabling a feature' }),
   namespaces: Type.Record(Type.String(), Type.Object({
     hits: Type.Integer(),

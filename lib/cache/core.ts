@@ -13,6 +13,7 @@ import type { DistributedLock, HeldLock } from '../lock'
 import type { CacheStack } from '../stack'
 import type { ClaimedRead, SyncReader } from '../stores/store'
 import type { Statistics } from '../statistics'
+import type { Telemetry } from '../telemetry'
 import type { FailurePolicy } from './failures'
 
 export interface EntryOptions {
@@ -44,6 +45,7 @@ export interface CacheCoreOptions {
   log: FastifyBaseLogger
   stamps: InvalidationStamps
   journal: InvalidationJournal
+  telemetry: Telemetry
 }
 
 export class CacheCore {
@@ -63,6 +65,8 @@ export class CacheCore {
   readonly stamps: InvalidationStamps
   /** Where invalidations go, kept and retried until Redis applies them. */
   readonly journal: InvalidationJournal
+  /** OpenTelemetry spans and metrics; `on` is false without an SDK. */
+  readonly telemetry: Telemetry
   /** A client can send any number of oversized answers: one warning every few seconds. */
   private readonly oversizedLog = new Throttle()
 
@@ -80,6 +84,7 @@ export class CacheCore {
     this.nearby = options.stack.nearby
     this.stamps = options.stamps
     this.journal = options.journal
+    this.telemetry = options.telemetry
   }
 
   /** A TTL in whole seconds, `defaultTtl` when unset, clamped to `maxTtl`. */

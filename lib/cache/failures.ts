@@ -5,6 +5,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import { type CacheError, toCacheError } from '../errors'
 import type { Statistics } from '../statistics'
+import type { Telemetry } from '../telemetry'
 import { Throttle } from '../throttled-log'
 
 export class FailurePolicy {
@@ -12,11 +13,13 @@ export class FailurePolicy {
   private readonly stats: Statistics
   private readonly log: FastifyBaseLogger
   private readonly throttle = new Throttle()
+  private readonly telemetry: Telemetry
 
-  constructor (throwOnError: boolean, stats: Statistics, log: FastifyBaseLogger) {
+  constructor (throwOnError: boolean, stats: Statistics, log: FastifyBaseLogger, telemetry: Telemetry) {
     this.throwOnError = throwOnError
     this.stats = stats
     this.log = log
+    this.telemetry = telemetry
   }
 
   /** Counts and logs a failure; throws the typed error with `throwOnError`, else returns `fallback`. */
@@ -30,6 +33,7 @@ export class FailurePolicy {
   count (err: unknown, op: string, key: string): CacheError {
     const error = toCacheError(err)
     this.stats.errors++
+    if (this.telemetry.on) this.telemetry.failed(error, op)
     const suppressed = this.throttle.pass()
     if (suppressed !== undefined) this.log.warn({ err: error, op, key, suppressed }, `fastify-redis-cache: ${op} failed: ${error.message}`)
     return error

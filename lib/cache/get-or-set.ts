@@ -1,28 +1,40 @@
 // getOrSet's read-through: the stored value when fresh, else one run of the callback (shared by
 // concurrent callers in this process, and across instances through the lock) whose result is
-// stored. Stale values are served while a refresh runs (staleWhileRevalidate) or when the
-// callback fails (staleIfError).
+// stored. Stale values are served while a refresh runs (staleWhileRevalidate), when the callback
+// fails (staleIfError) or is slower than the soft timeout; a hit past `eagerRefresh` of its ttl
+// is refreshed in the background before it expires. No caller waits past the hard timeout.
 import type { FastifyBaseLogger } from 'fastify'
-import type { GetOrSetOptions } from '../../types'
-import { callbackRequired } from '../errors'
-import { KIND_VALUE, type Envelope } from '../envelope'
+import type { GetOrSetCallback, GetOrSetOptions } from '../../types'
+import { KIND_VALUE, storedAtOf } from '../envelope'
+import { callbackRequired, CacheTimeoutError } from '../errors'
 import { Flights } from '../flights'
-import { freshness, isFreshBytes, NO_STALE, type StaleWindows } from '../freshness'
-import { validateEntryTags, validateStaleSeconds } from '../keys'
+import { freshness, isFreshBytes } from '../freshness'
+import { validateEntryTags } from '../keys'
 import type { HeldLock } from '../lock'
 import { BackgroundRefresh } from '../refresh'
+import { jittered, refreshDue, resolveResilience, type Resilience } from '../resilience'
+import { NO_REPORT, type Report } from '../telemetry'
+import { awaitWithin, Fallback } from '../timeouts'
 import type { CacheCore } from './core'
-import type { ValueReader } from './value-reader'
+import { LoadContext } from './load-context'
+import type { Decoded, ValueReader } from './value-reader'
 
 /** One getOrSet call, validated. */
 interface Load<T> {
   fullKey: string
-  callback: () => T | Promise<T>
+  callback: GetOrSetCallback<T>
   ttl: number
-  keepFor: number
   tags: readonly string[]
   compress: boolean | undefined
-  windows: StaleWindows
+  policy: Resilience
+}
+
+/** What callers joining a lookup under way share besides its result. */
+interface Shared {
+  /** The stale value callers may get on a timeout. */
+  fallback: Fallback<unknown>
+  /** Where the result came from, for the spans of every caller. */
+  outcome: Report['outcome']
 }
 
 export class GetOrSet {
@@ -30,16 +42,25 @@ export class GetOrSet {
   private readonly reader: ValueReader
   private readonly log: FastifyBaseLogger
   private readonly flights = new Flights<unknown>()
+  private readonly shared = new WeakMap<Promise<unknown>, Shared>()
   private readonly refreshes = new BackgroundRefresh()
+  private readonly defaults: Resilience
 
-  constructor (core: CacheCore, reader: ValueReader) {
+  constructor (core: CacheCore, reader: ValueReader, defaults: Resilience) {
     this.core = core
     this.reader = reader
     this.log = core.log
+    this.defaults = defaults
     core.stamps.onInvalidate((fullKeys) => this.flights.detach(fullKeys))
   }
 
-  run<T> (fullKey: string, callback: () => T | Promise<T>, opts: GetOrSetOptions | undefined): Promise<T> {
+  run<T> (fullKey: string, namespace: string, callback: GetOrSetCallback<T>, opts: GetOrSetOptions | undefined): Promise<T> {
+    const telemetry = this.core.telemetry
+    if (!telemetry.on) return this.resolve(fullKey, callback, opts, NO_REPORT)
+    return telemetry.operation('getOrSet', namespace, fullKey, (report) => this.resolve(fullKey, callback, opts, report))
+  }
+
+  private resolve<T> (fullKey: string, callback: GetOrSetCallback<T>, opts: GetOrSetOptions | undefined, report: Report): Promise<T> {
     // Not an async function: a hit from the local tier and a caller that joins a lookup under
     // way cost no promise of their own (the hot paths under concurrency).
     let load: Load<T>
@@ -48,55 +69,109 @@ export class GetOrSet {
     } catch (err) {
       return Promise.reject(err)
     }
-    if (opts?.forceRefresh === true) return this.runAndStore(load)
+    if (opts?.forceRefresh === true) {
+      report.outcome = 'miss'
+      return this.within(load, this.runAndStore(load, undefined), new Fallback())
+    }
     const hit = this.reader.localHit(fullKey)
-    if (hit !== undefined) return Promise.resolve(hit.value as T)
+    if (hit !== undefined) {
+      report.outcome = 'hit'
+      report.layer = this.core.telemetry.nearbyLayer
+      if (load.policy.eagerRefresh > 0) this.refreshEarly(load, hit)
+      return Promise.resolve(hit.value as T)
+    }
     // Concurrent callers of one key share one lookup and one callback run.
-    const running = this.flights.join(fullKey)
-    if (running !== undefined) return running as Promise<T>
-    return this.flights.run(fullKey, this.lookupOrLoad(load)) as Promise<T>
+    let running = this.flights.join(fullKey) as Promise<T> | undefined
+    if (running === undefined) {
+      const shared: Shared = { fallback: new Fallback(), outcome: undefined }
+      running = this.flights.run(fullKey, this.lookupOrLoad(load, shared)) as Promise<T>
+      this.shared.set(running, shared)
+    }
+    const shared = this.shared.get(running) as Shared
+    if (report === NO_REPORT) return this.within(load, running, shared.fallback as Fallback<T>)
+    let servedStale = false
+    return this.within(load, running, shared.fallback as Fallback<T>, () => { servedStale = true }).then((value) => {
+      report.outcome = servedStale ? 'stale' : shared.outcome
+      return value
+    })
   }
 
-  private validate<T> (fullKey: string, callback: () => T | Promise<T>, opts: GetOrSetOptions | undefined): Load<T> {
+  private validate<T> (fullKey: string, callback: GetOrSetCallback<T>, opts: GetOrSetOptions | undefined): Load<T> {
     const ttl = this.core.resolveTtl(opts?.ttl)
     const tags = opts?.tags === undefined ? [] : validateEntryTags(opts.tags)
-    const staleWhileRevalidate = validateStaleSeconds(opts?.staleWhileRevalidate, 'staleWhileRevalidate')
-    const staleIfError = validateStaleSeconds(opts?.staleIfError, 'staleIfError')
-    // The common case shares one object: this runs before every hit.
-    const windows = staleWhileRevalidate === 0 && staleIfError === 0 ? NO_STALE : { staleWhileRevalidate, staleIfError }
+    const policy = resolveResilience(opts, this.defaults)
     if (typeof callback !== 'function') throw callbackRequired('getOrSet')
-    const keepFor = ttl + Math.max(windows.staleWhileRevalidate, windows.staleIfError)
-    return { fullKey, callback, ttl, keepFor, tags, compress: opts?.compress, windows }
+    return { fullKey, callback, ttl, tags, compress: opts?.compress, policy }
+  }
+
+  /** A caller's wait for `work`, within its soft and hard timeouts. */
+  private within<T> (load: Load<T>, work: Promise<T>, fallback: Fallback<T>, servedStale?: () => void): Promise<T> {
+    const { soft, hard } = load.policy
+    if (soft === 0 && hard === 0) return work
+    return awaitWithin(work, fallback, soft, hard, () => {
+      this.core.stats.timeouts++
+      return new CacheTimeoutError(`getOrSet waited ${hard} ms for its callback, and there is no stale value to serve`, hard)
+    }, () => {
+      this.core.stats.staleOnTimeout++
+      servedStale?.()
+    })
   }
 
   /** The stored value when fresh (or stale within its windows), else the callback's. */
-  private async lookupOrLoad<T> (load: Load<T>): Promise<T> {
+  private async lookupOrLoad<T> (load: Load<T>, shared: Shared): Promise<T> {
     const lookup = await this.reader.lookup(load.fullKey)
-    const stale: { value: unknown, envelope: Envelope } | undefined = lookup.found ? lookup : undefined
+    const stale = lookup.found ? lookup : undefined
     if (stale !== undefined) {
-      const state = freshness(stale.envelope, load.windows)
-      if (state === 'fresh') return stale.value as T
+      const state = freshness(stale.envelope, load.policy.windows)
+      if (state === 'fresh') {
+        shared.outcome = 'hit'
+        if (load.policy.eagerRefresh > 0) this.refreshEarly(load, stale)
+        return stale.value as T
+      }
       if (state === 'stale-while-revalidate') {
-        this.refreshes.start(load.fullKey, () => this.load(load), (err) => {
+        shared.outcome = 'stale'
+        this.refreshes.start(load.fullKey, () => this.load(load, stale), (err) => {
           this.log.warn({ err, key: load.fullKey }, 'fastify-redis-cache: background refresh failed; the stale value stays')
         })
         return stale.value as T
       }
+      // Callers that time out get it, unless an invalidation came since.
+      if (state === 'stale-if-error') shared.fallback.found(stale.value, () => this.core.admits(load.fullKey, stale.bytes))
     }
+    shared.outcome = 'miss'
     try {
-      return await this.load(load)
+      return await this.load(load, stale)
     } catch (err) {
-      if (stale !== undefined && freshness(stale.envelope, load.windows) === 'stale-if-error') {
+      if (stale !== undefined && freshness(stale.envelope, load.policy.windows) === 'stale-if-error' && this.core.admits(load.fullKey, stale.bytes)) {
         this.log.warn({ err, key: load.fullKey }, 'fastify-redis-cache: getOrSet callback failed; serving the stale value')
+        shared.outcome = 'stale'
         return stale.value as T
       }
+      if (shared.fallback.slow) this.log.warn({ err, key: load.fullKey }, 'fastify-redis-cache: getOrSet callback failed after its callers were given the stale value')
       throw err
     }
   }
 
-  /** Runs the callback once across instances (see lock.ts) and stores its result. */
-  private async load<T> (load: Load<T>): Promise<T> {
-    const { lease, bytes } = await this.core.lock.claim(load.fullKey, isFreshBytes)
+  /**
+   * A hit past `eagerRefresh` of its ttl: refreshed in the background, once in this process
+   * (BackgroundRefresh) and once across instances (the lock).
+   */
+  private refreshEarly<T> (load: Load<T>, hit: Decoded): void {
+    if (!refreshDue(hit.envelope, load.policy.eagerRefresh)) return
+    const started = this.refreshes.start(load.fullKey, () => this.load(load, hit, hit.envelope.storedAt), (err) => {
+      this.log.warn({ err, key: load.fullKey }, 'fastify-redis-cache: eager refresh failed; the value stays until it expires')
+    })
+    if (started) this.core.stats.eagerRefreshes++
+  }
+
+  /**
+   * Runs the callback once across instances (see lock.ts) and stores its result. `replacing`:
+   * an eager refresh of the entry stored then, which only a newer entry can answer, and which
+   * is given up when another instance holds the lock (it is refreshing the entry).
+   */
+  private async load<T> (load: Load<T>, stale: Decoded | undefined, replacing?: number): Promise<T> {
+    const usable = replacing === undefined ? isFreshBytes : (bytes: Buffer) => isFreshBytes(bytes) && storedAtOf(bytes) > replacing
+    const { lease, bytes } = await this.core.lock.claim(load.fullKey, usable)
     if (lease === undefined) {
       if (bytes !== null) {
         try {
@@ -108,28 +183,34 @@ export class GetOrSet {
           this.core.failures.count(err, 'get', load.fullKey)
         }
       }
-      return this.runAndStore(load)
+      if (replacing !== undefined) return (stale as Decoded).value as T
+      return this.runAndStore(load, stale)
     }
     try {
-      return await this.runAndStore(load, lease.held)
+      return await this.runAndStore(load, stale, lease.held)
     } finally {
       // A no-op when the write let go of the lock itself.
       await lease.release()
     }
   }
 
-  private async runAndStore<T> (load: Load<T>, lock?: HeldLock): Promise<T> {
+  /** Runs the callback and stores its result as the callback's context says. */
+  private async runAndStore<T> (load: Load<T>, stale: Decoded | undefined, lock?: HeldLock): Promise<T> {
     const startedAt = Date.now()
-    const value = await load.callback()
+    const ctx = new LoadContext<T>(stale?.value as T | undefined, load.ttl, load.tags, (ttl) => this.core.resolveTtl(ttl))
+    const value = await load.callback(ctx)
     // undefined is never stored: the next call runs the callback again.
-    if (value === undefined) return value
+    if (value === undefined || ctx.skipped) return value
     let payload: Buffer
     try {
       payload = this.core.codec.serialize(value)
     } catch (err) {
       return this.core.failures.failed(err, 'set', load.fullKey, value)
     }
-    await this.core.write(load.fullKey, payload, { kind: KIND_VALUE, freshFor: load.ttl, ttl: load.keepFor, compress: load.compress, tags: load.tags, startedAt, lock })
+    const { windows, jitter } = load.policy
+    const freshFor = jittered(ctx.ttl, jitter)
+    const keepFor = freshFor + Math.max(windows.staleWhileRevalidate, windows.staleIfError)
+    await this.core.write(load.fullKey, payload, { kind: KIND_VALUE, freshFor, ttl: keepFor, compress: load.compress, tags: ctx.tags, startedAt, lock })
     return value
   }
 }

@@ -7,6 +7,7 @@ import type {
   CacheNamespaceView,
   CacheStatistics,
   FastifyCache,
+  GetOrSetCallback,
   GetOrSetOptions,
   NamespaceOption,
   RateLimitOptions,
@@ -16,7 +17,9 @@ import type {
 import { KIND_VALUE } from '../envelope'
 import { isFresh } from '../freshness'
 import { DEFAULT_NAMESPACE, validateEntryTags, validateKey, validateKeys, validateNamespace, validateTags } from '../keys'
+import type { Resilience } from '../resilience'
 import { unknownInfo } from '../stores/store'
+import { NO_REPORT, type Report } from '../telemetry'
 import type { CacheCore } from './core'
 import { GetOrSet } from './get-or-set'
 import { rateLimit } from './rate-limit'
@@ -28,23 +31,32 @@ export class CacheManager implements FastifyCache {
   private readonly reader: ValueReader
   private readonly readThrough: GetOrSet
 
-  constructor (core: CacheCore) {
+  /** `getOrSetDefaults`: the plugin's `getOrSet` option, resolved. */
+  constructor (core: CacheCore, getOrSetDefaults: Resilience) {
     this.core = core
     this.reader = new ValueReader(core)
-    this.readThrough = new GetOrSet(core, this.reader)
+    this.readThrough = new GetOrSet(core, this.reader, getOrSetDefaults)
   }
 
   redisKey (key: string, namespace?: string): string {
     return this.core.layout.entry(validateKey(key), namespace === undefined ? DEFAULT_NAMESPACE : validateNamespace(namespace))
   }
 
-  async get<T = unknown> (key: string, opts?: NamespaceOption): Promise<T | null> {
-    const lookup = await this.reader.lookup(this.redisKey(key, opts?.namespace))
-    // An entry past its ttl, kept only for getOrSet's stale serving, is not returned.
-    return lookup.found && isFresh(lookup.envelope) ? lookup.value as T : null
+  get<T = unknown> (key: string, opts?: NamespaceOption): Promise<T | null> {
+    return this.traced('get', opts?.namespace, key, async (report) => {
+      const lookup = await this.reader.lookup(this.redisKey(key, opts?.namespace))
+      // An entry past its ttl, kept only for getOrSet's stale serving, is not returned.
+      const value = lookup.found && isFresh(lookup.envelope) ? lookup.value as T : null
+      report.outcome = value === null ? 'miss' : 'hit'
+      return value
+    })
   }
 
-  async set (key: string, value: unknown, opts?: SetOptions): Promise<boolean> {
+  set (key: string, value: unknown, opts?: SetOptions): Promise<boolean> {
+    return this.traced('set', opts?.namespace, key, () => this.store(key, value, opts))
+  }
+
+  private async store (key: string, value: unknown, opts?: SetOptions): Promise<boolean> {
     const fullKey = this.redisKey(key, opts?.namespace)
     const ttl = this.core.resolveTtl(opts?.ttl)
     const tags = opts?.tags === undefined ? [] : validateEntryTags(opts.tags)
@@ -60,52 +72,60 @@ export class CacheManager implements FastifyCache {
     return this.core.write(fullKey, payload, { kind: KIND_VALUE, freshFor: ttl, ttl, compress: opts?.compress, tags, startedAt })
   }
 
-  async delete (keys: string | string[], opts?: NamespaceOption): Promise<number> {
-    const fullKeys = validateKeys(keys).map((key) => this.redisKey(key, opts?.namespace))
-    return this.removed(fullKeys.length === 0 ? 0 : this.core.journal.delete(fullKeys), 'delete', fullKeys[0])
+  delete (keys: string | string[], opts?: NamespaceOption): Promise<number> {
+    return this.traced('delete', opts?.namespace, keyOf(keys), async () => {
+      const fullKeys = validateKeys(keys).map((key) => this.redisKey(key, opts?.namespace))
+      return this.removed(fullKeys.length === 0 ? 0 : this.core.journal.delete(fullKeys), 'delete', fullKeys[0])
+    })
   }
 
-  async exists (keys: string | string[], opts?: NamespaceOption): Promise<number> {
-    const fullKeys = validateKeys(keys).map((key) => this.redisKey(key, opts?.namespace))
-    if (fullKeys.length === 0) return 0
-    try {
-      return await this.core.stack.entries.exists(fullKeys)
-    } catch (err) {
-      return this.core.failures.failed(err, 'exists', fullKeys[0], 0)
-    }
+  exists (keys: string | string[], opts?: NamespaceOption): Promise<number> {
+    return this.traced('exists', opts?.namespace, keyOf(keys), async () => {
+      const fullKeys = validateKeys(keys).map((key) => this.redisKey(key, opts?.namespace))
+      if (fullKeys.length === 0) return 0
+      try {
+        return await this.core.stack.entries.exists(fullKeys)
+      } catch (err) {
+        return this.core.failures.failed(err, 'exists', fullKeys[0], 0)
+      }
+    })
   }
 
-  getOrSet<T> (key: string, callback: () => T | Promise<T>, opts?: GetOrSetOptions): Promise<T> {
+  getOrSet<T> (key: string, callback: GetOrSetCallback<T>, opts?: GetOrSetOptions): Promise<T> {
     let fullKey: string
     try {
       fullKey = this.redisKey(key, opts?.namespace)
     } catch (err) {
       return Promise.reject(err)
     }
-    return this.readThrough.run(fullKey, callback, opts)
+    return this.readThrough.run(fullKey, opts?.namespace ?? DEFAULT_NAMESPACE, callback, opts)
   }
 
-  async expire (key: string, seconds: number, opts?: NamespaceOption): Promise<boolean> {
-    const fullKey = this.redisKey(key, opts?.namespace)
-    const ttl = this.core.resolveTtl(seconds)
-    try {
-      return await this.core.stack.entries.expire(fullKey, ttl)
-    } catch (err) {
-      return this.core.failures.failed(err, 'expire', fullKey, false)
-    }
+  expire (key: string, seconds: number, opts?: NamespaceOption): Promise<boolean> {
+    return this.traced('expire', opts?.namespace, key, async () => {
+      const fullKey = this.redisKey(key, opts?.namespace)
+      const ttl = this.core.resolveTtl(seconds)
+      try {
+        return await this.core.stack.entries.expire(fullKey, ttl)
+      } catch (err) {
+        return this.core.failures.failed(err, 'expire', fullKey, false)
+      }
+    })
   }
 
-  async ttl (key: string, opts?: NamespaceOption): Promise<number> {
-    const fullKey = this.redisKey(key, opts?.namespace)
-    try {
-      return await this.core.stack.entries.ttl(fullKey)
-    } catch (err) {
-      return this.core.failures.failed(err, 'ttl', fullKey, -2)
-    }
+  ttl (key: string, opts?: NamespaceOption): Promise<number> {
+    return this.traced('ttl', opts?.namespace, key, async () => {
+      const fullKey = this.redisKey(key, opts?.namespace)
+      try {
+        return await this.core.stack.entries.ttl(fullKey)
+      } catch (err) {
+        return this.core.failures.failed(err, 'ttl', fullKey, -2)
+      }
+    })
   }
 
-  async clear (namespace?: string): Promise<number> {
-    return this.clearEntries(namespace, this.core.failures.throwOnError)
+  clear (namespace?: string): Promise<number> {
+    return this.traced('clear', namespace, undefined, () => this.clearEntries(namespace, this.core.failures.throwOnError))
   }
 
   /** `clear` with its own failure policy: the management route reports a failed clear as such. */
@@ -114,9 +134,11 @@ export class CacheManager implements FastifyCache {
     return this.removed(this.core.journal.clear(namespace), 'clear', this.core.layout.pattern(namespace), throwOnError)
   }
 
-  async invalidateTags (tags: string | string[]): Promise<number> {
-    const list = validateTags(tags)
-    return this.removed(this.core.journal.invalidateTags(list), 'invalidateTags', list.join(','))
+  invalidateTags (tags: string | string[]): Promise<number> {
+    return this.traced('invalidateTags', undefined, undefined, async () => {
+      const list = validateTags(tags)
+      return this.removed(this.core.journal.invalidateTags(list), 'invalidateTags', list.join(','))
+    })
   }
 
   async ping (): Promise<boolean> {
@@ -179,6 +201,13 @@ export class CacheManager implements FastifyCache {
     }
   }
 
+  /** Runs an operation in its span when telemetry is on (namespace unset: the default one). */
+  private traced<R> (op: string, namespace: string | undefined, key: string | undefined, work: (report: Report) => Promise<R>): Promise<R> {
+    const telemetry = this.core.telemetry
+    if (!telemetry.on) return work(NO_REPORT)
+    return telemetry.operation(op, namespace ?? DEFAULT_NAMESPACE, key, work)
+  }
+
   private async removed (work: Promise<number> | number, op: string, key: string, throwOnError = this.core.failures.throwOnError): Promise<number> {
     try {
       const count = await work
@@ -188,4 +217,10 @@ export class CacheManager implements FastifyCache {
       return this.core.failures.failed(err, op, key, 0, throwOnError)
     }
   }
+}
+
+/** The key a span may name for an operation on one or more keys: the first. */
+function keyOf (keys: unknown): string | undefined {
+  const key: unknown = Array.isArray(keys) ? keys[0] : keys
+  return typeof key === 'string' ? key : undefined
 }

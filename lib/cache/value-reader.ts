@@ -5,14 +5,19 @@ import { isFresh } from '../freshness'
 import { VALID } from '../invalidation/stamps'
 import type { CacheCore } from './core'
 
-export type Lookup = { found: true, value: unknown, envelope: Envelope } | { found: false }
+/** A value read back, with its envelope and the bytes it came from. */
+export interface Found { found: true, value: unknown, envelope: Envelope, bytes: Buffer }
+export type Lookup = Found | { found: false }
+
+/** A value decoded once, for as long as the local tier hands out its bytes. */
+export interface Decoded { value: unknown, envelope: Envelope }
 const MISS: Lookup = { found: false }
 
 export class ValueReader {
   private readonly core: CacheCore
   // The local tier and the memory store hand out the same Buffer on every hit: it is deserialized
   // once. Their values are therefore shared between callers, as in any in-process cache.
-  private readonly decoded = new WeakMap<Buffer, { value: unknown, envelope: Envelope }>()
+  private readonly decoded = new WeakMap<Buffer, Decoded>()
 
   constructor (core: CacheCore) {
     this.core = core
@@ -22,7 +27,7 @@ export class ValueReader {
    * A fresh value held in this process (local tier, memory store) and already decoded, without a promise or a lookup:
    * the hot path of getOrSet. Undefined sends the caller down the full lookup.
    */
-  localHit (fullKey: string): { value: unknown } | undefined {
+  localHit (fullKey: string): Decoded | undefined {
     const bytes = this.core.nearby?.get(fullKey)
     if (bytes === undefined) return undefined
     const decoded = this.decoded.get(bytes)
@@ -70,6 +75,6 @@ export class ValueReader {
     }
     if (isFresh(decoded.envelope)) core.stats.hits++
     else core.stats.misses++
-    return { found: true, ...decoded }
+    return { found: true, value: decoded.value, envelope: decoded.envelope, bytes }
   }
 }

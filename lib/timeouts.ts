@@ -1,0 +1,71 @@
+// Waiting for work with a soft and a hard timeout, for getOrSet and route caching alike. The
+// work is never cancelled: a caller that stops waiting leaves it running, and it still stores
+// its result. What a caller can be given instead is the stale value the work will replace.
+
+/** The stale value a caller may be given instead of the work's result, as known so far. */
+export class Fallback<T> {
+  /** Set once any caller stopped waiting on its soft timeout: later callers do not wait at all. */
+  slow = false
+  /** Callers whose soft timeout passed before the stale value was known. */
+  private waiting: Array<() => void> | undefined
+  private value: { value: T } | undefined
+  /** Whether the stale value may still be served (an invalidation may have come since). */
+  private usable: () => boolean = () => true
+
+  /** The stale value, found: callers whose soft timeout passed get it now. */
+  found (value: T, usable: () => boolean): void {
+    this.value = { value }
+    this.usable = usable
+    const waiting = this.waiting
+    this.waiting = undefined
+    if (waiting !== undefined) for (const serve of waiting) serve()
+  }
+
+  /** The stale value when there is one that may be served. */
+  current (): { value: T } | undefined {
+    return this.value !== undefined && this.usable() ? this.value : undefined
+  }
+
+  /** Calls `serve` once the stale value is found. */
+  whenFound (serve: () => void): void {
+    (this.waiting ??= []).push(serve)
+  }
+}
+
+/**
+ * The work's result, or the stale value once `soft` ms have passed (when there is one), or, past
+ * `hard` ms, the stale value or the error `timedOut` makes. 0: no such timeout. `servedStale`
+ * hears of a caller given the stale value.
+ */
+export function awaitWithin<T> (work: Promise<T>, fallback: Fallback<T>, soft: number, hard: number, timedOut: () => Error, servedStale: () => void): Promise<T> {
+  if (soft > 0 && fallback.slow) {
+    const stale = fallback.current()
+    if (stale !== undefined) {
+      servedStale()
+      return Promise.resolve(stale.value)
+    }
+  }
+  return new Promise<T>((resolve, reject) => {
+    let settled = false
+    let softTimer: NodeJS.Timeout | undefined
+    let hardTimer: NodeJS.Timeout | undefined
+    const settle = (): boolean => {
+      if (settled) return false
+      settled = true
+      clearTimeout(softTimer)
+      clearTimeout(hardTimer)
+      return true
+    }
+    const serveStale = (): boolean => {
+      const stale = fallback.current()
+      if (stale === undefined || !settle()) return false
+      fallback.slow = true
+      servedStale()
+      resolve(stale.value)
+      return true
+    }
+    work.then((value) => { if (settle()) resolve(value) }, (err: unknown) => { if (settle()) reject(err) })
+    if (soft > 0) softTimer = setTimeout(() => { if (!serveStale()) fallback.whenFound(serveStale) }, soft)
+    if (hard > 0) hardTimer = setTimeout(() => { if (!serveStale() && settle()) reject(timedOut()) }, hard)
+  })
+}
