@@ -26,8 +26,10 @@ const COLLAPSE_WAIT_MS = 5000
 export function makeLookup (cache: RouteCache, route: CompiledRoute): onRequestHookHandler & preHandlerHookHandler {
   // Callback style, so a hit from the local tier is answered synchronously: no promise and no
   // microtask on the fastest path. Fastify ignores done() once a hook has replied.
+  const traced = cache.core.telemetry.on
+  const namespace = route.namespace
   return function answerFromCache (request, reply, done) {
-    const state: RequestState = { outcome: 'MISS', answered: false, untyped: false, status: 'fwd=uri-miss', fullKey: '', field: undefined, entryId: '', stale: null, flight: null, lease: null, startedAt: 0, revalidation: null, range: undefined }
+    const state: RequestState = { outcome: 'MISS', answered: false, untyped: false, status: 'fwd=uri-miss', fullKey: '', field: undefined, entryId: '', stale: null, flight: null, lease: null, startedAt: 0, revalidation: null, range: undefined, namespace, lookedUpAt: traced ? Date.now() : 0 }
     request[kState] = state
     const refusal = whyNotCached(cache, route, request, state)
     if (refusal !== null) {

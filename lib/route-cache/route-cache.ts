@@ -20,6 +20,8 @@ import { restoreConditionals } from './revalidation'
 import { acceptsGzip, ageOf, appendVary, CACHE_NAME, keepPrivate } from './replay'
 import { kState, type Outcome, type RequestState } from './state'
 
+const OUTCOMES = { HIT: 'hit', MISS: 'miss', STALE: 'stale', BYPASS: 'bypass' } as const
+
 /** What busts go through: the public methods, so namespaces and tags are handled as for users. */
 export type CacheBusting = Pick<FastifyCache, 'delete' | 'invalidateTags' | 'clear'>
 
@@ -203,10 +205,14 @@ export class RouteCache {
     this.announce(request, reply, outcome, `${CACHE_NAME}; ${status}`)
   }
 
-  /** Sets X-Cache and the whole Cache-Status value, and logs the decision when debugging. */
+  /** Sets X-Cache and the whole Cache-Status value, and logs and traces the decision. */
   announce (request: FastifyRequest, reply: FastifyReply, outcome: Outcome, cacheStatus: string): void {
     reply.header('x-cache', outcome)
     reply.header('cache-status', cacheStatus)
     if (this.debug) this.log.debug({ url: request.url, key: request[kState]?.fullKey, outcome, status: cacheStatus }, 'fastify-redis-cache: route cache decision')
+    if (this.core.telemetry.on) {
+      const state = request[kState]
+      this.core.telemetry.decision(state?.namespace, state?.fullKey, OUTCOMES[outcome], cacheStatus, state === null ? Date.now() : state.lookedUpAt)
+    }
   }
 }

@@ -34,6 +34,10 @@ export interface RequestState {
   revalidation: ClientConditionals | null
   /** A Range answered from the whole response (freshness: 'response'), taken off the request. */
   range: string | undefined
+  /** The route's namespace, for telemetry. */
+  namespace: string
+  /** When the lookup began (ms since the epoch), when telemetry is on: the decision's span. */
+  lookedUpAt: number
 }
 
 export interface ClientConditionals {
