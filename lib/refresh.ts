@@ -2,7 +2,8 @@
 // served stale is refreshed once at a time, however many requests see it stale meanwhile.
 
 export class BackgroundRefresh {
-  private readonly running = new Set<string>()
+  /** The refreshes under way; each settles (never rejects) when its work is done. */
+  private readonly running = new Map<string, Promise<void>>()
 
   /**
    * Starts `work` for `id` unless a refresh of `id` is under way; `failed` hears of its failure.
@@ -10,10 +11,15 @@ export class BackgroundRefresh {
    */
   start (id: string, work: () => Promise<unknown>, failed: (err: unknown) => void): boolean {
     if (this.running.has(id)) return false
-    this.running.add(id)
-    work()
-      .catch(failed)
+    const done = work()
+      .then(() => {}, failed)
       .finally(() => this.running.delete(id))
+    this.running.set(id, done)
     return true
+  }
+
+  /** The refresh of `id` under way, settling when it is done. */
+  get (id: string): Promise<void> | undefined {
+    return this.running.get(id)
   }
 }

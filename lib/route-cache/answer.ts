@@ -5,6 +5,8 @@
 import type { FastifyReply, FastifyRequest, onRequestHookHandler, preHandlerHookHandler } from 'fastify'
 import { freshness, isFresh, isFreshBytes, secondsLeft } from '../freshness'
 import type { HeldLock } from '../lock'
+import { refreshDue } from '../resilience'
+import { awaitWithin, Fallback } from '../timeouts'
 import type { CompiledRoute } from './compile'
 import type { HttpEntry } from './http-entry'
 import { acceptsGzip, CACHE_NAME, COLLAPSED_STATUS, hitStatus } from './replay'
@@ -106,11 +108,13 @@ function answerFromEntry (cache: RouteCache, route: CompiledRoute, request: Fast
     case 'fresh':
       if (cache.sendEntry(request, reply, entry, 'HIT', hitStatus(entry, secondsLeft(entry.envelope, now)), now) === undefined) return false
       cache.countHit(route, bytes.length)
+      // A hot entry is refreshed before it expires: no request ever waits for its handler.
+      if (route.eagerRefresh > 0 && refreshDue(entry.envelope, route.eagerRefresh, now)) cache.refreshEarly(request, state.entryId, entry.envelope.storedAt)
       return true
     case 'stale-while-revalidate':
       if (cache.sendEntry(request, reply, entry, 'STALE', `${CACHE_NAME}; hit; fwd=stale; ttl=${secondsLeft(entry.envelope, now)}`, now) === undefined) return false
       cache.countHit(route, bytes.length)
-      cache.refreshInBackground(request, state.entryId)
+      cache.refreshInBackground(request, state.entryId, entry.envelope.storedAt)
       return true
     default:
       // Kept whether or not it is still within staleIfError: onSend decides once the handler
@@ -152,6 +156,14 @@ async function lookUp (cache: RouteCache, route: CompiledRoute, request: Fastify
       // A read that took the lock found the entry past its staleWhileRevalidate: never answered.
       if (answerFromEntry(cache, route, request, reply, state, bytes)) return
     }
+    if (route.softTimeout > 0 && state.stale !== null && request.method === 'GET') {
+      if (lock) {
+        // The refresh takes the lock itself.
+        core.lock.abandon(lock)
+        lock = undefined
+      }
+      if (await answerWithinSoftTimeout(cache, route, request, reply, state, state.stale)) return
+    }
   }
   core.stats.misses++
   core.stats.namespaceMiss(route.namespace)
@@ -178,7 +190,8 @@ async function lookUp (cache: RouteCache, route: CompiledRoute, request: Fastify
   // listener on misses only: hits pay nothing for it.
   reply.raw.once('close', () => { if (reply.sent) releaseFlight(state) })
   // Other instances may be fetching the same entry: one of them runs the handler.
-  const claim = lock === undefined ? await core.lock.claim(state.fullKey, isFreshBytes, state.field) : await core.lock.claimed(lock, state.fullKey, isFreshBytes, state.field)
+  const usable = cache.usable(state.entryId)
+  const claim = lock === undefined ? await core.lock.claim(state.fullKey, usable, state.field) : await core.lock.claimed(lock, state.fullKey, usable, state.field)
   if (claim.lease !== undefined) {
     state.lease = claim.lease
     return
@@ -206,6 +219,50 @@ function selects (request: FastifyRequest, entry: HttpEntry): boolean {
  */
 function shareable (route: CompiledRoute, request: FastifyRequest, entry: HttpEntry): boolean {
   return selects(request, entry) && (!route.byResponse || isFresh(entry.envelope))
+}
+
+/**
+ * A miss that found an expired entry within staleIfError, on a route with a soft timeout: the
+ * handler runs in a background refresh (the same request, replayed); this request is answered
+ * from its result if it lands within the timeout, else from the stale entry while the handler
+ * finishes and stores its response. False when neither answered it (the refresh could not
+ * start, or stored nothing fresh in time): then the request runs the handler itself.
+ */
+async function answerWithinSoftTimeout (cache: RouteCache, route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, state: RequestState, stale: HttpEntry): Promise<boolean> {
+  if (freshness(stale.envelope, route.windows) !== 'stale-if-error') return false
+  const refreshing = cache.refreshInBackground(request, state.entryId, stale.envelope.storedAt)
+  if (refreshing === undefined) return false
+  const fallback = new Fallback<HttpEntry | null>()
+  // Not served if an invalidation came since it was read.
+  fallback.found(stale, () => cache.core.admits(state.fullKey, stale.stored))
+  let servedStale = false
+  await awaitWithin(refreshing.then(() => null), fallback, route.softTimeout, 0, noHardTimeout, () => { servedStale = true })
+  if (servedStale) {
+    const now = Date.now()
+    if (cache.sendEntry(request, reply, stale, 'STALE', `${CACHE_NAME}; hit; fwd=stale; detail=timeout; ttl=${secondsLeft(stale.envelope, now)}`, now) === undefined) return false
+    cache.countHit(route, stale.stored.length)
+    cache.core.stats.staleOnTimeout++
+    return true
+  }
+  // The refresh finished in time: its entry, if it stored one.
+  let bytes: Buffer | null = null
+  try {
+    bytes = await cache.core.read(state.fullKey, state.field)
+  /* c8 ignore next 4: Redis failing right after the refresh wrote: the request goes on as a miss */
+  } catch (err) {
+    cache.core.failures.count(err, 'get', state.fullKey)
+    return false
+  }
+  if (bytes === null || !isFreshBytes(bytes)) return false
+  await cache.core.learn(bytes)
+  const entry = cache.readEntry(bytes, state, route)
+  if (entry === null) return false
+  return cache.sendEntry(request, reply, entry, 'MISS', COLLAPSED_STATUS, Date.now()) !== undefined
+}
+
+/* c8 ignore next 3: routes have no hard timeout */
+function noHardTimeout (): Error {
+  return new Error('no hard timeout')
 }
 
 // Settles the flight and releases the lock of a reply that never reached onSend (after onSend

@@ -6,6 +6,7 @@ import type { CacheCore } from '../cache/core'
 import { CacheConfigError } from '../errors'
 import type { StaleWindows } from '../freshness'
 import { DEFAULT_NAMESPACE, toKey, validateEntryTags, validateNamespace, validateStaleSeconds, validateTags } from '../keys'
+import { validateEagerRefresh, validateTimeout } from '../resilience'
 import { RecentShare } from './recent-share'
 import { constraintKey, type UrlKeys } from './request-key'
 
@@ -21,6 +22,10 @@ export interface CompiledRoute {
   /** How long the store keeps an entry: `ttl` plus the longer stale window. */
   keepFor: number
   windows: StaleWindows
+  /** Fraction of `ttl` after which a hit refreshes the entry in the background; 0: never. */
+  eagerRefresh: number
+  /** Milliseconds a miss with an entry within staleIfError waits for the handler; 0: no limit. */
+  softTimeout: number
   key: RouteCacheOptions['key']
   tags: RouteCacheOptions['tags']
   vary: string[]
@@ -93,6 +98,8 @@ export function compileRoute (options: RouteCacheOptions, context: RouteContext,
   if (freshness !== 'route' && freshness !== 'response') throw invalid(what, "freshness must be 'route' or 'response'")
   const tagHeader = options.tagHeader ?? (freshness === 'response' ? 'cache-tag' : false)
   if (tagHeader !== false && (typeof tagHeader !== 'string' || !HEADER_NAME.test(tagHeader))) throw invalid(what, 'tagHeader must be a header name or false')
+  const eagerRefresh = options.eagerRefresh === undefined ? 0 : check(what, () => validateEagerRefresh(options.eagerRefresh))
+  const softTimeout = compileSoftTimeout(options.timeout, windows, what)
   return {
     namespace,
     keyPrefix: core.layout.entry('', namespace),
@@ -101,6 +108,8 @@ export function compileRoute (options: RouteCacheOptions, context: RouteContext,
     ttl,
     keepFor: ttl + Math.max(windows.staleWhileRevalidate, windows.staleIfError),
     windows,
+    eagerRefresh,
+    softTimeout,
     key: options.key,
     tags: options.tags,
     vary: vary.map((h) => h.toLowerCase()),
@@ -114,6 +123,16 @@ export function compileRoute (options: RouteCacheOptions, context: RouteContext,
     byResponse: freshness === 'response',
     tagHeader: tagHeader === false ? undefined : tagHeader.toLowerCase()
   }
+}
+
+/** A route's `timeout`: `soft` only (the handler of a request is never abandoned). */
+function compileSoftTimeout (timeout: RouteCacheOptions['timeout'], windows: StaleWindows, what: string): number {
+  if (timeout === undefined) return 0
+  if (typeof timeout === 'object' && timeout !== null && 'hard' in timeout) throw invalid(what, 'timeout takes soft only on routes: a request always gets its handler\'s answer or a stale entry')
+  const { soft } = check(what, () => validateTimeout(timeout))
+  // The soft timeout serves the expired entry kept for staleIfError: without one it never applies.
+  if (soft > 0 && windows.staleIfError === 0) throw invalid(what, 'timeout.soft needs staleIfError: it serves the entry kept for it')
+  return soft
 }
 
 const CREDENTIALS: readonly Credentials[] = ['bypass', 'shared', 'per-user']

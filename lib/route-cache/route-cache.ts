@@ -7,9 +7,10 @@ import type { TLSSocket } from 'node:tls'
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { FastifyCache } from '../../types'
 import type { CacheCore } from '../cache/core'
-import { ENCODING_GZIP } from '../envelope'
+import { ENCODING_GZIP, storedAtOf } from '../envelope'
 import { CacheDeserializationError } from '../errors'
 import { Flights } from '../flights'
+import { isFreshBytes } from '../freshness'
 import { BackgroundRefresh } from '../refresh'
 import { Throttle } from '../throttled-log'
 import type { CompiledRoute } from './compile'
@@ -49,6 +50,8 @@ export class RouteCache {
   private readonly fastify: FastifyInstance
   /** Entries being refreshed in the background, so each is refreshed once at a time. */
   private readonly refreshes = new BackgroundRefresh()
+  /** Entries being refreshed in the background: when the entry they replace was stored. */
+  private readonly replacing = new Map<string, number>()
   private readonly decoded = new DecodedEntries(DECODED_MAX_BYTES)
   /**
    * Entries read from a layer in this process (the local tier, the memory store), by the Buffer
@@ -111,9 +114,11 @@ export class RouteCache {
   /**
    * Replays the request in-process, from the client's address and with its headers, so that the
    * route's hooks judge it as they judged the client and the handler's response is stored. Only
-   * the validators are left out: the refresh needs the whole response, not a 304.
+   * the validators are left out: the refresh needs the whole response, not a 304. `replacing`:
+   * when the entry being refreshed was stored; only a newer one ends the refresh. Returns the
+   * refresh under way (this one or one started before), or undefined when there is none.
    */
-  refreshInBackground (request: FastifyRequest, entryId: string): void {
+  refreshInBackground (request: FastifyRequest, entryId: string, replacing: number): Promise<void> | undefined {
     // Only a request the replay can repeat faithfully is refreshed. A socket that is gone has no
     // address any more, and light-my-request would then send from 127.0.0.1 (a client could
     // close its connection to be taken for the loopback); without a Host header (HTTP/1.0,
@@ -121,13 +126,33 @@ export class RouteCache {
     // it cannot imitate (`request.protocol` would say http). The stale entry then stays until it
     // expires, and the next miss refreshes it.
     const remoteAddress = request.socket.remoteAddress
-    if (remoteAddress === undefined || request.headers.host === undefined || (request.socket as TLSSocket).encrypted === true) return
+    if (remoteAddress === undefined || request.headers.host === undefined || (request.socket as TLSSocket).encrypted === true) return undefined
     this.refreshes.start(entryId, () => {
       const headers = { ...request.headers }
       delete headers['if-none-match']
       delete headers['if-modified-since']
+      this.replacing.set(entryId, replacing)
       return this.fastify.inject({ method: 'GET', url: request.url, headers, remoteAddress, Request: RefreshRequest })
+        .finally(() => this.replacing.delete(entryId))
     }, (err) => this.log.warn({ err, url: request.url }, 'fastify-redis-cache: background refresh failed'))
+    return this.refreshes.get(entryId)
+  }
+
+  /** A hit past the route's `eagerRefresh`: refreshed in the background, once at a time. */
+  refreshEarly (request: FastifyRequest, entryId: string, replacing: number): void {
+    if (this.refreshes.get(entryId) !== undefined) return
+    if (this.refreshInBackground(request, entryId, replacing) !== undefined) this.core.stats.eagerRefreshes++
+  }
+
+  /**
+   * What a request that fetches an entry accepts as the result another instance stored: a fresh
+   * entry, and for a background refresh one newer than the entry it replaces (under eager
+   * refresh that one is still fresh).
+   */
+  usable (entryId: string): (bytes: Buffer) => boolean {
+    const replacing = this.replacing.get(entryId)
+    if (replacing === undefined) return isFreshBytes
+    return (bytes) => isFreshBytes(bytes) && storedAtOf(bytes) > replacing
   }
 
   /**

@@ -1,0 +1,171 @@
+// Cached routes with eager refresh and a soft timeout, against a real Redis, sharing getOrSet's
+// implementation: a hit past `eagerRefresh` of the ttl answers at once and refreshes the entry in
+// the background; a miss that finds an expired entry within staleIfError is answered from it once
+// the handler has run `timeout.soft` ms, while the handler finishes and stores its response.
+// Handlers wait on promises the test resolves: assertions are about order, never durations.
+import t from 'tap'
+import type { FastifyInstance } from 'fastify'
+import { until } from './helpers/app'
+import { onRedis, routeApp, sharedRedis } from './helpers/route-app'
+
+const redis = sharedRedis(t)
+
+/** Moves Date.now forward for one test; timers keep real time. */
+function clock (t: tap.Test): { advance: (seconds: number) => void } {
+  const realNow = Date.now
+  let offset = 0
+  Date.now = () => realNow() + offset
+  t.teardown(() => { Date.now = realNow })
+  return { advance: (seconds) => { offset += seconds * 1000 } }
+}
+
+/** A handler whose runs wait for the test to release them (`open` lets every later run through). */
+function gatedHandler (): { handler: () => Promise<{ version: number }>, runs: () => number, release: () => void, open: () => void } {
+  let runs = 0
+  let opened = false
+  const waiting: Array<() => void> = []
+  return {
+    handler: async () => {
+      const version = ++runs
+      if (!opened) await new Promise<void>((resolve) => { waiting.push(resolve) })
+      return { version }
+    },
+    runs: () => runs,
+    release: () => { (waiting.shift() as () => void)() },
+    open: () => {
+      opened = true
+      for (const resolve of waiting.splice(0)) resolve()
+    }
+  }
+}
+
+t.test('eager refresh: hits past the threshold answer at once and refresh once', async (t) => {
+  const time = clock(t)
+  const gate = gatedHandler()
+  const { app, cache } = await routeApp(t, onRedis(await redis()), (app: FastifyInstance) => {
+    app.get('/hot', { config: { cache: { ttl: 10, eagerRefresh: 0.5 } } }, gate.handler)
+  })
+  const first = app.inject('/hot')
+  await until(() => gate.runs() === 1, 5000, 'the first run')
+  gate.release()
+  t.equal((await first).headers['x-cache'], 'MISS')
+  await until(async () => (await app.inject('/hot')).headers['x-cache'] === 'HIT', 5000, 'the stored entry')
+
+  time.advance(3)
+  t.equal((await app.inject('/hot')).headers['x-cache'], 'HIT')
+  t.equal(gate.runs(), 1, 'before the threshold: a plain hit')
+
+  time.advance(3)
+  // The refresh is held by the gate: every request is answered from the entry meanwhile.
+  const responses = await Promise.all(Array.from({ length: 6 }, () => app.inject('/hot')))
+  t.same(responses.map((r) => r.headers['x-cache']), Array(6).fill('HIT'), 'every request a hit')
+  t.same(responses.map((r) => r.json()), Array(6).fill({ version: 1 }))
+  await until(() => gate.runs() === 2, 5000, 'the background refresh')
+  t.equal((await app.inject('/hot')).headers['x-cache'], 'HIT', 'still a hit while it runs')
+  gate.release()
+  await until(async () => (await app.inject('/hot')).json().version === 2, 5000, 'the refreshed entry')
+  t.equal(gate.runs(), 2, 'the handler ran once for the refresh')
+  t.equal(cache.getStatistics().eagerRefreshes, 1)
+})
+
+t.test('eager refresh across two instances: one of them runs the handler', async (t) => {
+  const time = clock(t)
+  const server = await redis()
+  const prefix = `eager${process.pid}`
+  const gate = gatedHandler()
+  const declare = (app: FastifyInstance): void => {
+    app.get('/shared', { config: { cache: { ttl: 10, eagerRefresh: 0.5 } } }, gate.handler)
+  }
+  const a = await routeApp(t, onRedis(server, { prefix }), declare)
+  const b = await routeApp(t, onRedis(server, { prefix }), declare)
+  const first = a.app.inject('/shared')
+  await until(() => gate.runs() === 1, 5000, 'the first handler run')
+  gate.release()
+  t.equal((await first).headers['x-cache'], 'MISS')
+  await until(async () => (await b.app.inject('/shared')).headers['x-cache'] === 'HIT', 5000, 'the entry on b')
+
+  time.advance(6)
+  t.equal((await a.app.inject('/shared')).headers['x-cache'], 'HIT')
+  await until(() => gate.runs() === 2, 5000, 'a refreshes')
+  // b's refresh finds a holding the lock and waits for its entry instead of running the handler.
+  t.equal((await b.app.inject('/shared')).headers['x-cache'], 'HIT')
+  gate.release()
+  await until(async () => (await b.app.inject('/shared')).json().version === 2, 5000, 'the refreshed entry on b')
+  t.equal(gate.runs(), 2, 'the handler ran once for both instances')
+})
+
+t.test('soft timeout: a slow handler with an entry within staleIfError answers STALE, then stores', async (t) => {
+  const time = clock(t)
+  const gate = gatedHandler()
+  const { app, cache } = await routeApp(t, onRedis(await redis()), (app: FastifyInstance) => {
+    app.get('/slow', { config: { cache: { ttl: 10, staleIfError: 60, timeout: { soft: 20 } } } }, gate.handler)
+  })
+  const first = app.inject('/slow')
+  await until(() => gate.runs() === 1, 5000, 'the first run')
+  gate.release()
+  t.equal((await first).headers['x-cache'], 'MISS')
+  await until(async () => (await app.inject('/slow')).headers['x-cache'] === 'HIT', 5000, 'the stored entry')
+
+  time.advance(11)
+  const order: string[] = []
+  const stale = await app.inject('/slow')
+  order.push('answered')
+  t.equal(stale.headers['x-cache'], 'STALE')
+  t.match(stale.headers['cache-status'], /fwd=stale; detail=timeout/)
+  t.same(stale.json(), { version: 1 })
+  t.equal(gate.runs(), 2, 'the handler is running, in the background')
+  t.equal((await app.inject('/slow')).headers['x-cache'], 'STALE', 'a second request too')
+  t.equal(gate.runs(), 2, 'without a second run')
+  order.push('handler done')
+  gate.release()
+  await until(async () => (await app.inject('/slow')).headers['x-cache'] === 'HIT', 5000, 'the new entry')
+  t.same((await app.inject('/slow')).json(), { version: 2 }, 'the background handler\'s response was stored')
+  t.same(order, ['answered', 'handler done'])
+  t.equal(cache.getStatistics().staleOnTimeout, 2)
+})
+
+t.test('soft timeout: a handler within the timeout answers with its own response', async (t) => {
+  const time = clock(t)
+  const gate = gatedHandler()
+  gate.open()
+  let failing = 0
+  const { app } = await routeApp(t, onRedis(await redis()), (app: FastifyInstance) => {
+    app.get('/quick', { config: { cache: { ttl: 10, staleIfError: 60, timeout: { soft: 5000 } } } }, gate.handler)
+    app.get('/fails', { config: { cache: { ttl: 10, staleIfError: 60, timeout: { soft: 5000 } } } }, async (_request, reply) => {
+      if (++failing > 1) return reply.code(500).send({ down: true })
+      return { ok: true }
+    })
+  })
+  await app.inject('/quick')
+  await until(async () => (await app.inject('/quick')).headers['x-cache'] === 'HIT', 5000, 'stored')
+  time.advance(11)
+  const fresh = await app.inject('/quick')
+  t.equal(fresh.headers['x-cache'], 'MISS')
+  t.same(fresh.json(), { version: 2 }, 'the refreshed response')
+
+  // The background run fails: the request runs the handler itself, and staleIfError answers.
+  await app.inject('/fails')
+  await until(async () => (await app.inject('/fails')).headers['x-cache'] === 'HIT', 5000, 'stored')
+  time.advance(11)
+  const before = failing
+  const failed = await app.inject('/fails')
+  t.equal(failed.headers['x-cache'], 'STALE')
+  t.equal(failing - before, 2, 'the background run and the request\'s own')
+  t.match(failed.headers['cache-status'], /detail=error/)
+})
+
+t.test('route options: eagerRefresh and timeout are validated at registration', async (t) => {
+  const server = await redis()
+  const bad = [
+    { eagerRefresh: 1 }, { eagerRefresh: 'soon' }, { timeout: { soft: 0 }, staleIfError: 5 },
+    { timeout: { hard: 100 }, staleIfError: 5 }, { timeout: { soft: 10 } }, { timeout: 'fast' }
+  ]
+  for (const options of bad) {
+    await t.rejects(routeApp(t, onRedis(server), (app: FastifyInstance) => {
+      app.get('/x', { config: { cache: { ttl: 10, ...options } as never } }, async () => 'x')
+    }), { name: 'CacheConfigError', message: /config\.cache of GET \/x/ }, JSON.stringify(options))
+  }
+  await routeApp(t, onRedis(server), (app: FastifyInstance) => {
+    app.get('/ok', { config: { cache: { ttl: 10, eagerRefresh: false, timeout: false } } }, async () => 'x')
+  })
+})
