@@ -88,8 +88,12 @@ export interface GetOrSetContext<T = unknown> {
   skip (): void
 }
 
-/** A getOrSet callback; callbacks that take no argument are callbacks too. */
-export type GetOrSetCallback<T> = (ctx: GetOrSetContext<T>) => T | Promise<T>
+/**
+ * A getOrSet callback; callbacks that take no argument are callbacks too. `S`, the type of
+ * `ctx.stale`, is `T` when `T` is given (`getOrSet<Report>(...)`); when `T` is inferred from what
+ * the callback returns, `ctx.stale` is `unknown` (TypeScript cannot infer both at once).
+ */
+export type GetOrSetCallback<T, S = T> = (ctx: GetOrSetContext<S>) => T | Promise<T>
 
 export interface RateLimitOptions {
   /** Requests allowed per window. */
@@ -122,7 +126,7 @@ export interface CacheNamespaceView {
   set (key: string, value: unknown, opts?: Omit<SetOptions, 'namespace'>): Promise<boolean>
   delete (keys: string | string[]): Promise<number>
   exists (keys: string | string[]): Promise<number>
-  getOrSet<T> (key: string, callback: GetOrSetCallback<T>, opts?: Omit<GetOrSetOptions, 'namespace'>): Promise<T>
+  getOrSet<T, S = T> (key: string, callback: GetOrSetCallback<T, S>, opts?: Omit<GetOrSetOptions, 'namespace'>): Promise<T>
   expire (key: string, seconds: number): Promise<boolean>
   ttl (key: string): Promise<number>
   clear (): Promise<number>
@@ -134,7 +138,7 @@ export interface FastifyCache {
   set (key: string, value: unknown, opts?: SetOptions): Promise<boolean>
   delete (keys: string | string[], opts?: NamespaceOption): Promise<number>
   exists (keys: string | string[], opts?: NamespaceOption): Promise<number>
-  getOrSet<T> (key: string, callback: GetOrSetCallback<T>, opts?: GetOrSetOptions): Promise<T>
+  getOrSet<T, S = T> (key: string, callback: GetOrSetCallback<T, S>, opts?: GetOrSetOptions): Promise<T>
   expire (key: string, seconds: number, opts?: NamespaceOption): Promise<boolean>
   ttl (key: string, opts?: NamespaceOption): Promise<number>
   clear (namespace?: string): Promise<number>

@@ -91,14 +91,15 @@ export class CacheManager implements FastifyCache {
     })
   }
 
-  getOrSet<T> (key: string, callback: GetOrSetCallback<T>, opts?: GetOrSetOptions): Promise<T> {
+  getOrSet<T, S = T> (key: string, callback: GetOrSetCallback<T, S>, opts?: GetOrSetOptions): Promise<T> {
     let fullKey: string
     try {
       fullKey = this.redisKey(key, opts?.namespace)
     } catch (err) {
       return Promise.reject(err)
     }
-    return this.readThrough.run(fullKey, opts?.namespace ?? DEFAULT_NAMESPACE, callback, opts)
+    // `S` is the caller's word for what the entry holds: the value a previous call stored.
+    return this.readThrough.run(fullKey, opts?.namespace ?? DEFAULT_NAMESPACE, callback as unknown as GetOrSetCallback<T>, opts)
   }
 
   expire (key: string, seconds: number, opts?: NamespaceOption): Promise<boolean> {

@@ -4,6 +4,7 @@ import Fastify from 'fastify'
 import fastifyRedisCache, {
   CacheError,
   CacheKeyError,
+  CacheTimeoutError,
   RateLimitError,
   type CacheInfo,
   type CacheNamespaceView,
@@ -67,6 +68,23 @@ async function useCache (): Promise<void> {
   expectType<number>(await app.cache.exists('a'))
   expectType<{ id: number }>(await app.cache.getOrSet('k', async () => ({ id: 1 }), { ttl: 5, forceRefresh: true }))
   expectType<number>(await app.cache.getOrSet('k', () => 1))
+  // The callback's context, and the resilience options.
+  const report = await app.cache.getOrSet<{ final: boolean }>('report', async (ctx) => {
+    expectType<{ final: boolean } | undefined>(ctx.stale)
+    ctx.setTtl(60)
+    ctx.setTags(['user:1'])
+    ctx.skip()
+    return { final: true }
+  }, { ttl: 300, eagerRefresh: 0.8, timeout: { soft: 100, hard: 2000 }, jitter: 0.1, staleIfError: 600 })
+  expectType<{ final: boolean }>(report)
+  expectType<number>(await app.cache.getOrSet('k', () => 1, { eagerRefresh: false, timeout: false }))
+  expectType<number>(await app.cache.namespace('n').getOrSet<number>('k', (ctx) => (ctx.stale ?? 0) + 1))
+  // Inferred from what the callback returns: ctx.stale is then unknown.
+  expectType<{ id: number }>(await app.cache.getOrSet('k', async (ctx) => { expectType<unknown>(ctx.stale); ctx.setTtl(5); return { id: 1 } }))
+  // @ts-expect-error timeout is { soft, hard } in milliseconds
+  await app.cache.getOrSet('k', () => 1, { timeout: 100 })
+  // @ts-expect-error setTtl takes seconds
+  await app.cache.getOrSet('k', (ctx) => { ctx.setTtl('1m'); return 1 })
   expectType<boolean>(await app.cache.expire('k', 10))
   expectType<number>(await app.cache.ttl('k'))
   expectType<number>(await app.cache.clear())
@@ -110,6 +128,14 @@ const routeOptions: RouteCacheOptions = { ttl: 60, namespace: 'items', key: (req
 app.get('/items', { config: { cache: routeOptions } }, async () => [])
 app.get('/items/:id', { config: { cache: { namespace: 'items', key: (request) => `item:${request.url}`, staleWhileRevalidate: 30, staleIfError: 300 } } }, async () => ({}))
 app.get('/off', { config: { cache: false } }, async () => 'not cached')
+app.get('/hot', { config: { cache: { ttl: 60, eagerRefresh: 0.8, staleIfError: 300, timeout: { soft: 100 } } } }, async () => 'hot')
+// @ts-expect-error eagerRefresh is a fraction
+app.get('/eager', { config: { cache: { eagerRefresh: 'soon' } } }, async () => 'x')
+app.register(fastifyRedisCache, { getOrSet: { staleIfError: 60, eagerRefresh: 0.9, timeout: { soft: 50, hard: 1000 }, jitter: 0.1 }, telemetry: { keys: false } })
+app.register(fastifyRedisCache, { telemetry: false })
+// @ts-expect-error eagerRefresh is a fraction or false
+app.register(fastifyRedisCache, { getOrSet: { eagerRefresh: true } })
+expectType<number>(new CacheTimeoutError('slow', 100).timeoutMs)
 app.post('/items', { config: { cache: { bust: { namespace: 'items', keys: ['list'], tags: (request) => [String(request.id)] } } } }, async () => ({}))
 // @ts-expect-error ttl is a number of seconds
 app.get('/bad', { config: { cache: { ttl: 'x' } } }, async () => 'x')
