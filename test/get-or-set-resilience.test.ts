@@ -320,3 +320,18 @@ t.test('options are validated: per call a RangeError, at registration a CacheCon
     await t.rejects(registering(), CacheConfigError, JSON.stringify(getOrSet))
   }
 })
+
+t.test('staleIfError does not serve a value invalidated while the callback ran', async (t) => {
+  const time = clock(t)
+  const { cache } = await app(t)
+  const opts = { ttl: 10, staleIfError: 60 }
+  t.equal(await cache.getOrSet('gone', () => 'old', opts), 'old')
+  time.advance(11)
+  let fail!: (err: Error) => void
+  let started = false
+  const call = cache.getOrSet('gone', () => new Promise<string>((_resolve, reject) => { started = true; fail = reject }), opts)
+  await until(() => started, 5000, 'the callback')
+  await cache.delete('gone')
+  fail(new Error('backend down'))
+  await t.rejects(call, { message: 'backend down' }, 'the error, not the deleted value')
+})

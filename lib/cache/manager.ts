@@ -43,7 +43,7 @@ export class CacheManager implements FastifyCache {
   }
 
   get<T = unknown> (key: string, opts?: NamespaceOption): Promise<T | null> {
-    return this.traced('get', opts?.namespace, key, async (report) => {
+    return this.traced('get', opts?.namespace ?? DEFAULT_NAMESPACE, key, async (report) => {
       const lookup = await this.reader.lookup(this.redisKey(key, opts?.namespace))
       // An entry past its ttl, kept only for getOrSet's stale serving, is not returned.
       const value = lookup.found && isFresh(lookup.envelope) ? lookup.value as T : null
@@ -53,7 +53,7 @@ export class CacheManager implements FastifyCache {
   }
 
   set (key: string, value: unknown, opts?: SetOptions): Promise<boolean> {
-    return this.traced('set', opts?.namespace, key, () => this.store(key, value, opts))
+    return this.traced('set', opts?.namespace ?? DEFAULT_NAMESPACE, key, () => this.store(key, value, opts))
   }
 
   private async store (key: string, value: unknown, opts?: SetOptions): Promise<boolean> {
@@ -73,14 +73,14 @@ export class CacheManager implements FastifyCache {
   }
 
   delete (keys: string | string[], opts?: NamespaceOption): Promise<number> {
-    return this.traced('delete', opts?.namespace, keyOf(keys), async () => {
+    return this.traced('delete', opts?.namespace ?? DEFAULT_NAMESPACE, keyOf(keys), async () => {
       const fullKeys = validateKeys(keys).map((key) => this.redisKey(key, opts?.namespace))
       return this.removed(fullKeys.length === 0 ? 0 : this.core.journal.delete(fullKeys), 'delete', fullKeys[0])
     })
   }
 
   exists (keys: string | string[], opts?: NamespaceOption): Promise<number> {
-    return this.traced('exists', opts?.namespace, keyOf(keys), async () => {
+    return this.traced('exists', opts?.namespace ?? DEFAULT_NAMESPACE, keyOf(keys), async () => {
       const fullKeys = validateKeys(keys).map((key) => this.redisKey(key, opts?.namespace))
       if (fullKeys.length === 0) return 0
       try {
@@ -103,7 +103,7 @@ export class CacheManager implements FastifyCache {
   }
 
   expire (key: string, seconds: number, opts?: NamespaceOption): Promise<boolean> {
-    return this.traced('expire', opts?.namespace, key, async () => {
+    return this.traced('expire', opts?.namespace ?? DEFAULT_NAMESPACE, key, async () => {
       const fullKey = this.redisKey(key, opts?.namespace)
       const ttl = this.core.resolveTtl(seconds)
       try {
@@ -115,7 +115,7 @@ export class CacheManager implements FastifyCache {
   }
 
   ttl (key: string, opts?: NamespaceOption): Promise<number> {
-    return this.traced('ttl', opts?.namespace, key, async () => {
+    return this.traced('ttl', opts?.namespace ?? DEFAULT_NAMESPACE, key, async () => {
       const fullKey = this.redisKey(key, opts?.namespace)
       try {
         return await this.core.stack.entries.ttl(fullKey)
@@ -202,11 +202,11 @@ export class CacheManager implements FastifyCache {
     }
   }
 
-  /** Runs an operation in its span when telemetry is on (namespace unset: the default one). */
+  /** Runs an operation in its span when telemetry is on (`namespace` undefined: none, or all). */
   private traced<R> (op: string, namespace: string | undefined, key: string | undefined, work: (report: Report) => Promise<R>): Promise<R> {
     const telemetry = this.core.telemetry
     if (!telemetry.on) return work(NO_REPORT)
-    return telemetry.operation(op, namespace ?? DEFAULT_NAMESPACE, key, work)
+    return telemetry.operation(op, namespace, key, work)
   }
 
   private async removed (work: Promise<number> | number, op: string, key: string, throwOnError = this.core.failures.throwOnError): Promise<number> {
