@@ -8,14 +8,12 @@ export class Fallback<T> {
   slow = false
   /** Callers whose soft timeout passed before the stale value was known. */
   private waiting: Array<() => void> | undefined
-  private value: { value: T } | undefined
-  /** Whether the stale value may still be served (an invalidation may have come since). */
-  private usable: () => boolean = () => true
+  /** `usable`: whether it may still be served (an invalidation may have come since). */
+  private stale: { value: T, usable: () => boolean } | undefined
 
   /** The stale value, found: callers whose soft timeout passed get it now. */
   found (value: T, usable: () => boolean): void {
-    this.value = { value }
-    this.usable = usable
+    this.stale = { value, usable }
     const waiting = this.waiting
     this.waiting = undefined
     if (waiting !== undefined) for (const serve of waiting) serve()
@@ -23,7 +21,7 @@ export class Fallback<T> {
 
   /** The stale value when there is one that may be served. */
   current (): { value: T } | undefined {
-    return this.value !== undefined && this.usable() ? this.value : undefined
+    return this.stale !== undefined && this.stale.usable() ? this.stale : undefined
   }
 
   /** Calls `serve` once the stale value is found. */

@@ -335,3 +335,14 @@ t.test('staleIfError does not serve a value invalidated while the callback ran',
   fail(new Error('backend down'))
   await t.rejects(call, { message: 'backend down' }, 'the error, not the deleted value')
 })
+
+t.test('an eager refresh that fails is logged; the value stays', async (t) => {
+  const time = clock(t)
+  const { cache, logs } = await app(t)
+  const opts = { ttl: 10, eagerRefresh: 0.5 }
+  t.equal(await cache.getOrSet('e', () => 'v1', opts), 'v1')
+  time.advance(6)
+  t.equal(await cache.getOrSet('e', () => { throw new Error('backend down') }, opts), 'v1')
+  await until(() => logs.find('eager refresh failed').length === 1, 5000, 'the log line')
+  t.equal(await cache.get('e'), 'v1')
+})

@@ -66,6 +66,9 @@ t.beforeEach(() => exporter.reset())
 
 t.test('a request\'s trace holds the route decision and getOrSet spans, with hit and miss outcomes', async (t) => {
   const fastify = await app(t, {}, (instance) => {
+    instance.addHook('onRequest', async (request, reply) => {
+      if (request.headers['x-deny'] !== undefined) return reply.code(401).send({ denied: true })
+    })
     instance.get('/items', { config: { cache: { ttl: 60, namespace: 'items' } } }, async function () {
       return this.cache.getOrSet('list', () => ['a', 'b'], { namespace: 'data' })
     })
@@ -101,6 +104,13 @@ t.test('a request\'s trace holds the route decision and getOrSet spans, with hit
   exporter.reset()
   await inRequest(() => get(fastify, { url: '/items', headers: { authorization: 'Bearer x' } }))
   t.match(cacheSpans().find((span) => span.name === 'cache route')?.attributes, { 'cache.outcome': 'bypass' }, 'a request with credentials bypasses')
+
+  // An earlier hook answered before the cache looked: a decision without a namespace.
+  exporter.reset()
+  await inRequest(() => get(fastify, { url: '/items', headers: { 'x-deny': '1' } }))
+  const early = cacheSpans().find((span) => span.name === 'cache route')
+  t.match(early?.attributes, { 'cache.outcome': 'bypass', 'cache.status': /early-reply/ })
+  t.notOk('cache.namespace' in (early?.attributes ?? {}))
 })
 
 t.test('every operation has its span; outcomes and layers', async (t) => {
