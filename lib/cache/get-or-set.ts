@@ -75,8 +75,10 @@ export class GetOrSet {
     }
     const hit = this.reader.localHit(fullKey)
     if (hit !== undefined) {
-      report.outcome = 'hit'
-      report.layer = this.core.telemetry.nearbyLayer
+      if (report !== NO_REPORT) {
+        report.outcome = 'hit'
+        report.layer = this.core.telemetry.nearbyLayer
+      }
       if (load.policy.eagerRefresh > 0) this.refreshEarly(load, hit)
       return Promise.resolve(hit.value as T)
     }
@@ -87,6 +89,9 @@ export class GetOrSet {
       running = this.flights.run(fullKey, this.lookupOrLoad(load, shared)) as Promise<T>
       this.shared.set(running, shared)
     }
+    const { soft, hard } = load.policy
+    // The common join: nothing to wait for but the result.
+    if (report === NO_REPORT && soft === 0 && hard === 0) return running
     const shared = this.shared.get(running) as Shared
     if (report === NO_REPORT) return this.within(load, running, shared.fallback as Fallback<T>)
     let servedStale = false

@@ -47,6 +47,8 @@ export class RouteCache {
   readonly nearby: CacheCore['nearby']
   /** Checked once: building the debug line's fields costs an allocation on every request. */
   readonly debug: boolean
+  /** Whether route decisions are traced (an OpenTelemetry SDK is registered). */
+  private readonly traced: boolean
   private readonly fastify: FastifyInstance
   /** Entries being refreshed in the background, so each is refreshed once at a time. */
   private readonly refreshes = new BackgroundRefresh()
@@ -69,6 +71,7 @@ export class RouteCache {
     this.log = core.log
     this.nearby = core.nearby
     this.debug = this.log.level === 'debug' || this.log.level === 'trace'
+    this.traced = core.telemetry.on
   }
 
   /** Whether a request is this process's own background refresh (which must not hit). */
@@ -235,7 +238,7 @@ export class RouteCache {
     reply.header('x-cache', outcome)
     reply.header('cache-status', cacheStatus)
     if (this.debug) this.log.debug({ url: request.url, key: request[kState]?.fullKey, outcome, status: cacheStatus }, 'fastify-redis-cache: route cache decision')
-    if (this.core.telemetry.on) {
+    if (this.traced) {
       const state = request[kState]
       this.core.telemetry.decision(state?.namespace, state?.fullKey, OUTCOMES[outcome], cacheStatus, state === null ? Date.now() : state.lookedUpAt)
     }
