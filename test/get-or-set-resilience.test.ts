@@ -176,7 +176,7 @@ t.test('soft timeout: a slow callback with a stale value answers with it, then i
   const order: string[] = []
   const first = cache.getOrSet('s', callback.run, opts).then((value) => { order.push(`answered ${value}`) })
   await first
-  t.equal(callback.runs(), 1, 'the callback is running')
+  await until(() => callback.runs() === 1, 5000, 'the callback running')
   t.equal(await cache.getOrSet('s', callback.run, opts), 'v1', 'a later caller gets the stale value too')
   t.equal(callback.runs(), 1, 'and joins the same run')
   t.equal(callback.contexts[0].stale, 'v1')
@@ -248,6 +248,7 @@ t.test('hard timeout with a stale value: the stale value', async (t) => {
   time.advance(11)
   const callback = gated<string>()
   t.equal(await cache.getOrSet('hs', callback.run, opts), 'v1')
+  await until(() => callback.runs() === 1, 5000, 'the callback running')
   callback.release('v2')
   await until(async () => (await cache.get('hs')) === 'v2', 5000, 'the result stored')
 })
@@ -285,6 +286,7 @@ t.test('defaults from the plugin options, overridden per call', async (t) => {
   time.advance(11)
   const slow = gated<string>()
   t.equal(await cache.getOrSet('d', slow.run, { ttl: 10 }), 'v1', 'the default soft timeout served the stale value')
+  await until(() => slow.runs() === 1, 5000, 'the callback running')
   slow.release('v2')
   await until(async () => (await cache.get('d')) === 'v2', 5000, 'stored')
 
