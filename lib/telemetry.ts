@@ -109,17 +109,19 @@ export class Telemetry {
 
   /**
    * A route-cache decision, from the lookup (`startTime`, ms since the epoch) to now. `status`:
-   * the Cache-Status parameters. Call only when `on`.
+   * the Cache-Status parameters; `nearby`: answered from a layer in this process. Call only when
+   * `on`.
    */
-  decision (namespace: string | undefined, key: string | undefined, outcome: Outcome, status: string, startTime: number): void {
+  decision (namespace: string | undefined, key: string | undefined, outcome: Outcome, status: string, startTime: number, nearby: boolean): void {
+    const layer = nearby ? this.nearbyLayer : this.layer
     if (this.tracer !== undefined) {
       const attributes = this.attributes('route', namespace, key)
       attributes['cache.outcome'] = outcome
       attributes['cache.status'] = status
-      attributes['cache.layer'] = this.layer
+      attributes['cache.layer'] = layer
       this.tracer.startSpan('cache route', { kind: SpanKind.INTERNAL, startTime, attributes }).end()
     }
-    this.measure('route', namespace, outcome, this.layer, (Date.now() - startTime) / 1000, false)
+    this.measure('route', namespace, outcome, layer, (Date.now() - startTime) / 1000, false)
   }
 
   /** A failure the failure policy counted (and maybe hid): on the cache span under way, if any. */

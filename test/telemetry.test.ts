@@ -11,7 +11,7 @@ import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fast
 import fastifyRedisCache from '../index'
 import { Telemetry } from '../lib/telemetry'
 import type { CacheOptions } from '../types'
-import { rawClient, uniquePrefix } from './helpers/app'
+import { rawClient, uniquePrefix, until } from './helpers/app'
 import { startRedis, type RedisServer } from './helpers/redis-server'
 
 const exporter = new InMemorySpanExporter()
@@ -138,10 +138,28 @@ t.test('every operation has its span; outcomes and layers', async (t) => {
   t.same(byName('cache getOrSet').map((span) => [span.attributes['cache.outcome'], span.attributes['cache.layer']]), [['miss', 'redis'], ['hit', 'redis'], ['hit', 'local']],
     'once read back, getOrSet answers from the local tier')
 
-  const memory = await app(t, { redis: false })
+  const memory = await app(t, { redis: false }, (instance) => {
+    instance.get('/mem', { config: { cache: { ttl: 60 } } }, async () => 'm')
+  })
   exporter.reset()
   for (let i = 0; i < 3; i++) await memory.cache.getOrSet('m', () => 1)
   t.same(cacheSpans().map((span) => span.attributes['cache.layer']), ['memory', 'memory', 'memory'])
+
+  const local = await app(t, { local: { maxEntries: 100 } }, (instance) => {
+    instance.get('/near', { config: { cache: { ttl: 60 } } }, async () => 'n')
+  })
+  for (const [fastify, url, layer] of [[memory, '/mem', 'memory'], [local, '/near', 'local']] as const) {
+    await get(fastify, url)
+    await until(async () => (await get(fastify, url)).headers['x-cache'] === 'HIT', 5000, 'a hit')
+    exporter.reset()
+    // A hit from the layer in this process (the local tier learns the entry on its first read).
+    await until(async () => {
+      exporter.reset()
+      await get(fastify, url)
+      return cacheSpans()[0]?.attributes['cache.layer'] === layer
+    }, 5000, `a ${layer} hit`)
+    t.match(cacheSpans()[0].attributes, { 'cache.outcome': 'hit' })
+  }
 })
 
 t.test('errors are recorded on the span, whether thrown or absorbed by the failure policy', async (t) => {

@@ -31,7 +31,7 @@ export function makeLookup (cache: RouteCache, route: CompiledRoute): onRequestH
   const traced = cache.core.telemetry.on
   const namespace = route.namespace
   return function answerFromCache (request, reply, done) {
-    const state: RequestState = { outcome: 'MISS', answered: false, untyped: false, status: 'fwd=uri-miss', fullKey: '', field: undefined, entryId: '', stale: null, flight: null, lease: null, startedAt: 0, revalidation: null, range: undefined, namespace, lookedUpAt: traced ? Date.now() : 0 }
+    const state: RequestState = { outcome: 'MISS', answered: false, untyped: false, status: 'fwd=uri-miss', fullKey: '', field: undefined, entryId: '', stale: null, flight: null, lease: null, startedAt: 0, revalidation: null, range: undefined, namespace, lookedUpAt: traced ? Date.now() : 0, nearby: false }
     request[kState] = state
     const refusal = whyNotCached(cache, route, request, state)
     if (refusal !== null) {
@@ -102,6 +102,7 @@ function answerFromEntry (cache: RouteCache, route: CompiledRoute, request: Fast
   const policy = entry.policy
   // Stored for other values of the headers its response varies on: a miss that replaces it.
   if (!selects(request, entry)) return false
+  state.nearby = nearby
   const now = Date.now()
   // sendEntry gives undefined when the body cannot be read back: then this is a miss.
   switch (freshness(entry.envelope, policy?.windows ?? route.windows, now)) {

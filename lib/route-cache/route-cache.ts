@@ -240,7 +240,7 @@ export class RouteCache {
     if (this.debug) this.log.debug({ url: request.url, key: request[kState]?.fullKey, outcome, status: cacheStatus }, 'fastify-redis-cache: route cache decision')
     if (this.traced) {
       const state = request[kState]
-      this.core.telemetry.decision(state?.namespace, state?.fullKey, OUTCOMES[outcome], cacheStatus, state === null ? Date.now() : state.lookedUpAt)
+      this.core.telemetry.decision(state?.namespace, state?.fullKey, OUTCOMES[outcome], cacheStatus, state === null ? Date.now() : state.lookedUpAt, state?.nearby === true)
     }
   }
 }

@@ -38,6 +38,8 @@ export interface RequestState {
   namespace: string
   /** When the lookup began (ms since the epoch), when telemetry is on: the decision's span. */
   lookedUpAt: number
+  /** Answered from a layer in this process (the local tier, the memory store). */
+  nearby: boolean
 }
 
 export interface ClientConditionals {
