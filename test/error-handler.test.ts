@@ -13,6 +13,7 @@ import {
   CacheError,
   CacheKeyError,
   CacheSerializationError,
+  CacheTimeoutError,
   RateLimitError,
   RedisConnectionError
 } from '../lib/errors'
@@ -61,6 +62,7 @@ const cacheErrors: Array<[string, () => CacheError, number, string, string]> = [
   ['CacheCompressionError', () => new CacheCompressionError('gzip failed'), 500, 'CACHE_COMPRESSION', 'Internal Server Error'],
   ['CacheDecompressionError', () => new CacheDecompressionError('gunzip failed'), 500, 'CACHE_DECOMPRESSION', 'Internal Server Error'],
   ['RateLimitError', () => new RateLimitError('slow down', 7, 10), 429, 'CACHE_RATE_LIMITED', 'Too Many Requests'],
+  ['CacheTimeoutError', () => new CacheTimeoutError('callback too slow', 2000), 504, 'CACHE_TIMEOUT', 'Gateway Timeout'],
   ['CacheError', () => new CacheError('generic'), 500, 'CACHE_ERROR', 'Internal Server Error'],
   ['a subclass with an unnamed status', () => new TeapotCacheError('odd'), 599, 'CACHE_TEAPOT', 'Error']
 ]
