@@ -3,10 +3,15 @@
 // the background; a miss that finds an expired entry within staleIfError is answered from it once
 // the handler has run `timeout.soft` ms, while the handler finishes and stores its response.
 // Handlers wait on promises the test resolves: assertions are about order, never durations.
+import { connect } from 'node:net'
 import t from 'tap'
 import type { FastifyInstance } from 'fastify'
-import { until } from './helpers/app'
-import { onRedis, routeApp, sharedRedis } from './helpers/route-app'
+import type { Redis } from 'ioredis'
+import type { CacheManager } from '../lib/cache/manager'
+import { KIND_RESPONSE } from '../lib/envelope'
+import { encodeHead, strongEtag } from '../lib/route-cache/http-entry'
+import { rawClient, until } from './helpers/app'
+import { listen, onRedis, routeApp, sharedRedis } from './helpers/route-app'
 
 const redis = sharedRedis(t)
 
@@ -140,7 +145,7 @@ t.test('soft timeout: a handler within the timeout answers with its own response
   await until(async () => (await app.inject('/quick')).headers['x-cache'] === 'HIT', 5000, 'stored')
   time.advance(11)
   const fresh = await app.inject('/quick')
-  t.equal(fresh.headers['x-cache'], 'MISS')
+  t.equal(fresh.headers['x-cache'], 'HIT', 'answered from the entry the background run stored')
   t.same(fresh.json(), { version: 2 }, 'the refreshed response')
 
   // The background run fails: the request runs the handler itself, and staleIfError answers.
@@ -168,4 +173,72 @@ t.test('route options: eagerRefresh and timeout are validated at registration', 
   await routeApp(t, onRedis(server), (app: FastifyInstance) => {
     app.get('/ok', { config: { cache: { ttl: 10, eagerRefresh: false, timeout: false } } }, async () => 'x')
   })
+})
+
+/** Writes a response entry as an older instance would have stored it (`key`: the route's default key). */
+async function plant (raw: Redis, cache: CacheManager, key: string, entry: { body: string, ageMs: number, gzip?: boolean, corrupt?: boolean }): Promise<void> {
+  const body = Buffer.from(entry.body)
+  const head = encodeHead(200, { 'content-type': 'text/plain; charset=utf-8', etag: strongEtag(body) })
+  let bytes = cache.core.codec.encode(body, KIND_RESPONSE, 1, entry.gzip ?? false, head, Date.now() - entry.ageMs).bytes
+  if (entry.corrupt === true) bytes = bytes.subarray(0, bytes.length - 12)
+  await raw.set(cache.redisKey(key), bytes, 'EX', 600)
+}
+
+t.test('soft timeout: entries it cannot serve, and requests it cannot replay', async (t) => {
+  const server = await redis()
+  const gate = gatedHandler()
+  let gone = 0
+  const soft = { ttl: 60, staleIfError: 60, timeout: { soft: 10 } }
+  const { app, cache } = await routeApp(t, onRedis(server, { compression: { threshold: 10 } }), (app: FastifyInstance) => {
+    app.get('/old', { config: { cache: soft } }, async () => 'handler')
+    app.get('/gz', { config: { cache: { ...soft, compress: true } } }, gate.handler)
+    app.get('/gone', { config: { cache: soft } }, async (_request, reply) => {
+      // The background run removes the entry and fails: nothing to answer from.
+      if (++gone === 1) {
+        await app.cache.delete('localhost:80/gone')
+        return reply.code(500).send('down')
+      }
+      return 'handler'
+    })
+    app.get('/nohost', { config: { cache: soft } }, async () => 'handler')
+  })
+  const raw = rawClient(t, server.url)
+
+  // Past staleIfError (Redis still holds it): a plain miss.
+  await plant(raw, cache, 'localhost:80/old', { body: 'too old', ageMs: 120_000 })
+  const old = await app.inject('/old')
+  t.equal(old.headers['x-cache'], 'MISS')
+  t.equal(old.body, 'handler')
+
+  // The stale entry cannot be read back when the timeout passes: the request waits for the run.
+  await plant(raw, cache, 'localhost:80/gz', { body: 'stale and corrupt '.repeat(10), ageMs: 2000, gzip: true, corrupt: true })
+  const errors = cache.getStatistics().errors
+  const corrupt = app.inject('/gz')
+  await until(() => gate.runs() === 1, 5000, 'the background run')
+  await until(() => cache.getStatistics().errors > errors, 5000, 'the unreadable entry counted')
+  gate.open()
+  const answer = await corrupt
+  t.equal(answer.statusCode, 200)
+  t.same(answer.json(), { version: 1 }, 'the background run\'s response')
+
+  // The background run stored nothing and the entry is gone: the request runs the handler.
+  await plant(raw, cache, 'localhost:80/gone', { body: 'stale', ageMs: 2000 })
+  const res = await app.inject('/gone')
+  t.equal(res.body, 'handler')
+  t.equal(gone, 2)
+
+  // Without a Host the request cannot be replayed: it runs the handler itself.
+  await plant(raw, cache, '/nohost', { body: 'stale', ageMs: 2000 })
+  const base = await listen(app)
+  const { port } = new URL(base)
+  const text = await new Promise<string>((resolve, reject) => {
+    // Not half-closed: the server closes the connection once it has answered (HTTP/1.0).
+    const socket = connect(Number(port), '127.0.0.1', () => socket.write('GET /nohost HTTP/1.0\r\n\r\n'))
+    let received = ''
+    socket.on('data', (chunk) => { received += chunk.toString() })
+    socket.on('end', () => resolve(received))
+    socket.on('error', reject)
+  })
+  t.match(text, /x-cache: MISS/i)
+  t.match(text, /handler$/)
 })

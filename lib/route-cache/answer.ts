@@ -245,8 +245,8 @@ async function answerWithinSoftTimeout (cache: RouteCache, route: CompiledRoute,
     cache.core.stats.staleOnTimeout++
     return true
   }
-  // The refresh finished in time: its entry, if it stored one.
-  let bytes: Buffer | null = null
+  // The refresh finished in time: the entry it stored, read as any other.
+  let bytes: Buffer | null
   try {
     bytes = await cache.core.read(state.fullKey, state.field)
   /* c8 ignore next 4: Redis failing right after the refresh wrote: the request goes on as a miss */
@@ -254,11 +254,9 @@ async function answerWithinSoftTimeout (cache: RouteCache, route: CompiledRoute,
     cache.core.failures.count(err, 'get', state.fullKey)
     return false
   }
-  if (bytes === null || !isFreshBytes(bytes)) return false
+  if (bytes === null) return false
   await cache.core.learn(bytes)
-  const entry = cache.readEntry(bytes, state, route)
-  if (entry === null) return false
-  return cache.sendEntry(request, reply, entry, 'MISS', COLLAPSED_STATUS, Date.now()) !== undefined
+  return answerFromEntry(cache, route, request, reply, state, bytes)
 }
 
 /* c8 ignore next 3: routes have no hard timeout */
