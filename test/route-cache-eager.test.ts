@@ -242,3 +242,26 @@ t.test('soft timeout: entries it cannot serve, and requests it cannot replay', a
   t.match(text, /x-cache: MISS/i)
   t.match(text, /handler$/)
 })
+
+t.test('soft timeout with freshness: \'response\': the response\'s stale-if-error', async (t) => {
+  const time = clock(t)
+  const gate = gatedHandler()
+  const { app } = await routeApp(t, onRedis(await redis()), (app: FastifyInstance) => {
+    app.get('/gw', { config: { cache: { ttl: 600, freshness: 'response', timeout: { soft: 20 } } } }, async (_request, reply) => {
+      const body = await gate.handler()
+      return reply.header('cache-control', 'max-age=10, stale-if-error=60').send(body)
+    })
+  })
+  const first = app.inject('/gw')
+  await until(() => gate.runs() === 1, 5000, 'the first run')
+  gate.release()
+  t.equal((await first).headers['x-cache'], 'MISS')
+  await until(async () => (await app.inject('/gw')).headers['x-cache'] === 'HIT', 5000, 'stored')
+  time.advance(11)
+  const stale = await app.inject('/gw')
+  t.equal(stale.headers['x-cache'], 'STALE')
+  t.match(stale.headers['cache-status'], /detail=timeout/)
+  await until(() => gate.runs() === 2, 5000, 'the background run')
+  gate.open()
+  await until(async () => (await app.inject('/gw')).headers['x-cache'] === 'HIT', 5000, 'the new entry')
+})

@@ -3,7 +3,7 @@
 // miss, requests for the same entry are collapsed: within this process on a flight, across
 // instances on the distributed lock, so one handler runs and the others get its response.
 import type { FastifyReply, FastifyRequest, onRequestHookHandler, preHandlerHookHandler } from 'fastify'
-import { freshness, isFresh, isFreshBytes, secondsLeft } from '../freshness'
+import { freshness, isFresh, secondsLeft } from '../freshness'
 import type { HeldLock } from '../lock'
 import { refreshDue } from '../resilience'
 import { awaitWithin, Fallback } from '../timeouts'
@@ -230,7 +230,7 @@ function shareable (route: CompiledRoute, request: FastifyRequest, entry: HttpEn
  * start, or stored nothing fresh in time): then the request runs the handler itself.
  */
 async function answerWithinSoftTimeout (cache: RouteCache, route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, state: RequestState, stale: HttpEntry): Promise<boolean> {
-  if (freshness(stale.envelope, route.windows) !== 'stale-if-error') return false
+  if (freshness(stale.envelope, stale.policy?.windows ?? route.windows) !== 'stale-if-error') return false
   const refreshing = cache.refreshInBackground(request, state.entryId, stale.envelope.storedAt)
   if (refreshing === undefined) return false
   const fallback = new Fallback<HttpEntry | null>()

@@ -99,7 +99,7 @@ export function compileRoute (options: RouteCacheOptions, context: RouteContext,
   const tagHeader = options.tagHeader ?? (freshness === 'response' ? 'cache-tag' : false)
   if (tagHeader !== false && (typeof tagHeader !== 'string' || !HEADER_NAME.test(tagHeader))) throw invalid(what, 'tagHeader must be a header name or false')
   const eagerRefresh = options.eagerRefresh === undefined ? 0 : check(what, () => validateEagerRefresh(options.eagerRefresh))
-  const softTimeout = compileSoftTimeout(options.timeout, windows, what)
+  const softTimeout = compileSoftTimeout(options.timeout, freshness === 'response' ? undefined : windows, what)
   return {
     namespace,
     keyPrefix: core.layout.entry('', namespace),
@@ -125,13 +125,16 @@ export function compileRoute (options: RouteCacheOptions, context: RouteContext,
   }
 }
 
-/** A route's `timeout`: `soft` only (the handler of a request is never abandoned). */
-function compileSoftTimeout (timeout: RouteCacheOptions['timeout'], windows: StaleWindows, what: string): number {
+/**
+ * A route's `timeout`: `soft` only (the handler of a request is never abandoned). `windows`: the
+ * route's, undefined when responses bring their own (freshness: 'response').
+ */
+function compileSoftTimeout (timeout: RouteCacheOptions['timeout'], windows: StaleWindows | undefined, what: string): number {
   if (timeout === undefined) return 0
   if (typeof timeout === 'object' && timeout !== null && 'hard' in timeout) throw invalid(what, 'timeout takes soft only on routes: a request always gets its handler\'s answer or a stale entry')
   const { soft } = check(what, () => validateTimeout(timeout))
   // The soft timeout serves the expired entry kept for staleIfError: without one it never applies.
-  if (soft > 0 && windows.staleIfError === 0) throw invalid(what, 'timeout.soft needs staleIfError: it serves the entry kept for it')
+  if (soft > 0 && windows?.staleIfError === 0) throw invalid(what, 'timeout.soft needs staleIfError: it serves the entry kept for it')
   return soft
 }
 
