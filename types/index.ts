@@ -190,7 +190,8 @@ export interface RouteCacheOptions {
   eagerRefresh?: number | false
   /**
    * `soft`: milliseconds after which a request that found an expired entry within
-   * `staleIfError` is answered from it while the handler finishes and stores its response.
+   * `staleIfError` (the route's, or with `freshness: 'response'` the response's) is answered
+   * from it while the handler finishes and stores its response.
    */
   timeout?: { soft?: number } | false
   /** Statuses that are stored. Default `[200]`. */
