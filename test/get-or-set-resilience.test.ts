@@ -348,3 +348,29 @@ t.test('an eager refresh that fails is logged; the value stays', async (t) => {
   await until(() => logs.find('eager refresh failed').length === 1, 5000, 'the log line')
   t.equal(await cache.get('e'), 'v1')
 })
+
+t.test('eager refresh across instances: a waiter whose holder fails keeps its value and runs nothing', async (t) => {
+  const time = clock(t)
+  const prefix = uniquePrefix('gos')
+  const a = await app(t, { prefix })
+  const b = await app(t, { prefix })
+  const opts = { ttl: 10, eagerRefresh: 0.5 }
+  t.equal(await a.cache.getOrSet('k', () => 'v1', opts), 'v1')
+  time.advance(6)
+  let fail!: (err: Error) => void
+  let aRuns = 0
+  t.equal(await a.cache.getOrSet('k', () => { aRuns++; return new Promise<string>((_resolve, reject) => { fail = reject }) }, opts), 'v1')
+  await until(() => aRuns === 1, 5000, 'a refreshing')
+  const onB = gated<string>()
+  t.equal(await b.cache.getOrSet('k', onB.run, opts), 'v1', 'b answers at once; its refresh waits for a')
+  fail(new Error('backend down'))
+  // b's first refresh gives up without running the callback, so a second one can start; only
+  // that one runs it (a first one that ran it would still be waiting on the gate).
+  await until(async () => {
+    await b.cache.getOrSet('k', onB.run, opts)
+    return b.cache.getStatistics().eagerRefreshes === 2
+  }, 10_000, 'a second refresh on b')
+  await until(() => onB.runs() === 1, 5000, 'the second refresh runs the callback')
+  onB.release('v2')
+  await until(async () => (await b.cache.get('k')) === 'v2', 5000, 'the refreshed value')
+})

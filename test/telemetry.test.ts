@@ -162,6 +162,21 @@ t.test('every operation has its span; outcomes and layers', async (t) => {
   }
 })
 
+t.test('a getOrSet answered with the stale value on a timeout is a stale outcome', async (t) => {
+  const fastify = await app(t)
+  const realNow = Date.now
+  t.teardown(() => { Date.now = realNow })
+  await fastify.cache.getOrSet('slow', () => 'v1', { ttl: 10, staleIfError: 60 })
+  Date.now = () => realNow() + 11_000
+  let release!: (value: string) => void
+  exporter.reset()
+  const answer = await fastify.cache.getOrSet('slow', () => new Promise<string>((resolve) => { release = resolve }), { ttl: 10, staleIfError: 60, timeout: { soft: 10 } })
+  t.equal(answer, 'v1')
+  t.match(cacheSpans().find((span) => span.name === 'cache getOrSet')?.attributes, { 'cache.outcome': 'stale' })
+  await until(() => release !== undefined, 5000, 'the callback')
+  release('v2')
+})
+
 t.test('errors are recorded on the span, whether thrown or absorbed by the failure policy', async (t) => {
   const fastify = await app(t)
   const cache = fastify.cache
