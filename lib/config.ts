@@ -111,7 +111,8 @@ export function readEnvironment (env: NodeJS.ProcessEnv): Environment {
     if (value !== undefined && value !== '') data[name] = value
   }
   try {
-    return envSchema<Environment>({ schema: structuredClone(EnvironmentSchema), data, dotenv: false })
+    // `env: false`: env-schema would otherwise merge process.env back in, empty values included.
+    return envSchema<Environment>({ schema: structuredClone(EnvironmentSchema), data, env: false, dotenv: false })
   } catch (err) {
     // With our fixed schema and no dotenv, env-schema only throws ajv validation errors, which
     // always list the failed properties with a message.
