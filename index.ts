@@ -78,5 +78,6 @@ export {
   RedisConnectionError
 } from './lib/errors'
 export { keyFromParts } from './lib/keys'
+export { routeCache } from './lib/route-cache/typed'
 export { jsonSerializer } from './lib/serializer'
 export type * from './types'

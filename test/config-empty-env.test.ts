@@ -3,6 +3,7 @@
 import t from 'tap'
 import Fastify from 'fastify'
 import './helpers/app'
+import type { Scope } from './helpers/app'
 import fastifyRedisCache from '../index'
 import { EnvironmentSchema, resolveConfig } from '../lib/config'
 

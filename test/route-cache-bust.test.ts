@@ -21,7 +21,7 @@ function itemsApi (store: Map<string, string>, runs: { list: number, item: numbe
       return [...store.entries()]
     })
     app.get<{ Params: Params }>('/items/:id', {
-      config: { cache: { ttl: 600, namespace: 'items', key: (req) => `item:${(req.params as Params).id}`, tags: (req) => ['items', `item:${(req.params as Params).id}`] } }
+      config: { cache: { ttl: 600, namespace: 'items', key: (req) => `item:${req.params.id}`, tags: (req) => ['items', `item:${req.params.id}`] } }
     }, async (req, reply) => {
       runs.item++
       const value = store.get(req.params.id)
@@ -35,7 +35,7 @@ function itemsApi (store: Map<string, string>, runs: { list: number, item: numbe
       return reply.code(201).send({ created: req.body.id })
     })
     app.put<{ Params: Params, Body: { value: string } }>('/items/:id', {
-      config: { cache: { bust: { namespace: 'items', keys: (req) => ['list', `item:${(req.params as Params).id}`] } } }
+      config: { cache: { bust: { namespace: 'items', keys: (req) => ['list', `item:${req.params.id}`] } } }
     }, async (req) => {
       store.set(req.params.id, req.body.value)
       return { updated: req.params.id }
@@ -45,7 +45,7 @@ function itemsApi (store: Map<string, string>, runs: { list: number, item: numbe
       return reply.code(204).send()
     })
     app.post<{ Params: Params }>('/items/:id/touch', {
-      config: { cache: { bust: { tags: (req) => [`item:${(req.params as Params).id}`] } } }
+      config: { cache: { bust: { tags: (req) => [`item:${req.params.id}`] } } }
     }, async () => ({ touched: true }))
     app.post('/items/reindex', { config: { cache: { bust: { tags: ['items'] } } } }, async () => ({ reindexed: true }))
   }

@@ -25,7 +25,7 @@ export const ManagementRoutesOptionsSchema = Type.Object({
   public: Type.Optional(Type.Boolean()),
   /** Serve the HTML dashboard. Default true. */
   dashboard: Type.Optional(Type.Boolean())
-})
+}, { additionalProperties: false })
 
 export const LocalTierOptionsSchema = Type.Object({
   maxEntries: Type.Optional(Type.Integer({ minimum: 1 })),
@@ -103,7 +103,7 @@ export const PlainOptionsSchema = Type.Object({
   memory: Type.Optional(MemoryStoreOptionsSchema),
   /** Defaults for every route's `config.cache`. */
   routeDefaults: Type.Optional(RouteDefaultsSchema)
-})
+}, { additionalProperties: false })
 
 export type CompressionOptions = Static<typeof CompressionOptionsSchema>
 export type LocalTierOptions = Static<typeof LocalTierOptionsSchema>

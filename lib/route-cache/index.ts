@@ -10,7 +10,7 @@ import type { RouteDefaults } from '../../types'
 import type { CacheCore } from '../cache/core'
 import { makeLookup } from './answer'
 import { makeBust } from './bust'
-import { compileBust, compileRoute, type CompiledRoute } from './compile'
+import { checkRouteSchema, compileBust, compileRoute, type CompiledRoute } from './compile'
 import { isSafeMethod, makeUnsafeInvalidation } from './invalidate-unsafe'
 import { type CacheBusting, RouteCache } from './route-cache'
 import { kState } from './state'
@@ -28,6 +28,8 @@ export function installRouteCaching (fastify: FastifyInstance, core: CacheCore, 
     if (options === undefined || options === false) return
     const where = `${String(routeOptions.method)} ${routeOptions.url}`
     const route = compileRoute(options, { where, constraints: routeOptions.constraints, defaults }, core)
+    const bust = options.bust === undefined ? undefined : compileBust(options.bust, route.namespace, where)
+    checkRouteSchema(options, where)
     const methods = [routeOptions.method].flat()
     if (methods.includes('GET') || methods.includes('HEAD')) {
       // Appended last, after the route's own hooks; the application's hooks of every level run
@@ -41,9 +43,7 @@ export function installRouteCaching (fastify: FastifyInstance, core: CacheCore, 
     if (route.byResponse && methods.some((method) => !isSafeMethod(method))) {
       addHook(routeOptions, 'onSend', makeUnsafeInvalidation(routeCache, route))
     }
-    if (options.bust !== undefined) {
-      addHook(routeOptions, 'onSend', makeBust(routeCache, compileBust(options.bust, route.namespace, where)))
-    }
+    if (bust !== undefined) addHook(routeOptions, 'onSend', makeBust(routeCache, bust))
   })
 
   fastify.addHook('onReady', function announceOptIns (done) {
