@@ -1,6 +1,8 @@
 // Public types of fastify-redis-cache, and the augmentation of Fastify's interfaces that makes
 // `fastify.cache` and route `config.cache` typed for users.
 import type { preHandlerHookHandler } from 'fastify'
+// @fastify/redis types `fastify.redis` (the cache's client is `fastify.redis.cache` by default).
+import type { FastifyRedis } from '@fastify/redis'
 import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from 'ioredis'
 import type { Static } from '@sinclair/typebox'
 import type { ManagementRoutesOptionsSchema, PlainOptions } from './options'
@@ -131,6 +133,9 @@ export interface FastifyCache {
   namespace (name: string): CacheNamespaceView
   redisKey (key: string, namespace?: string): string
 }
+
+/** `fastify.redis`, as @fastify/redis decorates it: the cache's client under its namespace. */
+export type CacheRedis = FastifyRedis
 
 declare module 'fastify' {
   interface FastifyInstance {
