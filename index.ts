@@ -48,7 +48,7 @@ const plugin: FastifyPluginAsync<CacheOptions> = async function fastifyRedisCach
     journal
   })
   const cache = new CacheManager(core)
-  fastify.decorate('cache', cache)
+  fastify.decorate(config.decorator, cache)
 
   installRouteCaching(fastify, core, cache, config.routeDefaults)
   if (config.errorHandler) installErrorHandler(fastify)

@@ -39,6 +39,7 @@ export type Environment = Static<typeof EnvironmentSchema>
 
 export const DEFAULTS = {
   prefix: 'cache',
+  decorator: 'cache',
   defaultTtl: 3600,
   maxTtl: 86400,
   compressionThreshold: 1024,
@@ -220,6 +221,7 @@ export function resolveConfig (options: CacheOptions = {}, envSource: NodeJS.Pro
   return {
     redis: resolveRedis(options.redis, env),
     prefix: options.prefix ?? env.CACHE_PREFIX ?? DEFAULTS.prefix,
+    decorator: options.decorator ?? DEFAULTS.decorator,
     defaultTtl,
     maxTtl,
     compression: {

@@ -17,6 +17,7 @@ t.test('the tarball: dist without the demo, no source maps, a LICENSE', async (t
   t.ok(files.includes('LICENSE'), 'the licence')
   t.same(files.filter((f) => f.startsWith('dist/example/')), [], 'no demo')
   t.same(files.filter((f) => f.endsWith('.map')), [], 'no source maps')
+  t.notOk(files.includes('dist/.build-stamp'), 'no build stamp')
   t.same(files.filter((f) => !f.startsWith('dist/') && !['LICENSE', 'README.md', 'package.json', 'CHANGELOG.md'].includes(f)), [], 'nothing else')
   t.notOk(readFileSync(join(root, 'dist', 'index.js'), 'utf8').includes('sourceMappingURL'), 'no source map comment')
 })

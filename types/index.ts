@@ -134,6 +134,12 @@ export interface FastifyCache {
   redisKey (key: string, namespace?: string): string
 }
 
+/**
+ * `fastify.cache` under the name of the `decorator` option, for your own augmentation:
+ * `declare module 'fastify' { interface FastifyInstance extends CacheDecorator<'redisCache'> {} }`.
+ */
+export type CacheDecorator<Name extends string> = { readonly [K in Name]: FastifyCache }
+
 /** `fastify.redis`, as @fastify/redis decorates it: the cache's client under its namespace. */
 export type CacheRedis = FastifyRedis
 

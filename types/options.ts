@@ -76,6 +76,11 @@ export const RouteDefaultsSchema = Type.Object({
 }, { additionalProperties: false })
 
 export const PlainOptionsSchema = Type.Object({
+  /**
+   * The name `fastify.cache` is decorated under. Default `'cache'`; another name lets the plugin
+   * sit beside one that takes `cache` (such as @fastify/caching).
+   */
+  decorator: Type.Optional(Type.String({ pattern: '^[A-Za-z_$][A-Za-z0-9_$]*$' })),
   /** Every key lives under `${prefix}:`. Default `'cache'`. */
   prefix: Type.Optional(Type.String({ pattern: NAME_PATTERN })),
   /** Seconds. Default 3600. */

@@ -15,6 +15,7 @@ import { isSafeMethod, makeUnsafeInvalidation } from './invalidate-unsafe'
 import { type CacheBusting, RouteCache } from './route-cache'
 import { kState } from './state'
 import { makeOnSend } from './store'
+import { type SeenRoutes, warnOfUnseenRoutes } from './unseen'
 
 export function installRouteCaching (fastify: FastifyInstance, core: CacheCore, cache: CacheBusting, defaults: Required<RouteDefaults>): void {
   const routeCache = new RouteCache(fastify, core, cache)
@@ -22,6 +23,8 @@ export function installRouteCaching (fastify: FastifyInstance, core: CacheCore, 
   const optIns: string[] = []
 
   fastify.decorateRequest(kState, null)
+  const seen: SeenRoutes = new Set()
+  warnOfUnseenRoutes(fastify, seen)
 
   fastify.addHook('onRoute', (routeOptions) => {
     const options = routeOptions.config?.cache
@@ -31,6 +34,9 @@ export function installRouteCaching (fastify: FastifyInstance, core: CacheCore, 
     const bust = options.bust === undefined ? undefined : compileBust(options.bust, route.namespace, where)
     checkRouteSchema(options, where)
     const methods = [routeOptions.method].flat()
+    seen.add(where)
+    // Fastify's own HEAD route of a GET route shares its config.
+    if (methods.includes('GET')) seen.add(`HEAD ${routeOptions.url}`)
     if (methods.includes('GET') || methods.includes('HEAD')) {
       // Appended last, after the route's own hooks; the application's hooks of every level run
       // before a route's.
