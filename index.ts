@@ -14,6 +14,7 @@ import { KeyLayout } from './lib/keys'
 import { DistributedLock } from './lib/lock'
 import { managementRoutes } from './lib/management'
 import { installRouteCaching } from './lib/route-cache'
+import { installRouteRateLimits } from './lib/route-rate-limit'
 import { Codec } from './lib/serializer'
 import { buildStack } from './lib/stack'
 import { Statistics } from './lib/statistics'
@@ -51,6 +52,7 @@ const plugin: FastifyPluginAsync<CacheOptions> = async function fastifyRedisCach
   fastify.decorate(config.decorator, cache)
 
   installRouteCaching(fastify, core, cache, config.routeDefaults)
+  installRouteRateLimits(fastify, cache)
   if (config.errorHandler) installErrorHandler(fastify)
   if (config.routes !== false) {
     const { prefix, ...routes } = config.routes

@@ -7,11 +7,11 @@ import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from '
 import type { Static } from '@sinclair/typebox'
 import type { ManagementRoutesOptionsSchema, PlainOptions } from './options'
 import type { CacheInfo, CacheStatistics } from './statistics'
-import type { RouteCacheOptions } from './route-options'
+import type { RouteCacheOptions, RouteRateLimitOptions } from './route-options'
 
 export type { CircuitBreakerOptions, CompressionOptions, Credentials, LocalTierOptions, LockOptions, MemoryStoreOptions, RouteDefaults } from './options'
 export type { CacheInfo, CacheStatistics } from './statistics'
-export type { CacheKey, CacheRouteGeneric, RouteCacheBustOptions, RouteCacheOptions } from './route-options'
+export type { CacheKey, CacheRouteGeneric, RouteCacheBustOptions, RouteCacheOptions, RouteRateLimitOptions } from './route-options'
 
 /** Turns values into bytes and back. JSON by default. */
 export interface Serializer {
@@ -149,5 +149,6 @@ declare module 'fastify' {
   }
   interface FastifyContextConfig {
     cache?: RouteCacheOptions | false
+    rateLimit?: RouteRateLimitOptions | false
   }
 }

@@ -114,3 +114,24 @@ export interface RouteCacheOptions<RouteGeneric extends RouteGenericInterface = 
   /** Invalidate after a successful (2xx) response. */
   bust?: RouteCacheBustOptions<RouteGeneric>
 }
+
+/** A route's `config.rateLimit`, in the shape of @fastify/rate-limit's route options. */
+export const RouteRateLimitOptionsSchema = Type.Object({
+  /** Requests allowed per window and client. */
+  max: Type.Integer({ minimum: 1 }),
+  /**
+   * The window: milliseconds, or a duration such as `'1 minute'` or `'30s'`. Counted in whole
+   * seconds (rounded up). Default one minute.
+   */
+  timeWindow: Type.Optional(Type.Union([Type.Integer({ minimum: 1 }), Type.String()])),
+  /** Who is counted: a function of the request; default the client's address (`request.ip`). */
+  keyGenerator: Type.Optional(Callback),
+  /** Refuse requests (503) when Redis cannot count them, instead of letting them through. */
+  failClosed: Type.Optional(Type.Boolean())
+}, { additionalProperties: false })
+
+export interface RouteRateLimitOptions<RouteGeneric extends RouteGenericInterface = CacheRouteGeneric>
+  extends Omit<Static<typeof RouteRateLimitOptionsSchema>, 'keyGenerator'> {
+  /** Who is counted: a function of the request; default the client's address (`request.ip`). */
+  keyGenerator?: Bivariant<[request: FastifyRequest<RouteGeneric>], string | number | Promise<string | number>>
+}

@@ -69,3 +69,10 @@ typed.get('/tb2/:id', {
 app.get<{ Params: { id: string } }>('/bad/:id', { config: { cache: { key: (req) => req.params } } }, async () => ({}))
 // @ts-expect-error tags are strings
 app.get('/bad2', { config: { cache: { tags: () => [1] } } }, async () => ({}))
+
+// config.rateLimit, in @fastify/rate-limit's shape.
+app.get<{ Params: { id: string } }>('/limited/:id', { config: { rateLimit: { max: 10, timeWindow: '1 minute', keyGenerator: (req) => req.params.id } } }, async () => ({}))
+app.get('/limited2', { config: { rateLimit: { max: 10, timeWindow: 60_000, keyGenerator: async (req) => req.ip, failClosed: true } } }, async () => ({}))
+app.get('/unlimited', { config: { rateLimit: false } }, async () => ({}))
+// @ts-expect-error max is required
+app.get('/bad3', { config: { rateLimit: { timeWindow: 1000 } } }, async () => ({}))
