@@ -200,10 +200,13 @@ t.test('a probe still running when the next one is due: the circuit is probed ag
   t.equal(store.state, 'open', 'its failure reopens the circuit and schedules a probe')
   await sleep(120)
   t.equal(inner.pending.length, 2, 'that probe found the first one still running: no second PING at once')
-  probe.reject(new Error('Connection is closed.'))
-  await sleep(10)
-  t.equal(store.state, 'open', 'the first probe failed too')
+  // From here Redis answers; a probe that started meanwhile (a busy machine's timers fire late)
+  // is answered too, so only the failure of the first one is left to judge.
   inner.mode = 'ok'
+  probe.reject(new Error('Connection is closed.'))
+  for (let i = 0; i < 20; i++) await Promise.resolve()
+  t.not(store.state, 'closed', 'the first probe failed too: it closes nothing')
+  for (const later of inner.pending.slice(2)) later.resolve()
   await until(() => store.state === 'closed', 30_000, 'a later probe to close the circuit')
   t.pass('probed again, and closed')
 })
