@@ -25,7 +25,7 @@ t.test('plugin options: unknown names fail with the closest valid one', async (t
     [{ routes: { tokn: 'x' } }, /unknown option routes\.tokn \(did you mean token\?\)/],
     [{ local: { maxentries: 5 } }, /unknown option local\.maxentries \(did you mean maxEntries\?\)/],
     [{ circuitBreaker: { resetTimout: 5 } }, /unknown option circuitBreaker\.resetTimout \(did you mean resetTimeout\?\)/],
-    [{ zzzzqqq: 1 }, /unknown option zzzzqqq \(valid: prefix, defaultTtl, .*redis, serializer\)/],
+    [{ zzzzqqq: 1 }, /unknown option zzzzqqq \(valid: decorator, prefix, defaultTtl, .*redis, serializer\)/],
     [{ compression: 'yes' }, /option compression expected union value \(got "yes"\)/]
   ]
   for (const [options, message] of cases) {
