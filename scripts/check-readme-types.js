@@ -14,6 +14,7 @@ const dir = join(root, 'node_modules', '.cache', 'readme-types')
 const PRELUDE = `import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import type FastifyType from 'fastify'
 import type fastifyRedisCacheType from 'fastify-redis-cache'
+import type replyFromType from '@fastify/reply-from'
 
 type Handler = (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>
 
@@ -31,6 +32,7 @@ declare global {
   function loadItems (): Promise<unknown[]>
   const url: string
   const fastifySwagger: FastifyPluginAsync<{ openapi: object }>
+  const replyFrom: typeof replyFromType
 }
 // What @fastify/jwt adds, for the preHandler example.
 declare module 'fastify' {
