@@ -358,3 +358,16 @@ t.test('a key stored with the other shape (vary added to a route) is dropped and
   t.equal((await app.inject('/shape')).headers['x-cache'], 'MISS')
   t.equal((await app.inject('/shape')).headers['x-cache'], 'HIT')
 })
+
+t.test('reads never bust, even on a route that also takes writes', async (t) => {
+  const server = await redis()
+  const { app, cache } = await routeApp(t, onRedis(server), (app) => {
+    app.route({ method: ['GET', 'POST'], url: '/both', config: { cache: { namespace: 'both', bust: { namespace: 'both', keys: ['kept'] } } }, handler: async () => 'ok' })
+  })
+  await cache.set('kept', 'v', { namespace: 'both' })
+  t.equal((await app.inject('/both')).statusCode, 200)
+  t.equal((await app.inject({ method: 'HEAD', url: '/both' })).statusCode, 200)
+  t.equal(await cache.exists('kept', { namespace: 'both' }), 1, 'GET and HEAD leave it')
+  t.equal((await app.inject({ method: 'POST', url: '/both' })).statusCode, 200)
+  t.equal(await cache.exists('kept', { namespace: 'both' }), 0, 'a POST busts it')
+})
