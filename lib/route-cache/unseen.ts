@@ -1,13 +1,15 @@
 // Routes registered where the plugin cannot see them (before it, in its scope or a parent's)
 // never had their `config.cache` compiled: they are served uncached. Fastify gives no list of
 // the routes registered earlier, but hooks added now reach them, so the first request on each
-// such route says so, once, naming it.
+// such route says so, once, naming it. When no route was registered before the plugin (the usual
+// order), there is nothing to look for and no hook: requests pay nothing for the check.
 import type { FastifyInstance, onRequestHookHandler } from 'fastify'
 
 /** Routes compiled in onRoute, by `METHOD url`. */
 export type SeenRoutes = Set<string>
 
 export function warnOfUnseenRoutes (fastify: FastifyInstance, seen: SeenRoutes): void {
+  if (fastify.printRoutes().trim() === '') return
   // A route's config object is the same on every request: each is looked at once.
   const checked = new WeakSet<object>()
   const check: onRequestHookHandler = function checkRouteSeen (request, _reply, done) {
