@@ -14,6 +14,7 @@ import { KeyLayout } from './lib/keys'
 import { DistributedLock } from './lib/lock'
 import { managementRoutes } from './lib/management'
 import { installRouteCaching } from './lib/route-cache'
+import { installRouteRateLimits } from './lib/route-rate-limit'
 import { Codec } from './lib/serializer'
 import { buildStack } from './lib/stack'
 import { Statistics } from './lib/statistics'
@@ -51,9 +52,10 @@ const plugin: FastifyPluginAsync<CacheOptions> = async function fastifyRedisCach
     telemetry
   })
   const cache = new CacheManager(core, config.getOrSet)
-  fastify.decorate('cache', cache)
+  fastify.decorate(config.decorator, cache)
 
   installRouteCaching(fastify, core, cache, config.routeDefaults)
+  installRouteRateLimits(fastify, cache)
   if (config.errorHandler) installErrorHandler(fastify)
   if (config.routes !== false) {
     const { prefix, ...routes } = config.routes
@@ -82,5 +84,6 @@ export {
   RedisConnectionError
 } from './lib/errors'
 export { keyFromParts } from './lib/keys'
+export { routeCache } from './lib/route-cache/typed'
 export { jsonSerializer } from './lib/serializer'
 export type * from './types'

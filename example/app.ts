@@ -26,8 +26,8 @@ export async function buildApp (cacheOptions: CacheOptions = {}, serverOptions: 
       cache: {
         ttl: 300,
         namespace: 'items',
-        key: (request) => `item:${(request.params as ItemParams).id}`,
-        tags: (request) => [`item:${(request.params as ItemParams).id}`],
+        key: (request) => `item:${request.params.id}`,
+        tags: (request) => [`item:${request.params.id}`],
         staleWhileRevalidate: 30
       }
     }
@@ -48,7 +48,7 @@ export async function buildApp (cacheOptions: CacheOptions = {}, serverOptions: 
 
   app.put<{ Params: ItemParams, Body: { name: string } }>('/items/:id', {
     schema: { params: itemParams, body: itemBody },
-    config: { cache: { bust: { namespace: 'items', keys: (request) => ['list', `item:${(request.params as ItemParams).id}`] } } }
+    config: { cache: { bust: { namespace: 'items', keys: (request) => ['list', `item:${request.params.id}`] } } }
   }, async (request, reply) => {
     const id = Number(request.params.id)
     if (!items.has(id)) return reply.code(404).send({ error: 'not found' })
@@ -59,7 +59,7 @@ export async function buildApp (cacheOptions: CacheOptions = {}, serverOptions: 
 
   app.delete<{ Params: ItemParams }>('/items/:id', {
     schema: { params: itemParams },
-    config: { cache: { bust: { tags: (request) => ['items', `item:${(request.params as ItemParams).id}`] } } }
+    config: { cache: { bust: { tags: (request) => ['items', `item:${request.params.id}`] } } }
   }, async (request, reply) => {
     const existed = items.delete(Number(request.params.id))
     return reply.code(existed ? 204 : 404).send()

@@ -2,12 +2,12 @@
 // Environment variables are read with env-schema against a TypeBox schema; options are checked
 // against TypeBox schemas too, so a bad value fails registration naming the option or variable.
 import { Type, type Static } from '@sinclair/typebox'
-import { Value } from '@sinclair/typebox/value'
 import envSchema from 'env-schema'
 import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from 'ioredis'
 import { CacheConfigError } from './errors'
 import { NAMESPACE_PATTERN } from './keys'
 import { NO_RESILIENCE, resolveResilience, type Resilience } from './resilience'
+import { schemaProblem } from './schema-check'
 import type { CacheOptions, ManagementRoutesOptions } from '../types'
 import { PlainOptionsSchema } from '../types/options'
 
@@ -40,6 +40,7 @@ export type Environment = Static<typeof EnvironmentSchema>
 
 export const DEFAULTS = {
   prefix: 'cache',
+  decorator: 'cache',
   defaultTtl: 3600,
   maxTtl: 86400,
   compressionThreshold: 1024,
@@ -112,7 +113,8 @@ export function readEnvironment (env: NodeJS.ProcessEnv): Environment {
     if (value !== undefined && value !== '') data[name] = value
   }
   try {
-    return envSchema<Environment>({ schema: structuredClone(EnvironmentSchema), data, dotenv: false })
+    // `env: false`: env-schema would otherwise merge process.env back in, empty values included.
+    return envSchema<Environment>({ schema: structuredClone(EnvironmentSchema), data, env: false, dotenv: false })
   } catch (err) {
     // With our fixed schema and no dotenv, env-schema only throws ajv validation errors, which
     // always list the failed properties with a message.
@@ -122,10 +124,17 @@ export function readEnvironment (env: NodeJS.ProcessEnv): Environment {
   }
 }
 
+// The options schema with the options typed by hand (clients, functions) known by name, so a
+// misspelled name anywhere fails registration.
+const OptionsSchema = Type.Object({
+  ...PlainOptionsSchema.properties,
+  redis: Type.Optional(Type.Unknown()),
+  serializer: Type.Optional(Type.Unknown())
+}, { additionalProperties: false })
+
 function checkOptions (options: CacheOptions): void {
-  const data = { ...options } as Record<string, unknown>
-  delete data.redis
-  delete data.serializer
+  // Fastify's own register options arrive with ours.
+  const { logLevel: _level, logSerializers: _serializers, ...data } = options as Record<string, unknown>
   if (typeof data.routes === 'object' && data.routes !== null) {
     const { preHandler, ...routes } = data.routes as Record<string, unknown>
     if (preHandler !== undefined && typeof preHandler !== 'function') {
@@ -133,13 +142,8 @@ function checkOptions (options: CacheOptions): void {
     }
     data.routes = routes
   }
-  const first = Value.Errors(PlainOptionsSchema, data).First()
-  if (first !== undefined) {
-    const path = first.path.slice(1).replace(/\//g, '.')
-    // Lower-case the first letter only: the message may quote a pattern, which must stay intact.
-    const message = first.message.charAt(0).toLowerCase() + first.message.slice(1)
-    throw new CacheConfigError(`fastify-redis-cache: option ${path} ${message} (got ${JSON.stringify(first.value)})`)
-  }
+  const problem = schemaProblem(OptionsSchema, data)
+  if (problem !== undefined) throw new CacheConfigError(`fastify-redis-cache: ${problem}`)
   const { serializer } = options
   if (serializer !== undefined && (typeof serializer?.serialize !== 'function' || typeof serializer.deserialize !== 'function')) {
     throw new CacheConfigError('fastify-redis-cache: option serializer needs serialize(value) and deserialize(buffer) functions')
@@ -227,6 +231,7 @@ export function resolveConfig (options: CacheOptions = {}, envSource: NodeJS.Pro
   return {
     redis: resolveRedis(options.redis, env),
     prefix: options.prefix ?? env.CACHE_PREFIX ?? DEFAULTS.prefix,
+    decorator: options.decorator ?? DEFAULTS.decorator,
     defaultTtl,
     maxTtl,
     compression: {

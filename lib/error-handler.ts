@@ -32,9 +32,15 @@ export function cacheErrorReply (err: CacheError): CacheErrorReply {
 export function cacheErrorHandler (err: FastifyError | Error, request: FastifyRequest, reply: FastifyReply): CacheErrorReply {
   if (!(err instanceof CacheError)) throw err
   const body = cacheErrorReply(err)
-  if (body.statusCode >= 500) request.log.error({ err }, err.message)
-  else request.log.info({ err }, err.message)
-  if (err instanceof RateLimitError) reply.header('retry-after', String(err.retryAfter))
+  if (err instanceof RateLimitError) {
+    // A client over its limit is routine: no stack, and only at debug.
+    request.log.debug({ code: err.code, limit: err.limit, retryAfter: err.retryAfter }, err.message)
+    reply.header('retry-after', String(err.retryAfter))
+  } else if (body.statusCode >= 500) {
+    request.log.error({ err }, err.message)
+  } else {
+    request.log.info({ err }, err.message)
+  }
   reply.code(body.statusCode)
   return body
 }

@@ -20,7 +20,7 @@ import { DASHBOARD_CSP, DASHBOARD_HTML } from '../lib/management/dashboard'
 import type { StatsReply } from '../lib/management/schemas'
 import type { ManagementRoutesOptions } from '../types'
 import { sleep, type Scope, uniquePrefix, until } from './helpers/app'
-import { launchBrowser } from './helpers/browser'
+import { browserTestOptions, launchBrowser } from './helpers/browser'
 import { startRedis, type RedisServer } from './helpers/redis-server'
 
 const TOKEN = 'dash-token'
@@ -37,6 +37,9 @@ let redisServer: Promise<RedisServer> | undefined
 let chromium: Promise<Browser> | undefined
 const redis = (): Promise<RedisServer> => (redisServer ??= startRedis())
 const browser = (): Promise<Browser> => (chromium ??= launchBrowser(t))
+// Skipped with a notice where Chromium is missing, except in CI (helpers/browser.ts).
+const BROWSER = browserTestOptions()
+if (BROWSER.skip !== undefined) t.comment(`browser tests skipped: ${BROWSER.skip}`)
 t.teardown(async () => {
   if (redisServer !== undefined) await (await redisServer).stop()
 })
@@ -313,7 +316,7 @@ function colours (image: Image): Map<number, number> {
 
 // ---------------------------------------------------------------------------
 
-t.test('the dashboard in a browser, against a real Redis, behind a token', async (t) => {
+t.test('the dashboard in a browser, against a real Redis, behind a token', BROWSER, async (t) => {
   const { app, base } = await startApp(t, { token: TOKEN })
   await seed(app)
   const { context, page, requests, finished, problems } = await open(t)
@@ -507,7 +510,7 @@ t.test('the dashboard in a browser, against a real Redis, behind a token', async
   t.same(problems, [], 'no page error, no CSP violation')
 })
 
-t.test('a wrong token: the login again, with an error; a reload forgets the token', async (t) => {
+t.test('a wrong token: the login again, with an error; a reload forgets the token', BROWSER, async (t) => {
   const { app, base } = await startApp(t, { token: TOKEN })
   await seed(app)
   const { page, requests, problems } = await open(t)
@@ -540,7 +543,7 @@ t.test('a wrong token: the login again, with an error; a reload forgets the toke
   t.same(problems, [])
 })
 
-t.test('every value is rendered as text, never as HTML', async (t) => {
+t.test('every value is rendered as text, never as HTML', BROWSER, async (t) => {
   // The page's script builds the DOM with textContent and createElement only.
   const script = DASHBOARD_HTML.slice(DASHBOARD_HTML.indexOf('<script>'), DASHBOARD_HTML.indexOf('</script>'))
   for (const sink of ['innerHTML', 'outerHTML', 'insertAdjacentHTML', 'document.write', 'DOMParser', 'createContextualFragment', 'eval(', 'Function(']) {
@@ -624,7 +627,7 @@ t.test('every value is rendered as text, never as HTML', async (t) => {
   t.same(problems, [])
 })
 
-t.test('the CSP runs the page\'s own script and nothing else', async (t) => {
+t.test('the CSP runs the page\'s own script and nothing else', BROWSER, async (t) => {
   // The same page with its script changed by one character, under the same CSP header: the
   // browser refuses to run it. So the hashes are enforced, and they match the real page (which
   // every other test here sees running).
@@ -643,7 +646,7 @@ t.test('the CSP runs the page\'s own script and nothing else', async (t) => {
   t.same(statsRequests(requests), [])
 })
 
-t.test('a custom preHandler keeps the figures behind it; the page still loads', async (t) => {
+t.test('a custom preHandler keeps the figures behind it; the page still loads', BROWSER, async (t) => {
   const { app, base } = await startApp(t, {
     preHandler: async (request, reply) => {
       if (request.headers['x-ops'] !== 'yes') return await reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: 'operators only' })
@@ -670,7 +673,7 @@ t.test('a custom preHandler keeps the figures behind it; the page still loads', 
   t.same([...outsider.problems, ...operator.problems], [])
 })
 
-t.test('a preHandler that guards clearing only: Clear asks for a token, then works', async (t) => {
+t.test('a preHandler that guards clearing only: Clear asks for a token, then works', BROWSER, async (t) => {
   const { app, base } = await startApp(t, {
     preHandler: async (request, reply) => {
       if (request.method === 'DELETE' && request.headers.authorization !== 'Bearer ops') {
@@ -699,7 +702,7 @@ t.test('a preHandler that guards clearing only: Clear asks for a token, then wor
   t.same(problems, [])
 })
 
-t.test('routes.dashboard: false turns the page off, and only the page', async (t) => {
+t.test('routes.dashboard: false turns the page off, and only the page', BROWSER, async (t) => {
   const { base } = await startApp(t, { token: TOKEN, dashboard: false })
   t.equal((await fetch(`${base}/cache/dashboard`)).status, 404)
   t.equal((await fetch(`${base}/cache/dashboard`, { headers: { authorization: `Bearer ${TOKEN}` } })).status, 404)

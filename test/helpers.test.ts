@@ -1,6 +1,7 @@
 import t from 'tap'
 import Redis from 'ioredis'
 import { startRedis, startCluster, freePort, type RedisServer, type RedisCluster } from './helpers/redis-server'
+import { browserTestOptions } from './helpers/browser'
 
 const started: Array<RedisServer | RedisCluster> = []
 t.teardown(async () => {
@@ -139,4 +140,11 @@ t.test('cluster: 3 masters, ioredis Cluster set/get across slots', async t => {
   await cluster.stop()
   await cluster.stop() // idempotent
   t.ok(cluster.nodes.every(n => n.pid === undefined), 'all nodes stopped')
+})
+
+t.test('browser tests: skipped with a notice without Chromium, except in CI', async t => {
+  t.same(browserTestOptions(process.execPath, {}), {}, 'an executable is there: run')
+  const missing = browserTestOptions('/nonexistent/chromium', {})
+  t.match(missing.skip, /no Chromium at \/nonexistent\/chromium: install Debian's chromium/, 'missing: skipped, saying how to get it')
+  t.same(browserTestOptions('/nonexistent/chromium', { CI: 'true' }), {}, 'missing in CI: run, and fail')
 })

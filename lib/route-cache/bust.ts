@@ -26,7 +26,7 @@ export function makeBust (cache: RouteCache, bust: CompiledBust): onSendHookHand
     } catch (err) {
       // Store failures were counted where they happened; anything else is counted here.
       if (!(err instanceof RedisConnectionError)) cache.core.failures.count(err, 'bust', request.url)
-      cache.log.error({ err, url: request.url }, 'fastify-redis-cache: cache bust failed; the response is sent anyway')
+      request.log.error({ plugin: 'fastify-redis-cache', err, url: request.url }, 'fastify-redis-cache: cache bust failed; the response is sent anyway')
     }
     return payload
   }

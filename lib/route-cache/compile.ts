@@ -1,12 +1,15 @@
 // Compiling `config.cache` once, in onRoute: everything a request on the route needs is checked
 // and worked out here, so bad options fail registration naming the route and the hooks do no
 // option handling per request.
-import type { Credentials, RouteCacheBustOptions, RouteCacheOptions, RouteDefaults } from '../../types'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { CacheKey, Credentials, RouteCacheBustOptions, RouteCacheOptions, RouteDefaults } from '../../types'
 import type { CacheCore } from '../cache/core'
 import { CacheConfigError } from '../errors'
 import type { StaleWindows } from '../freshness'
 import { DEFAULT_NAMESPACE, toKey, validateEntryTags, validateNamespace, validateStaleSeconds, validateTags } from '../keys'
 import { validateEagerRefresh, validateTimeout } from '../resilience'
+import { schemaProblem } from '../schema-check'
+import { RouteCacheOptionsSchema } from '../../types/route-options'
 import { RecentShare } from './recent-share'
 import { constraintKey, type UrlKeys } from './request-key'
 
@@ -26,8 +29,8 @@ export interface CompiledRoute {
   eagerRefresh: number
   /** Milliseconds a miss with an entry within staleIfError waits for the handler; 0: no limit. */
   softTimeout: number
-  key: RouteCacheOptions['key']
-  tags: RouteCacheOptions['tags']
+  key: RequestValue<CacheKey> | undefined
+  tags: RequestValue<string[]> | undefined
   vary: string[]
   statuses: Set<number>
   /** True or false as the route says; unset, as its clients' Accept-Encoding suggests. */
@@ -45,10 +48,14 @@ export interface CompiledRoute {
   tagHeader: string | undefined
 }
 
+// The callbacks as the hooks call them: the route's request type is the user's concern.
+type RequestValue<T> = T | ((request: FastifyRequest) => T)
+type MutationValue<T> = T | ((request: FastifyRequest, reply: FastifyReply) => T)
+
 export interface CompiledBust {
   namespace: string
-  keys: RouteCacheBustOptions['keys']
-  tags: RouteCacheBustOptions['tags']
+  keys: MutationValue<CacheKey[]> | undefined
+  tags: MutationValue<string[]> | undefined
   /** A bust that names only a namespace clears it. */
   clearNamespace: boolean
 }
@@ -70,8 +77,11 @@ export function compileRoute (options: RouteCacheOptions, context: RouteContext,
   if (typeof options !== 'object' || options === null) {
     throw new CacheConfigError(`fastify-redis-cache: config.cache of ${where} must be an object or false`)
   }
-  // Checked in this order, so a route with several mistakes is told of the same one every time.
+  // Checked in this order, so a route with several mistakes is told of the same one every time:
+  // a misspelled name first, then the rules with messages of their own, then the schema's types.
   const what = `config.cache of ${where}`
+  const problem = schemaProblem(RouteCacheOptionsSchema, options, 'config.cache.')
+  if (problem?.startsWith('unknown') === true) throw invalid(what, problem)
   const windows: StaleWindows = {
     staleWhileRevalidate: check(what, () => validateStaleSeconds(options.staleWhileRevalidate, 'staleWhileRevalidate')),
     staleIfError: check(what, () => validateStaleSeconds(options.staleIfError, 'staleIfError'))
@@ -110,8 +120,8 @@ export function compileRoute (options: RouteCacheOptions, context: RouteContext,
     windows,
     eagerRefresh,
     softTimeout,
-    key: options.key,
-    tags: options.tags,
+    key: options.key as RequestValue<CacheKey> | undefined,
+    tags: options.tags as RequestValue<string[]> | undefined,
     vary: vary.map((h) => h.toLowerCase()),
     statuses: new Set(statuses),
     compress: options.compress,
@@ -162,7 +172,13 @@ export function compileBust (bust: RouteCacheBustOptions, routeNamespace: string
   else if (bust.tags !== undefined && typeof bust.tags !== 'function') throw invalid(what, 'bust.tags must be an array or a function')
   const clearNamespace = bust.keys === undefined && bust.tags === undefined
   if (clearNamespace && bust.namespace === undefined) throw invalid(what, 'bust needs keys, tags or a namespace')
-  return { namespace, keys: bust.keys, tags: bust.tags, clearNamespace }
+  return { namespace, keys: bust.keys as MutationValue<CacheKey[]> | undefined, tags: bust.tags as MutationValue<string[]> | undefined, clearNamespace }
+}
+
+/** What the rules of compileRoute and compileBust let through and the schema does not. */
+export function checkRouteSchema (options: RouteCacheOptions, where: string): void {
+  const problem = schemaProblem(RouteCacheOptionsSchema, options, 'config.cache.')
+  if (problem !== undefined) throw invalid(`config.cache of ${where}`, problem)
 }
 
 /** The error of an option that is wrong: `what` names the option and the route. */

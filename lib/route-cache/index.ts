@@ -10,11 +10,12 @@ import type { RouteDefaults } from '../../types'
 import type { CacheCore } from '../cache/core'
 import { makeLookup } from './answer'
 import { makeBust } from './bust'
-import { compileBust, compileRoute, type CompiledRoute } from './compile'
+import { checkRouteSchema, compileBust, compileRoute, type CompiledRoute } from './compile'
 import { isSafeMethod, makeUnsafeInvalidation } from './invalidate-unsafe'
 import { type CacheBusting, RouteCache } from './route-cache'
 import { kState } from './state'
 import { makeOnSend } from './store'
+import { type SeenRoutes, warnOfUnseenRoutes } from './unseen'
 
 export function installRouteCaching (fastify: FastifyInstance, core: CacheCore, cache: CacheBusting, defaults: Required<RouteDefaults>): void {
   const routeCache = new RouteCache(fastify, core, cache)
@@ -22,13 +23,20 @@ export function installRouteCaching (fastify: FastifyInstance, core: CacheCore, 
   const optIns: string[] = []
 
   fastify.decorateRequest(kState, null)
+  const seen: SeenRoutes = new Set()
+  warnOfUnseenRoutes(fastify, seen)
 
   fastify.addHook('onRoute', (routeOptions) => {
     const options = routeOptions.config?.cache
     if (options === undefined || options === false) return
     const where = `${String(routeOptions.method)} ${routeOptions.url}`
     const route = compileRoute(options, { where, constraints: routeOptions.constraints, defaults }, core)
+    const bust = options.bust === undefined ? undefined : compileBust(options.bust, route.namespace, where)
+    checkRouteSchema(options, where)
     const methods = [routeOptions.method].flat()
+    seen.add(where)
+    // Fastify's own HEAD route of a GET route shares its config.
+    if (methods.includes('GET')) seen.add(`HEAD ${routeOptions.url}`)
     if (methods.includes('GET') || methods.includes('HEAD')) {
       // Appended last, after the route's own hooks; the application's hooks of every level run
       // before a route's.
@@ -41,9 +49,7 @@ export function installRouteCaching (fastify: FastifyInstance, core: CacheCore, 
     if (route.byResponse && methods.some((method) => !isSafeMethod(method))) {
       addHook(routeOptions, 'onSend', makeUnsafeInvalidation(routeCache, route))
     }
-    if (options.bust !== undefined) {
-      addHook(routeOptions, 'onSend', makeBust(routeCache, compileBust(options.bust, route.namespace, where)))
-    }
+    if (bust !== undefined) addHook(routeOptions, 'onSend', makeBust(routeCache, bust))
   })
 
   fastify.addHook('onReady', function announceOptIns (done) {

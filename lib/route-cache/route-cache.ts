@@ -26,6 +26,9 @@ const OUTCOMES = { HIT: 'hit', MISS: 'miss', STALE: 'stale', BYPASS: 'bypass' } 
 /** What busts go through: the public methods, so namespaces and tags are handled as for users. */
 export type CacheBusting = Pick<FastifyCache, 'delete' | 'invalidateTags' | 'clear'>
 
+/** Log lines on the request path go through `request.log` (its `reqId`), marked as ours. */
+const PLUGIN = 'fastify-redis-cache'
+
 // Decoded heads and gunzipped bodies of recently hit entries, so hits skip that work.
 const DECODED_MAX_BYTES = 32 * 1024 * 1024
 /**
@@ -103,7 +106,7 @@ export class RouteCache {
   /** Logs a warning a request caused, at most once every few seconds. */
   warn (request: FastifyRequest, fields: Record<string, unknown>, message: string): void {
     const suppressed = this.warnings.pass()
-    if (suppressed !== undefined) this.log.warn({ ...fields, url: request.url, suppressed }, `fastify-redis-cache: ${message}`)
+    if (suppressed !== undefined) request.log.warn({ plugin: PLUGIN, ...fields, url: request.url, suppressed }, `fastify-redis-cache: ${message}`)
   }
 
   countHit (route: CompiledRoute, bytes: number): void {
@@ -137,7 +140,7 @@ export class RouteCache {
       this.replacing.set(entryId, replacing)
       return this.fastify.inject({ method: 'GET', url: request.url, headers, remoteAddress, Request: RefreshRequest })
         .finally(() => this.replacing.delete(entryId))
-    }, (err) => this.log.warn({ err, url: request.url }, 'fastify-redis-cache: background refresh failed'))
+    }, (err) => request.log.warn({ plugin: PLUGIN, err, url: request.url }, 'fastify-redis-cache: background refresh failed'))
     return this.refreshes.get(entryId)
   }
 
@@ -237,7 +240,8 @@ export class RouteCache {
   announce (request: FastifyRequest, reply: FastifyReply, outcome: Outcome, cacheStatus: string): void {
     reply.header('x-cache', outcome)
     reply.header('cache-status', cacheStatus)
-    if (this.debug) this.log.debug({ url: request.url, key: request[kState]?.fullKey, outcome, status: cacheStatus }, 'fastify-redis-cache: route cache decision')
+    // The plugin's logger (DEBUG=true lowers its level alone), with the request's id.
+    if (this.debug) this.log.debug({ reqId: request.id, url: request.url, key: request[kState]?.fullKey, outcome, status: cacheStatus }, 'fastify-redis-cache: route cache decision')
     if (this.traced) {
       const state = request[kState]
       this.core.telemetry.decision(state?.namespace, state?.fullKey, OUTCOMES[outcome], cacheStatus, state === null ? Date.now() : state.lookedUpAt, state?.nearby === true)

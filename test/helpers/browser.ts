@@ -33,6 +33,16 @@ export function chromiumInstalled (path = CHROMIUM_PATH): boolean {
   }
 }
 
+/**
+ * The options of a test that needs the browser. Without Chromium it is skipped, with a notice
+ * saying how to get it, so `npm test` passes on a machine that lacks it; in CI (`CI=true`) it
+ * runs and fails instead, so a CI without the browser cannot pass unnoticed.
+ */
+export function browserTestOptions (path = CHROMIUM_PATH, env: NodeJS.ProcessEnv = process.env): { skip?: string } {
+  if (chromiumInstalled(path) || env.CI === 'true') return {}
+  return { skip: `no Chromium at ${path}: install Debian's chromium (as .ci/run does) or set CHROMIUM_PATH; with CI=true this fails` }
+}
+
 /** Launches headless Chromium; it is closed on teardown. Fails with a clear message when it is missing. */
 export async function launchBrowser (t: Scope): Promise<Browser> {
   if (!chromiumInstalled()) {

@@ -161,3 +161,7 @@ expectType<number>(err.statusCode)
 expectType<number>(new RateLimitError('slow down', 1, 10).retryAfter)
 
 export { useCache }
+
+// @fastify/redis's decoration is typed: the cache's client under its namespace.
+expectType<import('ioredis').Redis>(app.redis.cache)
+expectType<import('../../index').CacheRedis>(app.redis)
