@@ -170,6 +170,10 @@ t.test('route options: eagerRefresh and timeout are validated at registration', 
       app.get('/x', { config: { cache: { ttl: 10, ...options } as never } }, async () => 'x')
     }), { name: 'CacheConfigError', message: /config\.cache of GET \/x/ }, JSON.stringify(options))
   }
+  // Routes never abandon a request's handler: `hard` is not an option there.
+  await t.rejects(routeApp(t, onRedis(server), (app: FastifyInstance) => {
+    app.get('/x', { config: { cache: { ttl: 10, staleIfError: 5, timeout: { hard: 100 } } as never } }, async () => 'x')
+  }), { message: /config\.cache\.timeout\.hard/ })
   await routeApp(t, onRedis(server), (app: FastifyInstance) => {
     app.get('/ok', { config: { cache: { ttl: 10, eagerRefresh: false, timeout: false } } }, async () => 'x')
   })

@@ -55,44 +55,41 @@ export class InvalidationJournal {
   async delete (fullKeys: readonly string[]): Promise<number> {
     const at = Date.now()
     this.stamps.keysDeleted(fullKeys, at)
-    try {
-      return await this.entries.delete(fullKeys)
-    } catch (err) {
+    return this.applied('delete', () => this.entries.delete(fullKeys), () => {
       for (const key of fullKeys) this.keys.set(key, at)
-      this.kept(err, 'delete')
-      throw err
-    } finally {
-      await millisecondOver()
-    }
+    })
   }
 
   async clear (namespace: string | undefined): Promise<number> {
     const at = Date.now()
     this.stamps.cleared(namespace, at)
-    try {
-      return await this.entries.clear(namespace)
-    } catch (err) {
+    return this.applied('clear', () => this.entries.clear(namespace), () => {
       if (namespace === undefined) this.all = at
       else this.namespaces.set(namespace, at)
-      this.kept(err, 'clear')
-      throw err
-    } finally {
-      await millisecondOver()
-    }
+    })
   }
 
   async invalidateTags (tags: readonly string[]): Promise<number> {
     const at = Date.now()
     this.stamps.tagsInvalidated(tags, at)
-    try {
-      return (await this.entries.invalidateTags(tags)).removed
-    } catch (err) {
+    return this.applied('invalidateTags', async () => (await this.entries.invalidateTags(tags)).removed, () => {
       for (const tag of tags) this.tags.set(tag, at)
-      this.kept(err, 'invalidateTags')
+    })
+  }
+
+  /** Applies an invalidation in Redis; when Redis fails, `keep` files it for retry, and it throws. */
+  private async applied (operation: string, apply: () => Promise<number>, keep: () => void): Promise<number> {
+    let result: number
+    try {
+      result = await apply()
+    } catch (err) {
+      keep()
+      this.kept(err, operation)
       throw err
     } finally {
       await millisecondOver()
     }
+    return result
   }
 
   close (): void {

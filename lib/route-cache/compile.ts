@@ -136,12 +136,11 @@ export function compileRoute (options: RouteCacheOptions, context: RouteContext,
 }
 
 /**
- * A route's `timeout`: `soft` only (the handler of a request is never abandoned). `windows`: the
- * route's, undefined when responses bring their own (freshness: 'response').
+ * A route's `timeout`: `soft` only, as its schema says (a request's handler is never abandoned).
+ * `windows`: the route's, undefined when responses bring their own (freshness: 'response').
  */
 function compileSoftTimeout (timeout: RouteCacheOptions['timeout'], windows: StaleWindows | undefined, what: string): number {
   if (timeout === undefined) return 0
-  if (typeof timeout === 'object' && timeout !== null && 'hard' in timeout) throw invalid(what, 'timeout takes soft only on routes: a request always gets its handler\'s answer or a stale entry')
   const { soft } = check(what, () => validateTimeout(timeout))
   // The soft timeout serves the expired entry kept for staleIfError: without one it never applies.
   if (soft > 0 && windows?.staleIfError === 0) throw invalid(what, 'timeout.soft needs staleIfError: it serves the entry kept for it')
