@@ -7,21 +7,12 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import fastifyRedisCache, { CacheConfigError, CacheError, CacheTimeoutError } from '../index'
 import type { CacheManager } from '../lib/cache/manager'
 import type { CacheOptions, GetOrSetContext } from '../types'
-import { captureLogs, type Logs, sleep, uniquePrefix, until } from './helpers/app'
+import { captureLogs, clock, type Logs, sleep, uniquePrefix, until } from './helpers/app'
 import { startRedis, type RedisServer } from './helpers/redis-server'
 
 let server: RedisServer
 t.before(async () => { server = await startRedis() })
 t.teardown(() => server?.stop())
-
-/** Moves Date.now forward for one test; timers keep real time. */
-function clock (t: tap.Test): { advance: (seconds: number) => void } {
-  const realNow = Date.now
-  let offset = 0
-  Date.now = () => realNow() + offset
-  t.teardown(() => { Date.now = realNow })
-  return { advance: (seconds) => { offset += seconds * 1000 } }
-}
 
 interface App {
   app: FastifyInstance

@@ -6,22 +6,13 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import fastifyRedisCache from '../index'
 import type { CacheManager } from '../lib/cache/manager'
 import type { CacheOptions } from '../types'
-import { captureLogs, type Logs, rawClient, sleep, uniquePrefix, until } from './helpers/app'
+import { captureLogs, clock, type Logs, rawClient, sleep, uniquePrefix, until } from './helpers/app'
 import { startRedis, type RedisServer } from './helpers/redis-server'
 import { gate } from './helpers/route-app'
 
 let server: RedisServer
 t.before(async () => { server = await startRedis() })
 t.teardown(() => server?.stop())
-
-/** Moves Date.now forward for one test; timers keep real time. */
-function clock (t: tap.Test): { advance: (seconds: number) => void } {
-  const realNow = Date.now
-  let offset = 0
-  Date.now = () => realNow() + offset
-  t.teardown(() => { Date.now = realNow })
-  return { advance: (seconds) => { offset += seconds * 1000 } }
-}
 
 interface App {
   app: FastifyInstance

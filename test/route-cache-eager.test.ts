@@ -10,19 +10,10 @@ import type { Redis } from 'ioredis'
 import type { CacheManager } from '../lib/cache/manager'
 import { KIND_RESPONSE } from '../lib/envelope'
 import { encodeHead, strongEtag } from '../lib/route-cache/http-entry'
-import { rawClient, until } from './helpers/app'
+import { clock, rawClient, until } from './helpers/app'
 import { listen, onRedis, routeApp, sharedRedis } from './helpers/route-app'
 
 const redis = sharedRedis(t)
-
-/** Moves Date.now forward for one test; timers keep real time. */
-function clock (t: tap.Test): { advance: (seconds: number) => void } {
-  const realNow = Date.now
-  let offset = 0
-  Date.now = () => realNow() + offset
-  t.teardown(() => { Date.now = realNow })
-  return { advance: (seconds) => { offset += seconds * 1000 } }
-}
 
 /** A handler whose runs wait for the test to release them (`open` lets every later run through). */
 function gatedHandler (): { handler: () => Promise<{ version: number }>, runs: () => number, release: () => void, open: () => void } {

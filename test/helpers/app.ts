@@ -116,3 +116,12 @@ export const MANAGEMENT_ROUTES: ReadonlyArray<[Method, string]> = [
   ['HEAD', '/cache/stats'],
   ['HEAD', '/cache/reset-stats']
 ]
+
+/** Moves Date.now forward for one test; timers keep real time. */
+export function clock (t: Scope): { advance: (seconds: number) => void } {
+  const realNow = Date.now
+  let offset = 0
+  Date.now = () => realNow() + offset
+  t.teardown(() => { Date.now = realNow })
+  return { advance: (seconds) => { offset += seconds * 1000 } }
+}
