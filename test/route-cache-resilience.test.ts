@@ -266,6 +266,32 @@ t.test('stale-while-revalidate and stale-if-error (ttl: 1, past it)', async (t) 
   t.ok(cache.getStatistics().hits >= 4)
 })
 
+t.test('stale-if-error never serves an entry busted while the handler ran', async (t) => {
+  const server = await redis()
+  let failing: { promise: Promise<void> } | null = null
+  let entered = gate()
+  const { app, cache } = await routeApp(t, onRedis(server), (app) => {
+    app.get('/sie', { config: { cache: { ttl: 1, staleIfError: 30, key: 'sie' } } }, async () => {
+      if (failing === null) return 'version 1'
+      entered.open()
+      await failing.promise
+      throw new Error('database down')
+    })
+  })
+  t.equal((await app.inject('/sie')).headers['x-cache'], 'MISS')
+  await sleep(1100)
+  const handler = gate()
+  failing = handler
+  entered = gate()
+  const answer = app.inject('/sie')
+  await entered.promise
+  t.equal(await cache.delete('sie'), 1, 'busted while the handler runs')
+  handler.open()
+  const res = await answer
+  t.equal(res.statusCode, 500, 'the handler\'s failure, not the busted entry')
+  t.not(res.headers['x-cache'], 'STALE')
+})
+
 t.test('stale entries past their window, or unreadable, are not served', async (t) => {
   const server = await redis()
   let runs = 0

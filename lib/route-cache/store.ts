@@ -135,7 +135,8 @@ function revalidated (cache: RouteCache, request: FastifyRequest, reply: Fastify
  */
 function notStored (cache: RouteCache, route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, state: RequestState, payload: unknown, refusal: string): unknown {
   // The entry was kept past staleWhileRevalidate already, so this is the staleIfError window.
-  if (state.stale !== null && reply.statusCode >= 500 && freshness(state.stale.envelope, state.stale.policy?.windows ?? route.windows) === 'stale-if-error') {
+  // Not served when an invalidation came while the handler ran.
+  if (state.stale !== null && reply.statusCode >= 500 && freshness(state.stale.envelope, state.stale.policy?.windows ?? route.windows) === 'stale-if-error' && cache.core.admits(state.fullKey, state.stale.stored)) {
     const body = cache.bodyOf(request, state.stale)
     if (body !== null) return serveStaleOnError(cache, request, reply, state.stale, body)
   }
