@@ -292,6 +292,22 @@ t.test('stale-if-error never serves an entry busted while the handler ran', asyn
   t.not(res.headers['x-cache'], 'STALE')
 })
 
+t.test('an entry already decoded is not served once an invalidation covers it', async (t) => {
+  const server = await redis()
+  let runs = 0
+  const { app, cache } = await routeApp(t, onRedis(server), (app) => {
+    app.get('/memo', { config: { cache: { ttl: 60, key: 'memo' } } }, async () => `run ${++runs}`)
+  })
+  t.equal((await app.inject('/memo')).headers['x-cache'], 'MISS')
+  t.equal((await app.inject('/memo')).headers['x-cache'], 'HIT', 'decoded and remembered')
+  // What this instance knows of an invalidation before Redis has applied it: the bytes Redis
+  // still returns are the ones already decoded, and must not be served.
+  cache.core.stamps.keysDeleted([cache.redisKey('memo')], Date.now())
+  const after = await app.inject('/memo')
+  t.equal(after.headers['x-cache'], 'MISS')
+  t.equal(after.body, 'run 2')
+})
+
 t.test('stale entries past their window, or unreadable, are not served', async (t) => {
   const server = await redis()
   let runs = 0
