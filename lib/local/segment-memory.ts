@@ -36,6 +36,8 @@ interface Segment {
 const NO_BYTES = Buffer.alloc(0)
 const NO_SEGMENT: Segment = { slab: NO_BYTES, end: 0, live: 0, exposed: false }
 const INITIAL_SLOTS = 64
+/** No slot: the end of the eviction queue. */
+const NONE = -1
 
 // What an entry costs beside its bytes in a segment and its key's characters (counted apart, at
 // two bytes each), so that maxBytes bounds the process's RSS and not just the payloads. Measured
@@ -56,10 +58,13 @@ const MAX_SEGMENT_BYTES = 4 * 1024 * 1024
 
 /**
  * A bounded cache with CLOCK (second-chance) eviction, close to LRU, over a log of segments
- * (like Segcache): entries' bytes are appended to the current segment, and Map iteration order
- * (insertion order) is the order they were written in. A hit only marks its entry; eviction
- * takes the Map's head, re-queues a marked entry (copying its bytes forward to the current
- * segment) and drops an unmarked one, so the oldest segment empties and is released whole.
+ * (like Segcache): entries' bytes are appended to the current segment, and a queue of slots (a
+ * doubly linked list in typed arrays) holds them in the order they were written in. A hit only
+ * marks its entry; eviction takes the queue's head, re-queues a marked entry (copying its bytes
+ * forward to the current segment) and drops an unmarked one, so the oldest segment empties and
+ * is released whole. (Not the Map's insertion order: V8 leaves a deleted Map entry as a hole
+ * until the table is rebuilt, and taking the head of a Map whose front was deleted walks every
+ * hole, which under steady eviction made each put cost time in proportion to the entries.)
  * `bytes` counts every allocated segment in full plus each entry's objects (plus what the user
  * reserves for its own indexes), so maxBytes bounds the memory held, not just the payloads.
  *
@@ -77,15 +82,22 @@ const MAX_SEGMENT_BYTES = 4 * 1024 * 1024
  * keep stored bytes for long should copy them.
  */
 export class SegmentMemory {
-  /** Key to slot; iteration order is the order the entries' bytes were written in. */
+  /** Key to slot. */
   private readonly slots = new Map<string, number>()
-  // By slot: the view of the entry's bytes (made once, so every hit returns this same object),
-  // the segment holding them, when the entry expires (ms), and whether it was hit since it was
-  // last queued (it is spared once at eviction time: the second chance).
+  // By slot: its key, the view of the entry's bytes (made once, so every hit returns this same
+  // object), the segment holding them, when the entry expires (ms), whether it was hit since it
+  // was last queued (it is spared once at eviction time: the second chance), and its neighbours
+  // in the eviction queue.
+  private keyOf: string[] = []
   private views: Buffer[] = []
   private homes: Segment[] = []
   private expiry = new Float64Array(INITIAL_SLOTS)
   private marks = new Uint8Array(INITIAL_SLOTS)
+  private before = new Int32Array(INITIAL_SLOTS)
+  private after = new Int32Array(INITIAL_SLOTS)
+  /** The eviction queue's oldest and newest slots. */
+  private head = NONE
+  private tail = NONE
   /** Slots given back by removed entries, reused first. */
   private free: number[] = []
   private readonly bounds: SegmentBounds
@@ -163,6 +175,8 @@ export class SegmentMemory {
     this.marks[slot] = 0
     this.write(slot, bytes)
     this.slots.set(key, slot)
+    this.keyOf[slot] = key
+    this.enqueue(slot)
     this.bytes += entryCost(key)
     this.trim()
     return this.slots.has(key)
@@ -206,10 +220,14 @@ export class SegmentMemory {
     // Views handed out keep their slabs alive by themselves; the memory forgets all of them, and
     // what was reserved (the user clears its indexes with it).
     this.slots.clear()
+    this.keyOf = []
     this.views = []
     this.homes = []
     this.expiry = new Float64Array(INITIAL_SLOTS)
     this.marks = new Uint8Array(INITIAL_SLOTS)
+    this.before = new Int32Array(INITIAL_SLOTS)
+    this.after = new Int32Array(INITIAL_SLOTS)
+    this.head = this.tail = NONE
     this.free = []
     this.current = undefined
     this.spare = undefined
@@ -218,18 +236,18 @@ export class SegmentMemory {
   }
 
   /**
-   * CLOCK over the Map's head until within bounds. It ends: every turn evicts an entry or clears
+   * CLOCK over the queue's head until within bounds. It ends: every turn evicts an entry or clears
    * the mark of one (only hits set marks), so each entry is copied forward at most once. And it
-   * does not find the Map empty while over: with no entry, every segment but the current one and
+   * does not find the queue empty while over: with no entry, every segment but the current one and
    * the spare has been released, each of those is at most an eighth of maxBytes, and what the
    * user reserved went with its entries.
    */
   trim (): void {
     const now = Date.now()
     while (this.slots.size > 0 && (this.slots.size > this.bounds.maxEntries || this.bytes > this.bounds.maxBytes)) {
-      const [key, slot] = this.slots.entries().next().value as [string, number]
+      const slot = this.head
       if (this.marks[slot] === 1 && this.expiry[slot] > now) {
-        this.slots.delete(key)
+        this.dequeue(slot)
         this.marks[slot] = 0
         const from = this.homes[slot]
         // Copied forward, so that the segment it was in can empty and be released; alone in a
@@ -238,11 +256,11 @@ export class SegmentMemory {
           this.write(slot, this.views[slot])
           this.leave(from)
         }
-        this.slots.set(key, slot)
+        this.enqueue(slot)
       } else {
         // An expired entry was due to go anyway: not an eviction.
         if (this.expiry[slot] > now) this.stats.evictions++
-        this.drop(key, slot)
+        this.drop(this.keyOf[slot], slot)
       }
     }
   }
@@ -288,11 +306,13 @@ export class SegmentMemory {
     this.homes[slot] = segment
   }
 
-  /** Takes an entry out of the Map and frees its slot. */
+  /** Takes an entry out of the Map and the queue, and frees its slot. */
   private remove (key: string, slot: number): void {
     this.slots.delete(key)
+    this.dequeue(slot)
     this.bytes -= entryCost(key)
     this.leave(this.homes[slot])
+    this.keyOf[slot] = ''
     this.views[slot] = NO_BYTES
     this.homes[slot] = NO_SEGMENT
     this.free.push(slot)
@@ -302,20 +322,38 @@ export class SegmentMemory {
     const reused = this.free.pop()
     if (reused !== undefined) return reused
     const slot = this.views.length
+    this.keyOf.push('')
     this.views.push(NO_BYTES)
     this.homes.push(NO_SEGMENT)
     if (slot === this.expiry.length) {
       // Doubled, though never past what the bounds can use: maxEntries, and one more while a
       // put evicts.
       const length = Math.max(slot + 1, Math.min(slot * 2, this.bounds.maxEntries + 1))
-      const expiry = new Float64Array(length)
-      expiry.set(this.expiry)
-      this.expiry = expiry
-      const marks = new Uint8Array(length)
-      marks.set(this.marks)
-      this.marks = marks
+      this.expiry = grown(this.expiry, new Float64Array(length))
+      this.marks = grown(this.marks, new Uint8Array(length))
+      this.before = grown(this.before, new Int32Array(length))
+      this.after = grown(this.after, new Int32Array(length))
     }
     return slot
+  }
+
+  /** Puts a slot at the end of the eviction queue. */
+  private enqueue (slot: number): void {
+    this.before[slot] = this.tail
+    this.after[slot] = NONE
+    if (this.tail === NONE) this.head = slot
+    else this.after[this.tail] = slot
+    this.tail = slot
+  }
+
+  /** Takes a slot out of the eviction queue, wherever it is. */
+  private dequeue (slot: number): void {
+    const before = this.before[slot]
+    const after = this.after[slot]
+    if (before === NONE) this.head = after
+    else this.after[before] = after
+    if (after === NONE) this.tail = before
+    else this.before[after] = before
   }
 
   /** One entry fewer in `segment`; an empty segment that is not being filled is released. */
@@ -346,6 +384,12 @@ export class SegmentMemory {
     this.segmentCount--
     this.bytes -= segment.slab.length
   }
+}
+
+/** `into`, a larger array, with `from`'s elements at its start. */
+function grown<T extends Float64Array | Uint8Array | Int32Array> (from: T, into: T): T {
+  into.set(from)
+  return into
 }
 
 function entryCost (key: string): number {

@@ -29,6 +29,8 @@ const NO_BYTES = Buffer.alloc(0)
 export class DecodedEntries {
   /** By key: a gzipped entry as decoded, or a plain one's head with `stored` its head bytes. */
   private readonly entries = new Map<string, HttpEntry>()
+  /** Where trim got to in `entries`: the oldest not passed over since. */
+  private hand: MapIterator<[string, HttpEntry]> | undefined
   private readonly maxBytes: number
   private bytes = 0
 
@@ -100,7 +102,14 @@ export class DecodedEntries {
 
   private trim (): void {
     while (this.bytes > this.maxBytes) {
-      const [key, entry] = this.entries.entries().next().value as [string, HttpEntry]
+      // CLOCK's hand, kept across calls: a walk begun at the Map's head would step over every
+      // entry removed before it (V8 keeps them as holes until the table is rebuilt).
+      let next = this.hand?.next()
+      if (next === undefined || next.done === true) {
+        this.hand = this.entries.entries()
+        next = this.hand.next()
+      }
+      const [key, entry] = next.value as [string, HttpEntry]
       if (entry.hit === true) {
         entry.hit = false
         this.entries.delete(key)
