@@ -124,6 +124,13 @@ t.test('this instance\'s own records: kept while pending, then for MAX_WORK_MS, 
   stamps.keysDeleted(many, Date.now())
   t.equal(stamps.overtaken(many[0], Date.now() - 1, []), null, 'past the bound the oldest key goes')
   t.equal(stamps.overtaken(many[20_000], Date.now() - 1, []), 'deleted')
+  // Deleted again, a key is the newest record: past the bound the oldest ones go, call by call.
+  stamps.keysDeleted([many[1]], Date.now())
+  for (let i = 0; i < 3; i++) stamps.keysDeleted([layout.entry(`later${i}`, 'ns')], Date.now())
+  t.equal(stamps.overtaken(many[1], Date.now() - 1, []), 'deleted', 'a key deleted again is kept')
+  t.equal(stamps.overtaken(many[2], Date.now() - 1, []), null, 'the oldest records go first')
+  t.equal(stamps.overtaken(many[4], Date.now() - 1, []), null)
+  t.equal(stamps.overtaken(many[5], Date.now() - 1, []), 'deleted')
 
   for (let i = 0; i < 1001; i++) stamps.verdict(layout.entry('k', `n${i}`), entry(Date.now()))
   stamps.cleared('n0', Date.now())

@@ -284,3 +284,13 @@ t.test('pending tag invalidations past the bound become a clear of everything', 
   await until(() => cache.getStatistics().invalidationsPending === 0, 10_000, 'the clear')
   t.equal(await cache.exists('other', { namespace: 'elsewhere' }), 0)
 })
+
+t.test('invalidations made in one millisecond all return after it, and a write after them sticks', async (t) => {
+  const { cache } = await build(t, { redis: false })
+  await cache.set('a', 1, { tags: ['t'] })
+  const asked = Date.now()
+  const returned = await Promise.all([cache.delete('a'), cache.delete('b'), cache.invalidateTags('t')].map((done) => done.then(() => Date.now())))
+  for (const at of returned) t.ok(at > asked, 'returned after the millisecond it was asked in')
+  await cache.set('a', 2)
+  t.equal(await cache.get('a'), 2)
+})

@@ -174,11 +174,19 @@ export class InvalidationJournal {
  * began in the millisecond of an invalidation counts as begun before it: an invalidation returns
  * only after that millisecond, so what its caller does next is never taken for older.
  */
-async function millisecondOver (): Promise<void> {
+function millisecondOver (): Promise<void> {
   const now = Date.now()
+  // Every invalidation of one millisecond waits on the same check.
+  if (waiting?.ms !== now) waiting = { ms: now, over: afterMillisecond(now) }
+  return waiting.over
+}
+
+let waiting: { ms: number, over: Promise<void> } | undefined
+
+async function afterMillisecond (ms: number): Promise<void> {
   // Checked on each turn of the event loop: a timer would hold the caller a millisecond or more
   // (several on a busy loop), where the rest of the millisecond is usually much less.
-  while (Date.now() <= now) await new Promise((resolve) => setImmediate(resolve))
+  while (Date.now() <= ms) await new Promise((resolve) => setImmediate(resolve))
 }
 
 function dropIfSame (pending: Map<string, number>, name: string, at: number): void {

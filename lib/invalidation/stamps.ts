@@ -54,6 +54,8 @@ export class InvalidationStamps {
   private readonly tags = new Map<string, Stamp>()
   /** Keys deleted through this instance, by deletion time, oldest first. */
   private readonly keys = new Map<string, number>()
+  /** Where dropping the oldest of `keys` got to. */
+  private oldest: MapIterator<string> | undefined
   private readonly fetching = new Map<string, Promise<void>>()
   private polling = false
   private readonly listeners: Array<(fullKeys?: readonly string[]) => void> = []
@@ -74,9 +76,15 @@ export class InvalidationStamps {
       this.keys.delete(key)
       this.keys.set(key, at)
     }
-    for (const key of this.keys.keys()) {
-      if (this.keys.size <= MAX_KEY_RECORDS) break
-      this.keys.delete(key)
+    while (this.keys.size > MAX_KEY_RECORDS) {
+      // One walk, oldest first, kept across calls: a walk begun at the Map's head would step
+      // over every record deleted before it (V8 keeps them as holes until the table is rebuilt).
+      let oldest = this.oldest?.next()
+      if (oldest === undefined || oldest.done === true) {
+        this.oldest = this.keys.keys()
+        oldest = this.oldest.next()
+      }
+      this.keys.delete(oldest.value as string)
     }
   }
 
