@@ -98,6 +98,7 @@ export async function measure (workload, server, redis, options) {
     failed: run.errors + run.non2xx,
     cpuUsPerReq: per((after.cpu - before.cpu) * 1e6),
     redisPerReq: per(after.redis - before.redis),
+    redisSentPerReq: before.stats && after.stats ? per(after.stats.redisSent - before.stats.redisSent) : null,
     dbReadsPerReq: before.stats && after.stats ? per(after.stats.reads - before.stats.reads) : null,
     majorGcs: gc('major'),
     stale: run.stale ?? null,

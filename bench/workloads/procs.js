@@ -127,10 +127,14 @@ export async function redisCalls (redis) {
   return calls
 }
 
-/** Starts `node workloads/server.js <variant>` and waits for it to listen. */
+/**
+ * Starts `node workloads/server.js <variant>` and waits for it to listen. BENCH_SERVER_FLAGS adds
+ * node flags to every server (to profile one: `--cpu-prof --cpu-prof-dir=...`).
+ */
 export async function startServer (variant, redisUrl, pin) {
   const port = await freePort()
-  const [cmd, args] = pinned(SERVER_CPU, process.execPath, ['server.js', variant, String(port), redisUrl ?? 'none'], pin)
+  const flags = (process.env.BENCH_SERVER_FLAGS ?? '').split(' ').filter(Boolean)
+  const [cmd, args] = pinned(SERVER_CPU, process.execPath, [...flags, 'server.js', variant, String(port), redisUrl ?? 'none'], pin)
   const child = track(spawn(cmd, args, { cwd: here, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] }), variant)
   await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${variant}: not ready within 30 s:\n${child.tail.join('\n')}`)), 30_000)

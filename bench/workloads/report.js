@@ -55,6 +55,7 @@ function summarize ({ runs, ends }) {
     p99: median(list.map((r) => r.p99)),
     cpuUsPerReq: median(list.map((r) => r.cpuUsPerReq)),
     redisPerReq: median(list.map((r) => r.redisPerReq)),
+    redisSentPerReq: median(list.map((r) => r.redisSentPerReq)),
     dbReadsPerReq: median(list.map((r) => r.dbReadsPerReq)),
     majorGcs: sum(list.map((r) => r.majorGcs)),
     stale: list[0]?.stale === null ? null : sum(list.map((r) => r.stale)),
@@ -82,7 +83,7 @@ function targets (id, rows) {
   return out
 }
 
-const HEADERS = ['variant', 'req/s', 'p99 ms', 'CPU µs/req', 'Redis cmds/req', 'DB reads/req', 'RSS MiB', 'full GCs', 'stale reads', 'load gen CPU', 'CPU 1 busy', 'req/s by round']
+const HEADERS = ['variant', 'req/s', 'p99 ms', 'CPU µs/req', 'Redis calls/req', 'Redis cmds/req', 'DB reads/req', 'RSS MiB', 'full GCs', 'stale reads', 'load gen CPU', 'CPU 1 busy', 'req/s by round']
 const ALIGN = ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'l']
 
 function cells (row) {
@@ -91,6 +92,7 @@ function cells (row) {
     fmt(row.reqPerSec),
     fmt(row.p99, 2),
     fmt(row.cpuUsPerReq, 1),
+    fmt(row.redisSentPerReq, 2),
     fmt(row.redisPerReq, 2),
     fmt(row.dbReadsPerReq, 3),
     fmt(row.rss === null ? null : row.rss / 1024 / 1024, 1),

@@ -30,6 +30,22 @@ const TTL = 600
 const LOCAL = { maxEntries: 50_000 }
 const JSON_TYPE = 'application/json; charset=utf-8'
 
+/**
+ * Counts the commands this process sends to Redis, whichever client sends them: a script call or
+ * an MGET counts once, however many keys or commands it covers (Redis's own INFO commandstats
+ * counts the commands inside a script too). Each is a request of a round trip, though commands
+ * sent together share one.
+ */
+function countRedisCommands () {
+  const counter = { sent: 0 }
+  const send = RootRedis.prototype.sendCommand
+  RootRedis.prototype.sendCommand = function (...args) {
+    counter.sent++
+    return send.apply(this, args)
+  }
+  return counter
+}
+
 function countCollections () {
   const gc = { major: 0, minor: 0, incremental: 0, weak: 0 }
   const kinds = {
@@ -107,6 +123,7 @@ async function main () {
     process.exit(2)
   }
   const gc = countCollections()
+  const redisCommands = countRedisCommands()
   const db = createDatabase()
   const app = Fastify({ logger: false })
   const closers = await addRoutes(app, variant, redisUrl, db)
@@ -131,7 +148,7 @@ async function main () {
   process.on('disconnect', () => shutdown('the runner going away'))
   process.on('message', (message) => {
     if (message === 'shutdown') shutdown('shutdown message')
-    else if (message?.type === 'stats') process.send({ stats: { ...db.counts(), gc: { ...gc } } })
+    else if (message?.type === 'stats') process.send({ stats: { ...db.counts(), redisSent: redisCommands.sent, gc: { ...gc } } })
   })
   if (process.send) process.send({ ready: true, port })
   else console.log(`ready ${port}`)
