@@ -7,7 +7,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import fastifyRedisCache, { CacheConfigError, CacheError, CacheTimeoutError } from '../index'
 import type { CacheManager } from '../lib/cache/manager'
 import type { CacheOptions, GetOrSetContext } from '../types'
-import { captureLogs, clock, type Logs, sleep, uniquePrefix, until } from './helpers/app'
+import { captureLogs, clock, type Logs, rawClient, sleep, uniquePrefix, until } from './helpers/app'
 import { startRedis, type RedisServer } from './helpers/redis-server'
 
 let server: RedisServer
@@ -83,6 +83,27 @@ t.test('ctx.stale is the expired value being replaced', async (t) => {
   time.advance(11)
   t.equal(await cache.getOrSet('n', callback, opts), 2)
   t.same(seen, [undefined, 1], 'nothing on the first run, the expired value on the next')
+})
+
+t.test('ctx.stale is never a value an invalidation covered after it was read', async (t) => {
+  const time = clock(t)
+  const { cache } = await app(t, { lock: { ttl: 30_000, wait: 30_000 } })
+  const raw = rawClient(t, server.url)
+  const opts = { ttl: 10, staleIfError: 60 }
+  t.equal(await cache.getOrSet('n', () => 'old', opts), 'old')
+  time.advance(11)
+  // Another instance is loading the value: this call reads the expired one, then waits its turn.
+  const lockKey = cache.core.layout.lockPrefix + cache.redisKey('n')
+  await raw.set(lockKey, 'another instance', 'PX', 30_000)
+  const seen: unknown[] = []
+  const misses = cache.core.stats.misses
+  const loading = cache.getOrSet('n', (ctx: GetOrSetContext<string>) => { seen.push(ctx.stale); return ctx.stale ?? 'new' }, opts)
+  await until(async () => cache.core.stats.misses > misses, 10_000, 'the expired value read')
+  await cache.delete('n')
+  await raw.del(lockKey)
+  t.equal(await loading, 'new', 'the callback did not get the deleted value back')
+  t.same(seen, [undefined])
+  t.equal(await cache.get('n'), 'new')
 })
 
 t.test('eager refresh: a hot key is refreshed in the background and never becomes a blocking miss', async (t) => {

@@ -202,7 +202,10 @@ export class GetOrSet {
   /** Runs the callback and stores its result as the callback's context says. */
   private async runAndStore<T> (load: Load<T>, stale: Decoded | undefined, lock?: HeldLock): Promise<T> {
     const startedAt = Date.now()
-    const ctx = new LoadContext<T>(stale?.value as T | undefined, load.ttl, load.tags, (ttl) => this.core.resolveTtl(ttl))
+    // A value an invalidation covered since it was read is not handed on: returned as it is, it
+    // would be stored as work begun after that invalidation.
+    const current = stale !== undefined && this.core.admits(load.fullKey, stale.bytes) ? stale.value as T : undefined
+    const ctx = new LoadContext<T>(current, load.ttl, load.tags, (ttl) => this.core.resolveTtl(ttl))
     const value = await load.callback(ctx)
     // undefined is never stored: the next call runs the callback again.
     if (value === undefined || ctx.skipped) return value

@@ -10,7 +10,7 @@ export interface Found { found: true, value: unknown, envelope: Envelope, bytes:
 export type Lookup = Found | { found: false }
 
 /** A value decoded once, for as long as the local tier hands out its bytes. */
-export interface Decoded { value: unknown, envelope: Envelope }
+export interface Decoded { value: unknown, envelope: Envelope, bytes: Buffer }
 const MISS: Lookup = { found: false }
 
 export class ValueReader {
@@ -60,7 +60,9 @@ export class ValueReader {
     let decoded = this.decoded.get(bytes)
     try {
       if (decoded === undefined) {
-        decoded = core.codec.decodeValue(bytes)
+        const { value, envelope } = core.codec.decodeValue(bytes)
+        // Its own key in the value: a WeakMap keeps neither alive by that alone.
+        decoded = { value, envelope, bytes }
         if (core.nearby !== undefined) this.decoded.set(bytes, decoded)
       }
     } catch (err) {
