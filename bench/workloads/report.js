@@ -30,22 +30,32 @@ const sum = (values) => (values.some((v) => v === null) ? null : values.reduce((
 const fmt = (n, digits = 0) => (n === null || n === undefined || Number.isNaN(n) ? 'n/a' : n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }))
 const pct = (share) => (share === null || share === undefined ? 'n/a' : `${Math.round(share * 100)}%`)
 
-/** Runs wrk and the Node client against the static route, to show which load each can make. */
+/**
+ * Runs wrk and the Node client against the static route, to show which load each can make, and
+ * wrk against the static route with a hit's headers: the floor of a cache hit through Fastify.
+ */
 export async function loadGeneratorCheck (redis, options) {
-  const server = await startServer('static', null, options.pin)
-  Object.assign(server, { statsChild: server.child, checker: staleChecker() })
   const load = { connections: options.connections, pin: options.pin, seconds: 3, seed: 99 }
-  try {
-    const rows = []
-    for (const [id, generator] of [['w1', 'wrk, Zipf paths'], ['w2', 'Node client, the W2 mix']]) {
-      await measure({ id }, server, null, { ...load, seconds: 1 })
-      rows.push({ generator, ...(await measure({ id }, server, null, load)) })
+  const rows = []
+  const runs = [
+    ['static', 'w1', 'wrk, Zipf paths'],
+    ['static', 'w2', 'Node client, the W2 mix'],
+    ['static-hit', 'w1', 'wrk, with a hit\'s 5 headers']
+  ]
+  for (const variant of ['static', 'static-hit']) {
+    const server = await startServer(variant, null, options.pin)
+    Object.assign(server, { statsChild: server.child, checker: staleChecker() })
+    try {
+      for (const [, id, generator] of runs.filter(([name]) => name === variant)) {
+        await measure({ id }, server, null, { ...load, seconds: 1 })
+        rows.push({ generator, ...(await measure({ id }, server, null, load)) })
+      }
+    } finally {
+      await stopChild(server.child, { message: 'shutdown' })
     }
-    for (const row of rows) console.log(`load generator check: ${row.generator.padEnd(24)} ${fmt(row.reqPerSec).padStart(8)} req/s on the static route, load generator CPU ${pct(row.loadCpu)} of a core, server core busy ${pct(row.serverCoreBusy)}`)
-    return rows
-  } finally {
-    await stopChild(server.child, { message: 'shutdown' })
   }
+  for (const row of rows) console.log(`load generator check: ${row.generator.padEnd(28)} ${fmt(row.reqPerSec).padStart(8)} req/s, ${fmt(row.cpuUsPerReq, 1)} µs CPU/req on the static route, load generator CPU ${pct(row.loadCpu)} of a core, server core busy ${pct(row.serverCoreBusy)}`)
+  return rows
 }
 
 function summarize ({ runs, ends }) {
@@ -124,8 +134,8 @@ export function report (summary) {
   const runLine = `${options.rounds} round(s) x ${options.duration} s per variant after a ${options.warmup} s warm-up, ${options.connections} connections, medians of the rounds (full GCs and stale reads: totals of the rounds); ${options.pin ? 'servers and nginx on CPU 0, load generator and Redis on CPU 1' : 'not pinned'}; load average at start ${summary.loadAverage}`
   const text = []
   const sections = {}
-  const checkRows = (summary.check ?? []).map((r) => [r.generator, fmt(r.reqPerSec), pct(r.loadCpu), pct(r.serverCoreBusy)])
-  const checkHeaders = ['load generator on the static route', 'req/s', 'its CPU', 'server core busy']
+  const checkRows = (summary.check ?? []).map((r) => [r.generator, fmt(r.reqPerSec), fmt(r.cpuUsPerReq, 1), pct(r.loadCpu), pct(r.serverCoreBusy)])
+  const checkHeaders = ['load generator on the static route', 'req/s', 'CPU µs/req', 'its CPU', 'server core busy']
   for (const result of summary.results) {
     const rows = summarize(result)
     const goals = targets(result.workload.id, rows)
@@ -143,11 +153,11 @@ export function report (summary) {
       mdTable(HEADERS, rows.map(cells), ALIGN),
       '',
       mdTable(['target (informational)', 'value', 'needed', 'result'], goalRows, ['l', 'r', 'r', 'l']),
-      ...(checkRows.length ? ['', mdTable(checkHeaders, checkRows, ['l', 'r', 'r', 'r'])] : []),
+      ...(checkRows.length ? ['', mdTable(checkHeaders, checkRows, ['l', 'r', 'r', 'r', 'r'])] : []),
       ''
     ].join('\n')
   }
-  if (checkRows.length) text.push('', textTable(checkHeaders, checkRows, ['l', 'r', 'r', 'r']))
+  if (checkRows.length) text.push('', textTable(checkHeaders, checkRows, ['l', 'r', 'r', 'r', 'r']))
   text.push('', `machine: ${machineLine(summary)}`, `run:     ${runLine}`, '')
   return { text: text.join('\n'), sections }
 }
