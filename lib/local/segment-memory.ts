@@ -62,9 +62,7 @@ const MAX_SEGMENT_BYTES = 4 * 1024 * 1024
  * doubly linked list in typed arrays) holds them in the order they were written in. A hit only
  * marks its entry; eviction takes the queue's head, re-queues a marked entry (copying its bytes
  * forward to the current segment) and drops an unmarked one, so the oldest segment empties and
- * is released whole. (Not the Map's insertion order: V8 leaves a deleted Map entry as a hole
- * until the table is rebuilt, and taking the head of a Map whose front was deleted walks every
- * hole, which under steady eviction made each put cost time in proportion to the entries.)
+ * is released whole. (Not a Map's head: V8 keeps deleted entries as holes that it walks past.)
  * `bytes` counts every allocated segment in full plus each entry's objects (plus what the user
  * reserves for its own indexes), so maxBytes bounds the memory held, not just the payloads.
  *
@@ -84,10 +82,8 @@ const MAX_SEGMENT_BYTES = 4 * 1024 * 1024
 export class SegmentMemory {
   /** Key to slot. */
   private readonly slots = new Map<string, number>()
-  // By slot: its key, the view of the entry's bytes (made once, so every hit returns this same
-  // object), the segment holding them, when the entry expires (ms), whether it was hit since it
-  // was last queued (it is spared once at eviction time: the second chance), and its neighbours
-  // in the eviction queue.
+  // By slot: key, view of the bytes (made once: every hit returns this object), segment, expiry
+  // (ms), whether hit since last queued (spared once: the second chance), queue neighbours.
   private keyOf: string[] = []
   private views: Buffer[] = []
   private homes: Segment[] = []
@@ -96,8 +92,7 @@ export class SegmentMemory {
   private before = new Int32Array(INITIAL_SLOTS)
   private after = new Int32Array(INITIAL_SLOTS)
   /** The eviction queue's oldest and newest slots. */
-  private head = NONE
-  private tail = NONE
+  private head = NONE; private tail = NONE
   /** Slots given back by removed entries, reused first. */
   private free: number[] = []
   private readonly bounds: SegmentBounds
@@ -386,7 +381,7 @@ export class SegmentMemory {
   }
 }
 
-/** `into`, a larger array, with `from`'s elements at its start. */
+/** `into` (larger) with `from`'s elements first. */
 function grown<T extends Float64Array | Uint8Array | Int32Array> (from: T, into: T): T {
   into.set(from)
   return into
