@@ -3,30 +3,18 @@
 // every assertion is about order and outcome, never about how long something took. The clock is
 // moved forward (Date.now only) to age entries; Redis keeps them by its own clock.
 import t from 'tap'
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify from 'fastify'
 import fastifyRedisCache, { CacheConfigError, CacheError, CacheTimeoutError } from '../index'
-import type { CacheManager } from '../lib/cache/manager'
 import type { CacheOptions, GetOrSetContext } from '../types'
-import { captureLogs, clock, type Logs, rawClient, sleep, uniquePrefix, until } from './helpers/app'
+import { build, type Built, clock, rawClient, sleep, uniquePrefix, until } from './helpers/app'
 import { startRedis, type RedisServer } from './helpers/redis-server'
 
 let server: RedisServer
 t.before(async () => { server = await startRedis() })
 t.teardown(() => server?.stop())
 
-interface App {
-  app: FastifyInstance
-  cache: CacheManager
-  logs: Logs
-}
-
-async function app (t: tap.Test, options: CacheOptions = {}): Promise<App> {
-  const logs = captureLogs()
-  const instance = Fastify({ logger: { level: 'debug', stream: logs.stream } })
-  t.teardown(() => instance.close())
-  await instance.register(fastifyRedisCache, { redis: { url: server.url }, prefix: uniquePrefix('gos'), routes: false, ...options })
-  await instance.ready()
-  return { app: instance, cache: instance.cache as CacheManager, logs }
+function app (t: tap.Test, options: CacheOptions = {}): Promise<Built> {
+  return build(t, { redis: { url: server.url }, prefix: uniquePrefix('gos'), ...options })
 }
 
 /**
@@ -144,14 +132,22 @@ t.test('eager refresh: a hot key is refreshed in the background and never become
   t.ok(version > 5, 'refreshed again and again')
 })
 
-t.test('eager refresh across two instances: one refresh between them', async (t) => {
+const EAGER = { ttl: 10, eagerRefresh: 0.5 }
+
+/** Two instances on one prefix, with `k` stored as v1 by the first and now past half its ttl. */
+async function pastHalfOnTwo (t: tap.Test): Promise<[Built, Built]> {
   const time = clock(t)
   const prefix = uniquePrefix('gos')
   const a = await app(t, { prefix })
   const b = await app(t, { prefix })
-  const opts = { ttl: 10, eagerRefresh: 0.5 }
-  t.equal(await a.cache.getOrSet('k', () => 'v1', opts), 'v1')
+  t.equal(await a.cache.getOrSet('k', () => 'v1', EAGER), 'v1')
   time.advance(6)
+  return [a, b]
+}
+
+t.test('eager refresh across two instances: one refresh between them', async (t) => {
+  const [a, b] = await pastHalfOnTwo(t)
+  const opts = EAGER
   const callback = gated<string>()
   t.equal(await a.cache.getOrSet('k', callback.run, opts), 'v1')
   await until(() => callback.runs() === 1, 5000, 'the refresh on a')
@@ -362,13 +358,8 @@ t.test('an eager refresh that fails is logged; the value stays', async (t) => {
 })
 
 t.test('eager refresh across instances: a waiter whose holder fails keeps its value and runs nothing', async (t) => {
-  const time = clock(t)
-  const prefix = uniquePrefix('gos')
-  const a = await app(t, { prefix })
-  const b = await app(t, { prefix })
-  const opts = { ttl: 10, eagerRefresh: 0.5 }
-  t.equal(await a.cache.getOrSet('k', () => 'v1', opts), 'v1')
-  time.advance(6)
+  const [a, b] = await pastHalfOnTwo(t)
+  const opts = EAGER
   let fail!: (err: Error) => void
   let aRuns = 0
   t.equal(await a.cache.getOrSet('k', () => { aRuns++; return new Promise<string>((_resolve, reject) => { fail = reject }) }, opts), 'v1')

@@ -35,17 +35,27 @@ function gatedHandler (): { handler: () => Promise<{ version: number }>, runs: (
   }
 }
 
+type Gated = ReturnType<typeof gatedHandler>
+
+/**
+ * Fills the entry of `url`: a first request on `app` misses and its handler run is let through,
+ * then `reader` (another instance, say) finds the entry.
+ */
+async function fill (t: tap.Test, gate: Gated, app: FastifyInstance, url: string, reader = app): Promise<void> {
+  const first = app.inject(url)
+  await until(() => gate.runs() === 1, 5000, 'the first run')
+  gate.release()
+  t.equal((await first).headers['x-cache'], 'MISS')
+  await until(async () => (await reader.inject(url)).headers['x-cache'] === 'HIT', 5000, 'the stored entry')
+}
+
 t.test('eager refresh: hits past the threshold answer at once and refresh once', async (t) => {
   const time = clock(t)
   const gate = gatedHandler()
   const { app, cache } = await routeApp(t, onRedis(await redis()), (app: FastifyInstance) => {
     app.get('/hot', { config: { cache: { ttl: 10, eagerRefresh: 0.5 } } }, gate.handler)
   })
-  const first = app.inject('/hot')
-  await until(() => gate.runs() === 1, 5000, 'the first run')
-  gate.release()
-  t.equal((await first).headers['x-cache'], 'MISS')
-  await until(async () => (await app.inject('/hot')).headers['x-cache'] === 'HIT', 5000, 'the stored entry')
+  await fill(t, gate, app, '/hot')
 
   time.advance(3)
   t.equal((await app.inject('/hot')).headers['x-cache'], 'HIT')
@@ -74,11 +84,7 @@ t.test('eager refresh across two instances: one of them runs the handler', async
   }
   const a = await routeApp(t, onRedis(server, { prefix }), declare)
   const b = await routeApp(t, onRedis(server, { prefix }), declare)
-  const first = a.app.inject('/shared')
-  await until(() => gate.runs() === 1, 5000, 'the first handler run')
-  gate.release()
-  t.equal((await first).headers['x-cache'], 'MISS')
-  await until(async () => (await b.app.inject('/shared')).headers['x-cache'] === 'HIT', 5000, 'the entry on b')
+  await fill(t, gate, a.app, '/shared', b.app)
 
   time.advance(6)
   t.equal((await a.app.inject('/shared')).headers['x-cache'], 'HIT')
@@ -96,11 +102,7 @@ t.test('soft timeout: a slow handler with an entry within staleIfError answers S
   const { app, cache } = await routeApp(t, onRedis(await redis()), (app: FastifyInstance) => {
     app.get('/slow', { config: { cache: { ttl: 10, staleIfError: 60, timeout: { soft: 20 } } } }, gate.handler)
   })
-  const first = app.inject('/slow')
-  await until(() => gate.runs() === 1, 5000, 'the first run')
-  gate.release()
-  t.equal((await first).headers['x-cache'], 'MISS')
-  await until(async () => (await app.inject('/slow')).headers['x-cache'] === 'HIT', 5000, 'the stored entry')
+  await fill(t, gate, app, '/slow')
 
   time.advance(11)
   const order: string[] = []
@@ -247,11 +249,7 @@ t.test('soft timeout with freshness: \'response\': the response\'s stale-if-erro
       return reply.header('cache-control', 'max-age=10, stale-if-error=60').send(body)
     })
   })
-  const first = app.inject('/gw')
-  await until(() => gate.runs() === 1, 5000, 'the first run')
-  gate.release()
-  t.equal((await first).headers['x-cache'], 'MISS')
-  await until(async () => (await app.inject('/gw')).headers['x-cache'] === 'HIT', 5000, 'stored')
+  await fill(t, gate, app, '/gw')
   time.advance(11)
   const stale = await app.inject('/gw')
   t.equal(stale.headers['x-cache'], 'STALE')
