@@ -4,6 +4,7 @@
 // itself, and app.close() while Redis is gone.
 import t from 'tap'
 import { build, clientOf, LEVEL, sleep, until, uniquePrefix, type Built } from './helpers/app'
+import { routeApp } from './helpers/route-app'
 import { startRedis, type RedisServer } from './helpers/redis-server'
 import { CacheKeyError, RedisConnectionError } from '../lib/errors'
 import type { CacheOptions } from '../types'
@@ -244,4 +245,14 @@ t.test('app.close() while Redis is down', async (t) => {
     t.pass('close does not wait for the hung Redis')
     await staysClosed(t, server, client)
   })
+})
+
+t.test('Redis down: a Range request reaches the handler with its Range', async (t) => {
+  const server = await deadRedis(t)
+  const { app } = await routeApp(t, options(server), (app) => {
+    app.get('/file', { config: { cache: { ttl: 60, freshness: 'response' } } }, async (request) => ({ range: request.headers.range ?? null }))
+  })
+  const response = await app.inject({ url: '/file', headers: { range: 'bytes=0-3' } })
+  t.equal(response.headers['x-cache'], 'BYPASS')
+  t.same(response.json(), { range: 'bytes=0-3' }, 'not taken away for a cut that will not happen')
 })

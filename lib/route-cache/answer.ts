@@ -147,6 +147,11 @@ async function lookUp (cache: RouteCache, route: CompiledRoute, request: Fastify
       // the memory store hands out stale entries before this read, and it never fails.)
       /* c8 ignore next */
       if (state.revalidation !== null) restoreConditionals(request, state.revalidation)
+      // Nor cut from a stored response: the handler (or upstream) answers the Range itself.
+      if (state.range !== undefined) {
+        request.headers.range = state.range
+        state.range = undefined
+      }
       bypass(state, 'fwd=bypass; detail=unavailable')
       return
     }
