@@ -1,12 +1,13 @@
 // `freshness: 'response'`: the route cache read as a shared HTTP cache (RFC 9111), section by
 // section, on the memory store and on a real redis-server. Responses are made stale without
 // waiting: an Age equal to their max-age leaves them no freshness.
-import { Readable } from 'node:stream'
+import { get } from 'node:http'
+import { PassThrough, Readable } from 'node:stream'
 import t from 'tap'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { RouteCacheOptions } from '../types'
 import { rawClient, type Scope, until } from './helpers/app'
-import { gate, onRedis, routeApp, sharedRedis } from './helpers/route-app'
+import { gate, listen, onRedis, routeApp, sharedRedis } from './helpers/route-app'
 
 const redis = sharedRedis(t)
 
@@ -487,4 +488,24 @@ t.test('RFC 9111 §4.3 a request collapsed onto a revalidation gets the body, ne
     t.equal(res.body, 'kept')
   }
   t.equal(g.seen.length, 2, 'one revalidation for both')
+})
+
+t.test('RFC 9111 §3: a stream the response forbids storing goes out as it comes, not read whole first', async (t) => {
+  const events = new PassThrough()
+  const { app } = await routeApp(t, { redis: false }, (app) => {
+    app.get('/events', { config: { cache: { ttl: 60, freshness: 'response' } } }, (_request, reply) => {
+      reply.header('cache-control', 'no-store').header('content-type', 'text/event-stream').send(events)
+    })
+  })
+  const base = await listen(app)
+  events.write('data: first\n\n')
+  // The stream stays open: only a response sent as it comes delivers its first event.
+  const first = await new Promise<string>((resolve, reject) => {
+    get(`${base}/events`, (response) => response.once('data', (chunk) => {
+      resolve(String(chunk))
+      response.destroy()
+    })).on('error', reject)
+  })
+  t.equal(first, 'data: first\n\n')
+  events.end()
 })

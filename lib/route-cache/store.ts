@@ -24,20 +24,29 @@ export function makeOnSend (cache: RouteCache, route: CompiledRoute): onSendHook
   // Callback style: nothing here waits (the store write is not awaited), so no promise and no
   // microtask per response, hits included.
   return function storeResponse (request, reply, payload, done) {
-    // A stream (a proxied response) is read whole first, up to maxEntrySize, to be stored.
-    // A 304 has no body whatever its framing says (RFC 9110 15.4.5): never read.
+    // A stream (a proxied response) is read whole first, up to maxEntrySize, to be stored; only
+    // when its headers allow storing it, so that one they forbid (an event stream, say) goes out
+    // as it comes. A 304 has no body whatever its framing says (RFC 9110 15.4.5): never read.
+    let plan: StorePlan | undefined
     if (route.byResponse && isStream(payload) && reply.statusCode !== 304 && storing(request)) {
-      readWhole(payload, cache.core.maxEntrySize).then((body) => finish(cache, route, request, reply, body, done), done)
-      return
+      plan = responsePlan(route, request, reply, reply.hasHeader('etag'), Date.now())
+      if (plan.refusal === null) {
+        const readable = plan
+        readWhole(payload, cache.core.maxEntrySize).then((body) => finish(cache, route, request, reply, body, done, isStream(body) ? OVERSIZED : readable), done)
+        return
+      }
     }
-    finish(cache, route, request, reply, payload, done)
+    finish(cache, route, request, reply, payload, done, plan)
   }
 }
 
-function finish (cache: RouteCache, route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (err: Error | null, payload?: unknown) => void): void {
+// A stream still a stream after readWhole: it was over maxEntrySize.
+const OVERSIZED: StorePlan = { refusal: 'size' }
+
+function finish (cache: RouteCache, route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (err: Error | null, payload?: unknown) => void, plan?: StorePlan): void {
   let send: unknown
   try {
-    send = responseToSend(cache, route, request, reply, payload)
+    send = responseToSend(cache, route, request, reply, payload, plan)
   } catch (err) {
     // An unreadable entry the handler revalidated (see revalidated).
     done(err as Error)
@@ -52,8 +61,11 @@ function storing (request: FastifyRequest): boolean {
   return state !== null && !state.answered && state.outcome !== 'BYPASS' && request.method === 'GET'
 }
 
-/** onSend's work on a cached route: headers, storing a miss, 304s. Returns the payload to send. */
-function responseToSend (cache: RouteCache, route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, payload: unknown): unknown {
+/**
+ * onSend's work on a cached route: headers, storing a miss, 304s. Returns the payload to send.
+ * `decided`: the store plan, when onSend made it before reading a stream.
+ */
+function responseToSend (cache: RouteCache, route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, payload: unknown, decided?: StorePlan): unknown {
   const state = request[kState]
   // An earlier hook replied (say, a 401 from authentication) before the cache looked.
   if (state === null) {
@@ -78,7 +90,7 @@ function responseToSend (cache: RouteCache, route: CompiledRoute, request: Fasti
   const lease = state.lease
   state.flight = null
   state.lease = null
-  const plan = request.method === 'HEAD' ? { refusal: 'method' } : planOf(route, request, reply, payload)
+  const plan = decided ?? (request.method === 'HEAD' ? { refusal: 'method' } : planOf(route, request, reply, payload))
   if (plan.refusal !== null) {
     flight?.settle(null)
     lease?.release()
@@ -111,8 +123,6 @@ function planOf (route: CompiledRoute, request: FastifyRequest, reply: FastifyRe
     const refusal = unstorable(route, reply, payload)
     return refusal === null ? routePlan(route, reply, reply.hasHeader('etag')) : { refusal }
   }
-  // Still a stream: it was over maxEntrySize (readWhole).
-  if (isStream(payload)) return { refusal: 'size' }
   return responsePlan(route, request, reply, reply.hasHeader('etag'), Date.now())
 }
 
