@@ -5,6 +5,7 @@
 import type { FastifyRequest, onSendHookHandler } from 'fastify'
 import type { CompiledRoute } from './compile'
 import { defaultKey, requestKey } from './request-key'
+import { invalidateBeforeSending } from './bust'
 import type { RouteCache } from './route-cache'
 
 const SAFE = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
@@ -14,8 +15,12 @@ export function isSafeMethod (method: string): boolean {
 }
 
 export function makeUnsafeInvalidation (cache: RouteCache, route: CompiledRoute): onSendHookHandler {
-  return async function invalidateAfterUnsafe (request, reply, payload) {
-    if (SAFE.has(request.method) || reply.statusCode < 200 || reply.statusCode >= 400) return payload
+  // Callback style: on a route for every method, reads pay no promise here.
+  return function invalidateAfterUnsafe (request, reply, payload, done) {
+    if (SAFE.has(request.method) || reply.statusCode < 200 || reply.statusCode >= 400) {
+      done(null, payload)
+      return
+    }
     const keys = new Set<string>()
     addKey(keys, route, () => requestKey(route, request))
     // Other URIs have a key only when the route's keys are the default ones (host and URL).
@@ -26,14 +31,11 @@ export function makeUnsafeInvalidation (cache: RouteCache, route: CompiledRoute)
         if (url !== undefined) addKey(keys, route, () => defaultKey(route, request.host, url))
       }
     }
-    if (keys.size === 0) return payload
-    try {
-      // Awaited, as a bust is: a client that reads after this response gets no old entry.
-      await cache.fastifyCache.delete([...keys], { namespace: route.namespace })
-    } catch (err) {
-      cache.log.error({ err, url: request.url }, 'fastify-redis-cache: invalidation after an unsafe method failed; the response is sent anyway')
+    if (keys.size === 0) {
+      done(null, payload)
+      return
     }
-    return payload
+    invalidateBeforeSending(cache, request, payload, done, 'invalidation after an unsafe method', () => cache.fastifyCache.delete([...keys], { namespace: route.namespace }))
   }
 }
 
