@@ -72,16 +72,23 @@ export interface RouteContext {
   defaults: Required<RouteDefaults>
 }
 
-export function compileRoute (options: RouteCacheOptions, context: RouteContext, core: CacheCore): CompiledRoute {
-  const { where } = context
+/** A route's `config.cache`, compiled with its bust; a CacheConfigError naming the route if wrong. */
+export function compileRouteCache (options: RouteCacheOptions, context: RouteContext, core: CacheCore): { route: CompiledRoute, bust: CompiledBust | undefined } {
+  const what = `config.cache of ${context.where}`
   if (typeof options !== 'object' || options === null) {
-    throw new CacheConfigError(`fastify-redis-cache: config.cache of ${where} must be an object or false`)
+    throw new CacheConfigError(`fastify-redis-cache: ${what} must be an object or false`)
   }
   // Checked in this order, so a route with several mistakes is told of the same one every time:
   // a misspelled name first, then the rules with messages of their own, then the schema's types.
-  const what = `config.cache of ${where}`
   const problem = schemaProblem(RouteCacheOptionsSchema, options, 'config.cache.')
   if (problem?.startsWith('unknown') === true) throw invalid(what, problem)
+  const route = compileRoute(options, context, core, what)
+  const bust = options.bust === undefined ? undefined : compileBust(options.bust, route.namespace, context.where)
+  if (problem !== undefined) throw invalid(what, problem)
+  return { route, bust }
+}
+
+function compileRoute (options: RouteCacheOptions, context: RouteContext, core: CacheCore, what: string): CompiledRoute {
   const windows: StaleWindows = {
     staleWhileRevalidate: check(what, () => validateStaleSeconds(options.staleWhileRevalidate, 'staleWhileRevalidate')),
     staleIfError: check(what, () => validateStaleSeconds(options.staleIfError, 'staleIfError'))
@@ -160,7 +167,7 @@ function compileCredentials (options: RouteCacheOptions, defaults: Required<Rout
   return credentials
 }
 
-export function compileBust (bust: RouteCacheBustOptions, routeNamespace: string, where: string): CompiledBust {
+function compileBust (bust: RouteCacheBustOptions, routeNamespace: string, where: string): CompiledBust {
   const what = `config.cache.bust of ${where}`
   if (typeof bust !== 'object' || bust === null) throw invalid(what, 'bust must be an object')
   const namespace = bust.namespace === undefined ? routeNamespace : check(what, () => validateNamespace(bust.namespace))
@@ -172,12 +179,6 @@ export function compileBust (bust: RouteCacheBustOptions, routeNamespace: string
   const clearNamespace = bust.keys === undefined && bust.tags === undefined
   if (clearNamespace && bust.namespace === undefined) throw invalid(what, 'bust needs keys, tags or a namespace')
   return { namespace, keys: bust.keys as MutationValue<CacheKey[]> | undefined, tags: bust.tags as MutationValue<string[]> | undefined, clearNamespace }
-}
-
-/** What the rules of compileRoute and compileBust let through and the schema does not. */
-export function checkRouteSchema (options: RouteCacheOptions, where: string): void {
-  const problem = schemaProblem(RouteCacheOptionsSchema, options, 'config.cache.')
-  if (problem !== undefined) throw invalid(`config.cache of ${where}`, problem)
 }
 
 /** The error of an option that is wrong: `what` names the option and the route. */

@@ -10,7 +10,7 @@ import type { RouteDefaults } from '../../types'
 import type { CacheCore } from '../cache/core'
 import { makeLookup } from './answer'
 import { makeBust } from './bust'
-import { checkRouteSchema, compileBust, compileRoute, type CompiledRoute } from './compile'
+import { compileRouteCache, type CompiledRoute } from './compile'
 import { isSafeMethod, makeUnsafeInvalidation } from './invalidate-unsafe'
 import { type CacheBusting, RouteCache } from './route-cache'
 import { kState } from './state'
@@ -30,9 +30,7 @@ export function installRouteCaching (fastify: FastifyInstance, core: CacheCore, 
     const options = routeOptions.config?.cache
     if (options === undefined || options === false) return
     const where = `${String(routeOptions.method)} ${routeOptions.url}`
-    const route = compileRoute(options, { where, constraints: routeOptions.constraints, defaults }, core)
-    const bust = options.bust === undefined ? undefined : compileBust(options.bust, route.namespace, where)
-    checkRouteSchema(options, where)
+    const { route, bust } = compileRouteCache(options, { where, constraints: routeOptions.constraints, defaults }, core)
     const methods = [routeOptions.method].flat()
     seen.add(where)
     // Fastify's own HEAD route of a GET route shares its config.
