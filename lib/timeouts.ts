@@ -30,12 +30,17 @@ export class Fallback<T> {
   }
 }
 
+/** Past `ms` (0: never), a caller gets the stale value or the error `error` makes. */
+export interface HardTimeout {
+  ms: number
+  error: () => Error
+}
+
 /**
- * The work's result, or the stale value once `soft` ms have passed (when there is one), or, past
- * `hard` ms, the stale value or the error `timedOut` makes. 0: no such timeout. `servedStale`
- * hears of a caller given the stale value.
+ * The work's result, or the stale value once `soft` ms have passed (0: never; when there is one),
+ * or what `hard` says past its time. `servedStale` hears of a caller given the stale value.
  */
-export function awaitWithin<T> (work: Promise<T>, fallback: Fallback<T>, soft: number, hard: number, timedOut: () => Error, servedStale: () => void): Promise<T> {
+export function awaitWithin<T> (work: Promise<T>, fallback: Fallback<T>, soft: number, servedStale: () => void, hard?: HardTimeout): Promise<T> {
   if (soft > 0 && fallback.slow) {
     const stale = fallback.current()
     if (stale !== undefined) {
@@ -64,6 +69,6 @@ export function awaitWithin<T> (work: Promise<T>, fallback: Fallback<T>, soft: n
     }
     work.then((value) => { if (settle()) resolve(value) }, (err: unknown) => { if (settle()) reject(err) })
     if (soft > 0) softTimer = setTimeout(() => { if (!serveStale()) fallback.whenFound(serveStale) }, soft)
-    if (hard > 0) hardTimer = setTimeout(() => { if (!serveStale() && settle()) reject(timedOut()) }, hard)
+    if (hard !== undefined && hard.ms > 0) hardTimer = setTimeout(() => { if (!serveStale() && settle()) reject(hard.error()) }, hard.ms)
   })
 }

@@ -17,32 +17,32 @@ t.test('a soft timeout that passes before the stale value is known serves it onc
   const work = deferred<string>()
   const fallback = new Fallback<string>()
   let served = 0
-  const answer = awaitWithin(work.promise, fallback, 1, 0, never, () => { served++ })
+  const answer = awaitWithin(work.promise, fallback, 1, () => { served++ })
   // Past the soft timeout, nothing stale yet: the caller keeps waiting.
   await new Promise((resolve) => setTimeout(resolve, 20))
   fallback.found('stale', () => true)
   t.equal(await answer, 'stale')
   t.equal(served, 1)
   t.ok(fallback.slow, 'later callers need not wait')
-  t.equal(await awaitWithin(work.promise, fallback, 1000, 0, never, () => { served++ }), 'stale', 'served at once')
+  t.equal(await awaitWithin(work.promise, fallback, 1000, () => { served++ }), 'stale', 'served at once')
   t.equal(served, 2)
   // The work settling afterwards changes nothing for callers already answered.
   work.reject(new Error('late failure'))
-  await t.rejects(awaitWithin(work.promise, new Fallback<string>(), 0, 1000, never, () => {}), { message: 'late failure' })
+  await t.rejects(awaitWithin(work.promise, new Fallback<string>(), 0, () => {}, { ms: 1000, error: never }), { message: 'late failure' })
 })
 
 t.test('the hard timeout: the stale value if usable, else the error; the work may still win first', async (t) => {
   const fallback = new Fallback<string>()
   fallback.found('stale', () => false)
-  await t.rejects(awaitWithin(deferred<string>().promise, fallback, 0, 1, () => new Error('too slow'), () => {}), { message: 'too slow' }, 'an unusable stale value is not served')
+  await t.rejects(awaitWithin(deferred<string>().promise, fallback, 0, () => {}, { ms: 1, error: () => new Error('too slow') }), { message: 'too slow' }, 'an unusable stale value is not served')
   t.equal(fallback.current(), undefined)
 
   const usable = new Fallback<string>()
   usable.found('stale', () => true)
-  t.equal(await awaitWithin(deferred<string>().promise, usable, 0, 1, never, () => {}), 'stale')
+  t.equal(await awaitWithin(deferred<string>().promise, usable, 0, () => {}, { ms: 1, error: never }), 'stale')
 
   const quick = deferred<string>()
-  const answer = awaitWithin(quick.promise, new Fallback<string>(), 1000, 1000, never, () => {})
+  const answer = awaitWithin(quick.promise, new Fallback<string>(), 1000, () => {}, { ms: 1000, error: never })
   quick.resolve('fresh')
   t.equal(await answer, 'fresh')
 
@@ -50,7 +50,7 @@ t.test('the hard timeout: the stale value if usable, else the error; the work ma
   const late = deferred<string>()
   const stale = new Fallback<string>()
   stale.found('stale', () => true)
-  t.equal(await awaitWithin(late.promise, stale, 1, 0, never, () => {}), 'stale')
+  t.equal(await awaitWithin(late.promise, stale, 1, () => {}), 'stale')
   late.resolve('fresh')
   await late.promise
 })

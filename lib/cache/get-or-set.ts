@@ -113,12 +113,15 @@ export class GetOrSet {
   private within<T> (load: Load<T>, work: Promise<T>, fallback: Fallback<T>, servedStale?: () => void): Promise<T> {
     const { soft, hard } = load.policy
     if (soft === 0 && hard === 0) return work
-    return awaitWithin(work, fallback, soft, hard, () => {
-      this.core.stats.timeouts++
-      return new CacheTimeoutError(`getOrSet waited ${hard} ms for its callback, and there is no stale value to serve`, hard)
-    }, () => {
+    return awaitWithin(work, fallback, soft, () => {
       this.core.stats.staleOnTimeout++
       servedStale?.()
+    }, {
+      ms: hard,
+      error: () => {
+        this.core.stats.timeouts++
+        return new CacheTimeoutError(`getOrSet waited ${hard} ms for its callback, and there is no stale value to serve`, hard)
+      }
     })
   }
 

@@ -242,7 +242,7 @@ async function answerWithinSoftTimeout (cache: RouteCache, route: CompiledRoute,
   // Not served if an invalidation came since it was read.
   fallback.found(stale, () => cache.core.admits(state.fullKey, stale.stored))
   let servedStale = false
-  await awaitWithin(refreshing.then(() => null), fallback, route.softTimeout, 0, noHardTimeout, () => { servedStale = true })
+  await awaitWithin(refreshing.then(() => null), fallback, route.softTimeout, () => { servedStale = true })
   if (servedStale) {
     const now = Date.now()
     if (cache.sendEntry(request, reply, stale, 'STALE', `${CACHE_NAME}; hit; fwd=stale; detail=timeout; ttl=${secondsLeft(stale.envelope, now)}`, now) === undefined) return false
@@ -262,11 +262,6 @@ async function answerWithinSoftTimeout (cache: RouteCache, route: CompiledRoute,
   if (bytes === null) return false
   await cache.core.learn(bytes)
   return answerFromEntry(cache, route, request, reply, state, bytes)
-}
-
-/* c8 ignore next 3: routes have no hard timeout */
-function noHardTimeout (): Error {
-  return new Error('no hard timeout')
 }
 
 // Settles the flight and releases the lock of a reply that never reached onSend (after onSend
