@@ -83,7 +83,7 @@ export class DistributedLock {
    * Called after a miss: takes the lock, or waits for the instance that holds it. When Redis
    * cannot be asked, the caller just does the work.
    */
-  async claim (fullKey: string, usable: (bytes: Buffer) => boolean, field?: string): Promise<Claim> {
+  async claim (fullKey: string, usable: (bytes: Buffer) => boolean, field?: string, waiting?: () => void): Promise<Claim> {
     const locks = this.locks
     if (locks === undefined || this.settings === false) return { lease: NO_LEASE }
     const lockKey = this.lockKey(fullKey, field)
@@ -104,6 +104,7 @@ export class DistributedLock {
     }
     if (!acquired) {
       rereading.catch(() => {})
+      waiting?.()
       return { bytes: await this.waitFor(fullKey, usable, field, reconnects) }
     }
     const lease = this.leaseOf({ key: lockKey, token, released: false })

@@ -28,9 +28,34 @@ export class Fallback<T> {
   whenFound (serve: () => void): void {
     (this.waiting ??= []).push(serve)
   }
+
+  // The hard timeout bounds the wait for the work (a callback, or another instance's), not for the
+  // store's round trips before it (a slow store is bounded by its command timeout, then
+  // degrades): it counts from `begin`.
+  private begun = false
+  private beginning: Array<() => void> | undefined
+  /** What the work answered, while it is still being stored. */
+  answered: { value: T } | undefined
+
+  /** The work proper begins (a callback runs, or its lock is waited for): hard timeouts count. */
+  begin (): void {
+    this.begun = true
+    const beginning = this.beginning
+    this.beginning = undefined
+    if (beginning !== undefined) for (const start of beginning) start()
+  }
+
+  /** Calls `start` once the work proper has begun. */
+  whenBegun (start: () => void): void {
+    if (this.begun) start()
+    else (this.beginning ??= []).push(start)
+  }
 }
 
-/** Past `ms` (0: never), a caller gets the stale value or the error `error` makes. */
+/**
+ * Past `ms` (0: never) since the work began (Fallback.begin), a caller gets the work's result if
+ * it is only being stored, else the stale value or the error `error` makes.
+ */
 export interface HardTimeout {
   ms: number
   error: () => Error
@@ -69,6 +94,17 @@ export function awaitWithin<T> (work: Promise<T>, fallback: Fallback<T>, soft: n
     }
     work.then((value) => { if (settle()) resolve(value) }, (err: unknown) => { if (settle()) reject(err) })
     if (soft > 0) softTimer = setTimeout(() => { if (!serveStale()) fallback.whenFound(serveStale) }, soft)
-    if (hard !== undefined && hard.ms > 0) hardTimer = setTimeout(() => { if (!serveStale() && settle()) reject(hard.error()) }, hard.ms)
+    if (hard !== undefined && hard.ms > 0) {
+      const expire = (): void => {
+        // A result that is only being stored is an answer in time.
+        const answered = fallback.answered
+        if (answered !== undefined) {
+          if (settle()) resolve(answered.value)
+        } else if (!serveStale() && settle()) {
+          reject(hard.error())
+        }
+      }
+      fallback.whenBegun(() => { if (!settled) hardTimer = setTimeout(expire, hard.ms) })
+    }
   })
 }

@@ -73,6 +73,19 @@ t.test('ctx.stale is the expired value being replaced', async (t) => {
   t.same(seen, [undefined, 1], 'nothing on the first run, the expired value on the next')
 })
 
+t.test('hard timeout: a hung Redis never turns into a CacheTimeoutError', async (t) => {
+  const hung = await startRedis()
+  t.teardown(() => hung.stop())
+  const { cache } = await app(t, { redis: { url: hung.url }, commandTimeout: 1000, circuitBreaker: false })
+  t.equal(await cache.set('warm', 1), true)
+  hung.pause()
+  // The lookup and the write each wait out commandTimeout, far past `hard`. The hard timeout
+  // counts from the end of the lookup, and a result that is only being stored is in time.
+  t.equal(await cache.getOrSet('k', () => 'computed', { timeout: { hard: 50 } }), 'computed')
+  t.equal(cache.core.stats.timeouts, 0)
+  t.ok(cache.core.stats.errors >= 1, 'the failed lookup counted')
+})
+
 t.test('ctx.stale is never a value an invalidation covered after it was read', async (t) => {
   const time = clock(t)
   const { cache } = await app(t, { lock: { ttl: 30_000, wait: 30_000 } })
@@ -246,6 +259,18 @@ t.test('hard timeout: the typed error without a stale value; the result still la
   t.equal(forced.runs(), 1, 'forceRefresh runs the callback at once')
   forced.release('x')
   await until(async () => (await cache.get('h3')) === 'x', 5000, 'stored')
+})
+
+t.test('hard timeout: waiting for another instance\'s callback counts', async (t) => {
+  const prefix = uniquePrefix('gos')
+  const a = await app(t, { prefix })
+  const b = await app(t, { prefix, lock: { ttl: 30_000, wait: 30_000 } })
+  const callback = gated<string>()
+  const onA = a.cache.getOrSet('w', callback.run)
+  await until(() => callback.runs() === 1, 5000, 'a running the callback')
+  await t.rejects(b.cache.getOrSet('w', () => 'never', { timeout: { hard: 20 } }), CacheTimeoutError, 'b gave up waiting for a')
+  callback.release('from a')
+  t.equal(await onA, 'from a')
 })
 
 t.test('hard timeout with a stale value: the stale value', async (t) => {

@@ -33,11 +33,13 @@ t.test('a soft timeout that passes before the stale value is known serves it onc
 
 t.test('the hard timeout: the stale value if usable, else the error; the work may still win first', async (t) => {
   const fallback = new Fallback<string>()
+  fallback.begin()
   fallback.found('stale', () => false)
   await t.rejects(awaitWithin(deferred<string>().promise, fallback, 0, () => {}, { ms: 1, error: () => new Error('too slow') }), { message: 'too slow' }, 'an unusable stale value is not served')
   t.equal(fallback.current(), undefined)
 
   const usable = new Fallback<string>()
+  usable.begin()
   usable.found('stale', () => true)
   t.equal(await awaitWithin(deferred<string>().promise, usable, 0, () => {}, { ms: 1, error: never }), 'stale')
 
@@ -53,4 +55,17 @@ t.test('the hard timeout: the stale value if usable, else the error; the work ma
   t.equal(await awaitWithin(late.promise, stale, 1, () => {}), 'stale')
   late.resolve('fresh')
   await late.promise
+})
+
+t.test('the hard timeout counts from the work\'s beginning, and a result being stored is in time', async (t) => {
+  const fallback = new Fallback<string>()
+  let timedOut = false
+  const answer = awaitWithin(deferred<string>().promise, fallback, 0, () => {}, { ms: 1, error: () => { timedOut = true; return new Error('too slow') } })
+  // Before begin (the store's lookup, say), no time counts.
+  await new Promise((resolve) => setTimeout(resolve, 20))
+  t.equal(timedOut, false)
+  fallback.answered = { value: 'computed' }
+  fallback.begin()
+  t.equal(await answer, 'computed', 'the result, while it is being stored')
+  t.equal(await awaitWithin(deferred<string>().promise, fallback, 0, () => {}, { ms: 1, error: never }), 'computed', 'a caller joining later')
 })

@@ -71,7 +71,8 @@ export class GetOrSet {
     }
     if (opts?.forceRefresh === true) {
       report.outcome = 'miss'
-      return this.within(load, this.runAndStore(load, undefined), new Fallback())
+      const fallback = new Fallback<T>()
+      return this.within(load, this.runAndStore(load, undefined, undefined, fallback), fallback)
     }
     const hit = this.reader.localHit(fullKey)
     if (hit !== undefined) {
@@ -148,7 +149,7 @@ export class GetOrSet {
     }
     shared.outcome = 'miss'
     try {
-      return await this.load(load, stale)
+      return await this.load(load, stale, undefined, shared.fallback as Fallback<T>)
     } catch (err) {
       if (stale !== undefined && freshness(stale.envelope, load.policy.windows) === 'stale-if-error' && this.core.admits(load.fullKey, stale.bytes)) {
         this.log.warn({ err, key: load.fullKey }, 'fastify-redis-cache: getOrSet callback failed; serving the stale value')
@@ -177,9 +178,11 @@ export class GetOrSet {
    * an eager refresh of the entry stored then, which only a newer entry can answer, and which
    * is given up when another instance holds the lock (it is refreshing the entry).
    */
-  private async load<T> (load: Load<T>, stale: Decoded | undefined, replacing?: number): Promise<T> {
+  private async load<T> (load: Load<T>, stale: Decoded | undefined, replacing?: number, fallback?: Fallback<T>): Promise<T> {
     const usable = replacing === undefined ? isFreshBytes : (bytes: Buffer) => isFreshBytes(bytes) && storedAtOf(bytes) > replacing
-    const { lease, bytes } = await this.core.lock.claim(load.fullKey, usable)
+    // Waiting for another instance's callback counts against the hard timeout; the lock's own
+    // round trip does not (a slow Redis degrades within commandTimeout).
+    const { lease, bytes } = await this.core.lock.claim(load.fullKey, usable, undefined, fallback === undefined ? undefined : () => fallback.begin())
     if (lease === undefined) {
       if (bytes !== null) {
         try {
@@ -192,24 +195,29 @@ export class GetOrSet {
         }
       }
       if (replacing !== undefined) return (stale as Decoded).value as T
-      return this.runAndStore(load, stale)
+      return this.runAndStore(load, stale, undefined, fallback)
     }
     try {
-      return await this.runAndStore(load, stale, lease.held)
+      return await this.runAndStore(load, stale, lease.held, fallback)
     } finally {
       // A no-op when the write let go of the lock itself.
       await lease.release()
     }
   }
 
-  /** Runs the callback and stores its result as the callback's context says. */
-  private async runAndStore<T> (load: Load<T>, stale: Decoded | undefined, lock?: HeldLock): Promise<T> {
+  /**
+   * Runs the callback and stores its result as the callback's context says. `fallback`: what the
+   * waiting callers share; one past its hard timeout gets the result while it is being stored.
+   */
+  private async runAndStore<T> (load: Load<T>, stale: Decoded | undefined, lock?: HeldLock, fallback?: Fallback<T>): Promise<T> {
     const startedAt = Date.now()
     // A value an invalidation covered since it was read is not handed on: returned as it is, it
     // would be stored as work begun after that invalidation.
     const current = stale !== undefined && this.core.admits(load.fullKey, stale.bytes) ? stale.value as T : undefined
     const ctx = new LoadContext<T>(current, load.ttl, load.tags, (ttl) => this.core.resolveTtl(ttl))
+    fallback?.begin()
     const value = await load.callback(ctx)
+    if (fallback !== undefined) fallback.answered = { value }
     // undefined is never stored: the next call runs the callback again.
     if (value === undefined || ctx.skipped) return value
     let payload: Buffer
