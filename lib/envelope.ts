@@ -31,6 +31,14 @@ export const KIND_VALUE = 0
 export const KIND_RESPONSE = 1
 
 /** When an entry was stored (ms since the epoch) and for how many seconds it is fresh. */
+/** What an envelope carries: bytes, or a string stored as UTF-8 (a serialized value or body). */
+export type Payload = Buffer | string
+
+/** The bytes a payload takes in an envelope. */
+export function byteLength (payload: Payload): number {
+  return typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length
+}
+
 export interface Stamp {
   storedAt: number
   freshFor: number
@@ -114,10 +122,10 @@ export function freshUntilOf (bytes: Buffer): number {
  * Writes an envelope: the header, the tags (from `encodeTags`, when any), then `head` (stored as
  * is, when given), then `body`.
  */
-export function writeEnvelope (encoding: number, kind: number, stamp: Stamp, body: Buffer, head?: Buffer, tags?: Buffer): Buffer {
+export function writeEnvelope (encoding: number, kind: number, stamp: Stamp, body: Payload, head?: Buffer, tags?: Buffer): Buffer {
   const tagsLength = tags === undefined ? 0 : tags.length
   const headLength = head === undefined ? 0 : head.length
-  const bytes = Buffer.allocUnsafe(HEADER_BYTES + tagsLength + headLength + body.length)
+  const bytes = Buffer.allocUnsafe(HEADER_BYTES + tagsLength + headLength + byteLength(body))
   bytes[0] = tags === undefined ? MAGIC : MAGIC_TAGGED
   bytes[1] = encoding
   bytes[2] = kind
@@ -125,7 +133,9 @@ export function writeEnvelope (encoding: number, kind: number, stamp: Stamp, bod
   bytes.writeUInt32BE(Math.min(stamp.freshFor, 0xffffffff), 9)
   if (tags !== undefined) tags.copy(bytes, HEADER_BYTES)
   if (head !== undefined) head.copy(bytes, HEADER_BYTES + tagsLength)
-  body.copy(bytes, HEADER_BYTES + tagsLength + headLength)
+  // A string is encoded straight into the envelope: no Buffer of its own, no second copy.
+  if (typeof body === 'string') bytes.write(body, HEADER_BYTES + tagsLength + headLength)
+  else body.copy(bytes, HEADER_BYTES + tagsLength + headLength)
   return bytes
 }
 

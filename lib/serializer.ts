@@ -9,7 +9,7 @@ import {
   CacheDeserializationError,
   notJson
 } from './errors'
-import { ENCODING_GZIP, ENCODING_PLAIN, type Envelope, KIND_VALUE, openEnvelope, type Stamp, writeEnvelope } from './envelope'
+import { byteLength, ENCODING_GZIP, ENCODING_PLAIN, type Envelope, KIND_VALUE, openEnvelope, type Payload, type Stamp, writeEnvelope } from './envelope'
 import type { Serializer } from '../types'
 
 export const jsonSerializer: Serializer = {
@@ -41,10 +41,11 @@ const ASYNC_GZIP_BYTES = 64 * 1024
 const gzipAsync = promisify(gzip)
 
 /** The envelope of a payload, gzipped when `zipped` is given and smaller. */
-function wrap (payload: Buffer, zipped: Buffer | undefined, kind: number, stamp: Stamp, head: Buffer | undefined, tags: Buffer | undefined): EncodeResult {
+function wrap (payload: Payload, zipped: Buffer | undefined, kind: number, stamp: Stamp, head: Buffer | undefined, tags: Buffer | undefined): EncodeResult {
   // Keep gzip only when it actually saves space (already-compressed data grows).
-  if (zipped !== undefined && zipped.length < payload.length) {
-    return { bytes: writeEnvelope(ENCODING_GZIP, kind, stamp, zipped, head, tags), uncompressedSize: payload.length }
+  const size = zipped === undefined ? 0 : byteLength(payload)
+  if (zipped !== undefined && zipped.length < size) {
+    return { bytes: writeEnvelope(ENCODING_GZIP, kind, stamp, zipped, head, tags), uncompressedSize: size }
   }
   return { bytes: writeEnvelope(ENCODING_PLAIN, kind, stamp, payload, head, tags), uncompressedSize: 0 }
 }
@@ -62,15 +63,15 @@ export class Codec {
     this.compression = compression
   }
 
-  serialize (value: unknown): Buffer {
+  /** A string is kept as it is: the envelope encodes it in place. */
+  serialize (value: unknown): Payload {
     let out: Buffer | string
     try {
       out = this.serializer.serialize(value)
     } catch (err) {
       throw new CacheSerializationError(`Cannot serialize value: ${(err as Error).message}`, { cause: err })
     }
-    if (typeof out === 'string') return Buffer.from(out, 'utf8')
-    if (Buffer.isBuffer(out)) return out
+    if (typeof out === 'string' || Buffer.isBuffer(out)) return out
     throw new CacheSerializationError(`Serializer returned ${typeof out}, expected a Buffer or a string`)
   }
 
@@ -91,9 +92,9 @@ export class Codec {
    * Wraps a payload in an envelope, gzipped when it is worth it and allowed. `head`, when given,
    * is stored uncompressed in front of the payload; `tags` (from `encodeTags`) before it.
    */
-  encode (payload: Buffer, kind: number, freshFor: number, compress: boolean | undefined, head?: Buffer, storedAt = Date.now(), tags?: Buffer): EncodeResult {
+  encode (payload: Payload, kind: number, freshFor: number, compress: boolean | undefined, head?: Buffer, storedAt = Date.now(), tags?: Buffer): EncodeResult {
     let zipped: Buffer | undefined
-    if (this.compresses(payload.length, compress)) {
+    if (this.compresses(byteLength(payload), compress)) {
       try {
         zipped = gzipSync(payload, { level: this.compression.level })
       } catch (err) {
@@ -108,8 +109,9 @@ export class Codec {
    * Smaller ones are encoded at once, in the same tick: a write that follows is queued ahead of
    * any later read.
    */
-  encodeSoon (payload: Buffer, kind: number, freshFor: number, compress: boolean | undefined, head: Buffer | undefined, storedAt: number, tags: Buffer | undefined): EncodeResult | Promise<EncodeResult> {
-    if (payload.length < ASYNC_GZIP_BYTES || !this.compresses(payload.length, compress)) return this.encode(payload, kind, freshFor, compress, head, storedAt, tags)
+  encodeSoon (payload: Payload, kind: number, freshFor: number, compress: boolean | undefined, head: Buffer | undefined, storedAt: number, tags: Buffer | undefined): EncodeResult | Promise<EncodeResult> {
+    const size = byteLength(payload)
+    if (size < ASYNC_GZIP_BYTES || !this.compresses(size, compress)) return this.encode(payload, kind, freshFor, compress, head, storedAt, tags)
     return gzipAsync(payload, { level: this.compression.level }).then(
       (zipped) => wrap(payload, zipped, kind, { storedAt, freshFor }, head, tags),
       (err: unknown) => { throw compressionFailed(err) })

@@ -2,7 +2,7 @@
 // the TTL rules, encoding and storing entries within `maxEntrySize`, the cross-instance lock and
 // the failure policy. Route caching talks to the cache through this and nothing else.
 import type { FastifyBaseLogger } from 'fastify'
-import { encodeTags, HEADER_BYTES, storedAtOf } from '../envelope'
+import { byteLength, encodeTags, HEADER_BYTES, type Payload, storedAtOf } from '../envelope'
 import type { InvalidationJournal } from '../invalidation/journal'
 import { INVALIDATED, type InvalidationStamps, VALID } from '../invalidation/stamps'
 import type { Codec, EncodeResult } from '../serializer'
@@ -126,8 +126,8 @@ export class CacheCore {
    * Stores a value's payload in an envelope unless it is over `maxEntrySize`. Never throws unless
    * `throwOnError`.
    */
-  async write (fullKey: string, payload: Buffer, entry: Omit<EntryOptions, 'head'>): Promise<boolean> {
-    if (this.oversized(fullKey, payload.length) || this.overtaken(fullKey, entry.startedAt, entry.tags)) return false
+  async write (fullKey: string, payload: Payload, entry: Omit<EntryOptions, 'head'>): Promise<boolean> {
+    if (this.oversized(fullKey, byteLength(payload)) || this.overtaken(fullKey, entry.startedAt, entry.tags)) return false
     let bytes: Buffer
     try {
       bytes = await this.encode(payload, entry)
@@ -165,7 +165,7 @@ export class CacheCore {
    * The envelope for a payload, with compression counted in the statistics: at once for small
    * payloads, off the event loop for large ones that are gzipped.
    */
-  encode (payload: Buffer, entry: Omit<EntryOptions, 'ttl'>): Buffer | Promise<Buffer> {
+  encode (payload: Payload, entry: Omit<EntryOptions, 'ttl'>): Buffer | Promise<Buffer> {
     const encoded = this.codec.encodeSoon(payload, entry.kind, entry.freshFor, entry.compress, entry.head, entry.startedAt, encodeTags(entry.tags))
     if (!(encoded instanceof Promise)) return this.counted(encoded)
     return encoded.then((result) => this.counted(result))

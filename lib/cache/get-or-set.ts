@@ -5,7 +5,7 @@
 // is refreshed in the background before it expires. No caller waits past the hard timeout.
 import type { FastifyBaseLogger } from 'fastify'
 import type { GetOrSetCallback, GetOrSetOptions } from '../../types'
-import { KIND_VALUE, storedAtOf } from '../envelope'
+import { KIND_VALUE, type Payload, storedAtOf } from '../envelope'
 import { callbackRequired, CacheTimeoutError } from '../errors'
 import { Flights } from '../flights'
 import { freshness, isFreshBytes } from '../freshness'
@@ -220,7 +220,7 @@ export class GetOrSet {
     if (fallback !== undefined) fallback.answered = { value }
     // undefined is never stored: the next call runs the callback again.
     if (value === undefined || ctx.skipped) return value
-    let payload: Buffer
+    let payload: Payload
     try {
       payload = this.core.codec.serialize(value)
     } catch (err) {

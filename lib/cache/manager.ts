@@ -14,7 +14,7 @@ import type {
   RateLimitResult,
   SetOptions
 } from '../../types'
-import { KIND_VALUE } from '../envelope'
+import { KIND_VALUE, type Payload } from '../envelope'
 import { isFresh } from '../freshness'
 import { DEFAULT_NAMESPACE, validateEntryTags, validateKey, validateKeys, validateNamespace, validateTags } from '../keys'
 import type { Resilience } from '../resilience'
@@ -63,7 +63,7 @@ export class CacheManager implements FastifyCache {
     if (value === undefined) return false
     // A delete that returns before this write lands wins over it, not the other way round.
     const startedAt = Date.now()
-    let payload: Buffer
+    let payload: Payload
     try {
       payload = this.core.codec.serialize(value)
     } catch (err) {

@@ -12,7 +12,7 @@
 import { hash } from 'node:crypto'
 import { validateHeaderName, validateHeaderValue } from 'node:http'
 import type { FastifyRequest } from 'fastify'
-import { type Envelope, KIND_RESPONSE, openEnvelope } from '../envelope'
+import { type Envelope, KIND_RESPONSE, openEnvelope, type Payload } from '../envelope'
 import { CacheDeserializationError, CacheSerializationError } from '../errors'
 import { decodePolicy, type EntryPolicy } from './entry-policy'
 
@@ -70,7 +70,7 @@ const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/
 
 /** A strong validator from the body bytes: the same on every instance for the same bytes. */
-export function strongEtag (body: Buffer): string {
+export function strongEtag (body: Payload): string {
   return `"${hash('sha1', body, 'base64url')}"`
 }
 

@@ -2,7 +2,7 @@
 // the requests collapsed onto this one), answering 304s, and serving the stale entry when the
 // handler failed within staleIfError.
 import type { FastifyReply, FastifyRequest, onSendHookHandler } from 'fastify'
-import { isGzipped, KIND_RESPONSE } from '../envelope'
+import { byteLength, isGzipped, KIND_RESPONSE, type Payload } from '../envelope'
 import { CacheDeserializationError } from '../errors'
 import type { Flight } from '../flights'
 import { freshness, secondsLeft } from '../freshness'
@@ -98,7 +98,9 @@ function responseToSend (cache: RouteCache, route: CompiledRoute, request: Fasti
     return notStored(cache, route, request, reply, state, payload, plan.refusal)
   }
 
-  const body = payload === null || payload === undefined ? Buffer.alloc(0) : Buffer.isBuffer(payload) ? payload : Buffer.from(payload as string)
+  // A string body (what Fastify serialized) stays one: it is sent as it is and encoded straight
+  // into the entry, never copied into a Buffer of its own.
+  const body = payload === null || payload === undefined ? '' : payload as Payload
   if (!reply.hasHeader('etag')) reply.header('etag', strongEtag(body))
   // Sent and stored: a hit sends the Date of the response it replays (RFC 9111 4).
   if (!reply.hasHeader('date')) reply.header('date', new Date().toUTCString())
@@ -113,7 +115,7 @@ function responseToSend (cache: RouteCache, route: CompiledRoute, request: Fasti
     reply.code(304)
     return null
   }
-  if (state.range !== undefined && reply.statusCode === 200) return answerRange(reply, body, state.range)
+  if (state.range !== undefined && reply.statusCode === 200) return answerRange(reply, Buffer.from(body), state.range)
   return body
 }
 
@@ -163,7 +165,7 @@ function notStored (cache: RouteCache, route: CompiledRoute, request: FastifyReq
  * Encodes and stores the handler's response (not awaited), hands it to the requests waiting on
  * this one, and lets go of the cross-instance lock once it is written.
  */
-function storeMiss (cache: RouteCache, route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, state: RequestState, body: Buffer, flight: Flight<Buffer | null> | null, lease: Lease | null, plan: StoredPlan): void {
+function storeMiss (cache: RouteCache, route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, state: RequestState, body: Payload, flight: Flight<Buffer | null> | null, lease: Lease | null, plan: StoredPlan): void {
   const core = cache.core
   const giveUp = (detail: string): void => {
     flight?.settle(null)
@@ -182,7 +184,7 @@ function storeMiss (cache: RouteCache, route: CompiledRoute, request: FastifyReq
     giveUp(failure)
     return
   }
-  if (core.oversized(state.fullKey, head.length + body.length)) {
+  if (core.oversized(state.fullKey, head.length + byteLength(body))) {
     giveUp('size')
     return
   }
