@@ -30,7 +30,6 @@ export const ENCODING_GZIP = 1
 export const KIND_VALUE = 0
 export const KIND_RESPONSE = 1
 
-/** When an entry was stored (ms since the epoch) and for how many seconds it is fresh. */
 /** What an envelope carries: bytes, or a string stored as UTF-8 (a serialized value or body). */
 export type Payload = Buffer | string
 
@@ -39,6 +38,7 @@ export function byteLength (payload: Payload): number {
   return typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length
 }
 
+/** When an entry was stored (ms since the epoch) and for how many seconds it is fresh. */
 export interface Stamp {
   storedAt: number
   freshFor: number
