@@ -139,20 +139,7 @@ async function lookUp (cache: RouteCache, route: CompiledRoute, request: Fastify
       // store cannot tell from the route's windows whether it may still be served.
       ({ bytes, lock } = await core.readOrClaim(state.fullKey, state.field, route.misses.most && !route.byResponse && request.method !== 'HEAD', route.windows.staleWhileRevalidate * 1000))
     } catch (err) {
-      core.failures.count(err, 'get', state.fullKey)
-      // A key of the other shape (the route's vary setting changed since it was stored), or
-      // foreign data: unreadable like a corrupt entry, so dropped.
-      if (err instanceof Error && err.message.startsWith('WRONGTYPE')) core.discard(state.fullKey)
-      // Not stored, so not revalidated: the handler's answer goes to the client as it is. (Only
-      // the memory store hands out stale entries before this read, and it never fails.)
-      /* c8 ignore next */
-      if (state.revalidation !== null) restoreConditionals(request, state.revalidation)
-      // Nor cut from a stored response: the handler (or upstream) answers the Range itself.
-      if (state.range !== undefined) {
-        request.headers.range = state.range
-        state.range = undefined
-      }
-      bypass(state, 'fwd=bypass; detail=unavailable')
+      readFailed(cache, request, state, err)
       return
     }
     if (bytes !== null) {
@@ -210,6 +197,24 @@ async function lookUp (cache: RouteCache, route: CompiledRoute, request: Fastify
     flight.settle(bytes)
     cache.sendEntry(request, reply, entry, 'MISS', COLLAPSED_STATUS, Date.now())
   }
+}
+
+/** A store read that failed: the request goes to the handler as if the route were not cached. */
+function readFailed (cache: RouteCache, request: FastifyRequest, state: RequestState, err: unknown): void {
+  cache.core.failures.count(err, 'get', state.fullKey)
+  // A key of the other shape (the route's vary setting changed since it was stored), or foreign
+  // data: unreadable like a corrupt entry, so dropped.
+  if (err instanceof Error && err.message.startsWith('WRONGTYPE')) cache.core.discard(state.fullKey)
+  // Not stored, so not revalidated: the handler's answer goes to the client as it is. (Only the
+  // memory store hands out stale entries before this read, and it never fails.)
+  /* c8 ignore next */
+  if (state.revalidation !== null) restoreConditionals(request, state.revalidation)
+  // Nor cut from a stored response: the handler (or upstream) answers the Range itself.
+  if (state.range !== undefined) {
+    request.headers.range = state.range
+    state.range = undefined
+  }
+  bypass(state, 'fwd=bypass; detail=unavailable')
 }
 
 /** Whether the request selects the entry's variant (the Vary of a response, RFC 9111 4.1). */
