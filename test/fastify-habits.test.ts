@@ -1,9 +1,10 @@
 // What Fastify users expect of a plugin: a decorator name of their choice, log lines on the
-// request path with the request's id, a 429 that is not an incident in the logs, and a word when
+// request path with the request's id (store failures included), a 429 that is not an incident in the logs, and a word when
 // a cached route was registered where the plugin could not see it.
 import t from 'tap'
 import Fastify from 'fastify'
-import { captureLogs, LEVEL, type Scope } from './helpers/app'
+import { captureLogs, LEVEL, type Scope, uniquePrefix, until } from './helpers/app'
+import { startRedis } from './helpers/redis-server'
 import fastifyRedisCache, { type FastifyCache } from '../index'
 
 async function appWithLogs (t: Scope) {
@@ -63,6 +64,38 @@ t.test('request-path logs carry the request id', async (t) => {
   t.match(key, { reqId: String, plugin: 'fastify-redis-cache', url: '/keyless' })
   const [bust] = logs.find('cache bust failed')
   t.match(bust, { reqId: String, plugin: 'fastify-redis-cache', url: '/bust', level: LEVEL.error })
+})
+
+t.test('a store failure on the request path is logged with the request id', async (t) => {
+  t.test('a read, with Redis gone', async (t) => {
+    const redis = await startRedis()
+    t.teardown(() => redis.stop())
+    const { app, logs } = await appWithLogs(t)
+    await app.register(fastifyRedisCache, { redis: { url: redis.url }, prefix: uniquePrefix(), routes: false })
+    app.get('/item', { config: { cache: { ttl: 60 } } }, async () => 'x')
+    await app.ready()
+    await redis.stop()
+    const response = await app.inject('/item')
+    t.equal(response.headers['x-cache'], 'BYPASS', 'answered by the handler')
+    const [line] = logs.find('get failed', LEVEL.warn)
+    t.match(line, { reqId: String, plugin: 'fastify-redis-cache', op: 'get', key: /item/ })
+  })
+
+  t.test('a write, refused by an ACL after the read went through', async (t) => {
+    const redis = await startRedis()
+    t.teardown(() => redis.stop())
+    await redis.cli('ACL', 'SETUSER', 'app', 'on', '>secret', '~*', '&*', '+@all', '-@scripting', '-set')
+    const { app, logs } = await appWithLogs(t)
+    await app.register(fastifyRedisCache, { redis: { url: `redis://app:secret@${redis.host}:${redis.port}` }, prefix: uniquePrefix(), routes: false })
+    app.get('/item', { config: { cache: { ttl: 60 } } }, async () => 'x')
+    await app.ready()
+    // Reads go command by command once the probe has found scripting refused.
+    await until(() => logs.find('missing Redis capabilities', LEVEL.warn).length > 0, 5000, 'the capability probe')
+    t.equal((await app.inject('/item')).headers['x-cache'], 'MISS')
+    await until(() => logs.find('set failed', LEVEL.warn).length > 0, 5000, 'the failed write to be logged')
+    const [line] = logs.find('set failed', LEVEL.warn)
+    t.match(line, { reqId: String, plugin: 'fastify-redis-cache', op: 'set', key: /item/ })
+  })
 })
 
 t.test('a config.cache route the plugin cannot see is named in a warning, once', async (t) => {

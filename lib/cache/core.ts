@@ -14,7 +14,7 @@ import type { CacheStack } from '../stack'
 import type { ClaimedRead, SyncReader } from '../stores/store'
 import type { Statistics } from '../statistics'
 import type { Telemetry } from '../telemetry'
-import type { FailurePolicy } from './failures'
+import type { FailurePolicy, RequestLog } from './failures'
 
 export interface EntryOptions {
   kind: number
@@ -180,13 +180,13 @@ export class CacheCore {
    * Stores encoded bytes, unless an invalidation overtook the work that made them (checked here,
    * and by Redis as it stores them). Never throws unless `throwOnError`.
    */
-  async storeBytes (fullKey: string, bytes: Buffer, ttl: number, tags: readonly string[], field?: string, lock?: HeldLock): Promise<boolean> {
+  async storeBytes (fullKey: string, bytes: Buffer, ttl: number, tags: readonly string[], field?: string, lock?: HeldLock, request?: RequestLog): Promise<boolean> {
     if (this.overtaken(fullKey, storedAtOf(bytes), tags)) return false
     let stored: boolean
     try {
       stored = await this.stack.entries.set(fullKey, bytes, ttl, tags, field, lock)
     } catch (err) {
-      return this.failures.failed(err, 'set', fullKey, false)
+      return this.failures.failed(err, 'set', fullKey, false, undefined, request)
     }
     if (!stored) {
       this.log.debug({ key: fullKey }, 'fastify-redis-cache: result not stored: Redis has an invalidation that came after its work began')

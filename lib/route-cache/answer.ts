@@ -97,7 +97,7 @@ function takeRange (request: FastifyRequest, state: RequestState): void {
  * expired entry is kept for staleIfError. `nearby`: the bytes come from a layer in this process.
  */
 function answerFromEntry (cache: RouteCache, route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, state: RequestState, bytes: Buffer, nearby = false): boolean {
-  const entry = cache.readEntry(bytes, state, route, nearby)
+  const entry = cache.readEntry(request, bytes, route, nearby)
   if (entry === null) return false
   const policy = entry.policy
   // Stored for other values of the headers its response varies on: a miss that replaces it.
@@ -172,7 +172,7 @@ async function lookUp (cache: RouteCache, route: CompiledRoute, request: Fastify
     if (lock) core.lock.abandon(lock)
     const bytes = await waitFor(running)
     if (bytes !== null) await core.learn(bytes)
-    const entry = bytes === null ? null : cache.readEntry(bytes, state, route)
+    const entry = bytes === null ? null : cache.readEntry(request, bytes, route)
     if (entry !== null && shareable(route, request, entry)) cache.sendEntry(request, reply, entry, 'MISS', COLLAPSED_STATUS, Date.now())
     // Otherwise the request ahead produced nothing storable, or took too long: run the handler.
     return
@@ -191,7 +191,7 @@ async function lookUp (cache: RouteCache, route: CompiledRoute, request: Fastify
   }
   const bytes = claim.bytes
   if (bytes !== null) await core.learn(bytes)
-  const entry = bytes === null ? null : cache.readEntry(bytes, state, route)
+  const entry = bytes === null ? null : cache.readEntry(request, bytes, route)
   if (entry !== null && shareable(route, request, entry)) {
     state.flight = null
     flight.settle(bytes)
@@ -201,7 +201,7 @@ async function lookUp (cache: RouteCache, route: CompiledRoute, request: Fastify
 
 /** A store read that failed: the request goes to the handler as if the route were not cached. */
 function readFailed (cache: RouteCache, request: FastifyRequest, state: RequestState, err: unknown): void {
-  cache.core.failures.count(err, 'get', state.fullKey)
+  cache.core.failures.count(err, 'get', state.fullKey, request)
   // A key of the other shape (the route's vary setting changed since it was stored), or foreign
   // data: unreadable like a corrupt entry, so dropped.
   if (err instanceof Error && err.message.startsWith('WRONGTYPE')) cache.core.discard(state.fullKey)
@@ -261,7 +261,7 @@ async function answerWithinSoftTimeout (cache: RouteCache, route: CompiledRoute,
     bytes = await cache.core.read(state.fullKey, state.field)
   /* c8 ignore next 4: Redis failing right after the refresh wrote: the request goes on as a miss */
   } catch (err) {
-    cache.core.failures.count(err, 'get', state.fullKey)
+    cache.core.failures.count(err, 'get', state.fullKey, request)
     return false
   }
   if (bytes === null) return false

@@ -36,7 +36,7 @@ export function makeBust (cache: RouteCache, bust: CompiledBust): onSendHookHand
  */
 export function invalidateBeforeSending (cache: RouteCache, request: FastifyRequest, payload: unknown, done: (err: null, payload: unknown) => void, what: string, invalidate: () => Promise<unknown>): void {
   const failed = (err: unknown): void => {
-    if (!(err instanceof RedisConnectionError)) cache.core.failures.count(err, 'bust', request.url)
+    if (!(err instanceof RedisConnectionError)) cache.core.failures.count(err, 'bust', request.url, request)
     request.log.error({ plugin: 'fastify-redis-cache', err, url: request.url }, `fastify-redis-cache: ${what} failed; the response is sent anyway`)
     done(null, payload)
   }

@@ -86,7 +86,8 @@ export class RouteCache {
    * Reads a stored response: null when an invalidation covers it (a miss), or when it is
    * unreadable (a miss too: deleted, counted, logged).
    */
-  readEntry (bytes: Buffer, state: RequestState, route: CompiledRoute, nearby = false): HttpEntry | null {
+  readEntry (request: FastifyRequest, bytes: Buffer, route: CompiledRoute, nearby = false): HttpEntry | null {
+    const state = request[kState] as RequestState
     const known = nearby ? this.decodedNearby.get(bytes) : this.decoded.get(state.entryId, bytes)
     if (known !== undefined) return this.core.admits(state.fullKey, bytes) ? known : null
     try {
@@ -97,7 +98,7 @@ export class RouteCache {
       else this.decoded.remember(state.entryId, entry)
       return this.core.admits(state.fullKey, bytes) ? entry : null
     } catch (err) {
-      this.core.failures.count(err, 'get', state.fullKey)
+      this.core.failures.count(err, 'get', state.fullKey, request)
       this.core.discard(state.fullKey)
       return null
     }
@@ -194,7 +195,7 @@ export class RouteCache {
       return this.decoded.plainBody(entryId, entry, this.decodedNearby.get(entry.stored) === entry)
     } catch (err) {
       this.decoded.forget(entryId)
-      this.core.failures.count(err, 'get', fullKey)
+      this.core.failures.count(err, 'get', fullKey, request)
       this.core.discard(fullKey)
       return null
     }

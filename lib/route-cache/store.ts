@@ -180,7 +180,7 @@ function storeMiss (cache: RouteCache, route: CompiledRoute, request: FastifyReq
     failure = 'headers'
     head = encodeHead(reply.statusCode, reply.getHeaders(), encodePolicy(plan.policy))
   } catch (err) {
-    core.failures.count(err, 'set', state.fullKey)
+    core.failures.count(err, 'set', state.fullKey, request)
     giveUp(failure)
     return
   }
@@ -194,7 +194,7 @@ function storeMiss (cache: RouteCache, route: CompiledRoute, request: FastifyReq
   const store = (bytes: Buffer): void => {
     // Not awaited: the response does not depend on it, and the write is queued on the same
     // connection ahead of any later read, so the next request already sees it.
-    const stored = core.storeBytes(state.fullKey, bytes, plan.keepFor, tags, state.field, lease?.held).catch(() => {})
+    const stored = core.storeBytes(state.fullKey, bytes, plan.keepFor, tags, state.field, lease?.held, request).catch(() => {})
     // A no-op when the write let go of the lock itself.
     stored.then(() => lease?.release())
     // Waiters get the response either way. The flight is findable until the entry is written,
@@ -213,7 +213,7 @@ function storeMiss (cache: RouteCache, route: CompiledRoute, request: FastifyReq
     // A bust that returns while this is being gzipped may cover this very answer: storeBytes
     // then refuses it, and waiters refuse it too (RouteCache.readEntry).
     encoded.then(store, (err: unknown) => {
-      core.failures.count(err, 'set', state.fullKey)
+      core.failures.count(err, 'set', state.fullKey, request)
       flight?.settle(null)
       lease?.release()
     })
