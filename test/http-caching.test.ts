@@ -335,6 +335,21 @@ t.test('stream bodies are stored up to maxEntrySize, larger ones passed on unsto
   t.equal((await app.inject({ method: 'HEAD', url: '/stream/200' })).statusCode, 200, 'and to a HEAD')
 })
 
+t.test('bytes a serializer makes (a Uint8Array) are stored and replayed', async (t) => {
+  const { app } = await routeApp(t, { redis: false }, (app) => {
+    app.get('/bytes', { config: { cache: { freshness: 'response' } } }, async (_request, reply) => {
+      reply.header('cache-control', 'max-age=60').header('content-type', 'application/octet-stream')
+      return reply.serializer(() => new Uint8Array([1, 2, 3]) as unknown as string).send({ any: 'thing' })
+    })
+  })
+  const miss = await app.inject('/bytes')
+  t.equal(miss.statusCode, 200)
+  t.same([...miss.rawPayload], [1, 2, 3])
+  const hit = await app.inject('/bytes')
+  t.equal(hit.headers['x-cache'], 'HIT')
+  t.same([...hit.rawPayload], [1, 2, 3])
+})
+
 t.test('tags from a response header reach invalidateTags', async (t) => {
   const g = await gateway(t, 'redis')
   g.answer(respond({ 'cache-control': 'max-age=600', 'cache-tag': 'product-1, catalog' }))

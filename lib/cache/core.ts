@@ -14,7 +14,7 @@ import type { CacheStack } from '../stack'
 import type { ClaimedRead, SyncReader } from '../stores/store'
 import type { Statistics } from '../statistics'
 import type { Telemetry } from '../telemetry'
-import type { FailurePolicy, RequestLog } from './failures'
+import type { FailedRequest, FailurePolicy } from './failures'
 
 export interface EntryOptions {
   kind: number
@@ -180,7 +180,7 @@ export class CacheCore {
    * Stores encoded bytes, unless an invalidation overtook the work that made them (checked here,
    * and by Redis as it stores them). Never throws unless `throwOnError`.
    */
-  async storeBytes (fullKey: string, bytes: Buffer, ttl: number, tags: readonly string[], field?: string, lock?: HeldLock, request?: RequestLog): Promise<boolean> {
+  async storeBytes (fullKey: string, bytes: Buffer, ttl: number, tags: readonly string[], field?: string, lock?: HeldLock, request?: FailedRequest): Promise<boolean> {
     if (this.overtaken(fullKey, storedAtOf(bytes), tags)) return false
     let stored: boolean
     try {

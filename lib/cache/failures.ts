@@ -8,8 +8,8 @@ import type { Statistics } from '../statistics'
 import type { Telemetry } from '../telemetry'
 import { Throttle } from '../throttled-log'
 
-/** The request a failure happened for: its logger has the request's id. */
-export type RequestLog = Pick<FastifyRequest, 'log'>
+/** The request a failure happened for: its id goes on the log line. */
+export type FailedRequest = Pick<FastifyRequest, 'id'>
 
 export class FailurePolicy {
   readonly throwOnError: boolean
@@ -26,7 +26,7 @@ export class FailurePolicy {
   }
 
   /** Counts and logs a failure; throws the typed error with `throwOnError`, else returns `fallback`. */
-  failed<T> (err: unknown, op: string, key: string, fallback: T, throwOnError = this.throwOnError, request?: RequestLog): T {
+  failed<T> (err: unknown, op: string, key: string, fallback: T, throwOnError = this.throwOnError, request?: FailedRequest): T {
     const error = this.count(err, op, key, request)
     if (throwOnError) throw error
     return fallback
@@ -34,18 +34,17 @@ export class FailurePolicy {
 
   /**
    * Counts and logs a failure (throttled); returns it as a typed error. On the request path the
-   * line goes through `request.log`, so it carries the request's id.
+   * line carries the request's id. It goes through the plugin's logger all the same: a route's
+   * own log level (`silent` on a health check) must not swallow the one line an outage gets.
    */
-  count (err: unknown, op: string, key: string, request?: RequestLog): CacheError {
+  count (err: unknown, op: string, key: string, request?: FailedRequest): CacheError {
     const error = toCacheError(err)
     this.stats.errors++
     if (this.telemetry.on) this.telemetry.failed(error, op)
     const suppressed = this.throttle.pass()
     if (suppressed !== undefined) {
       const fields = { err: error, op, key, suppressed }
-      const message = `fastify-redis-cache: ${op} failed: ${error.message}`
-      if (request === undefined) this.log.warn(fields, message)
-      else request.log.warn({ plugin: 'fastify-redis-cache', ...fields }, message)
+      this.log.warn(request === undefined ? fields : { reqId: request.id, ...fields }, `fastify-redis-cache: ${op} failed: ${error.message}`)
     }
     return error
   }

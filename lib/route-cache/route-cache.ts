@@ -26,7 +26,10 @@ const OUTCOMES = { HIT: 'hit', MISS: 'miss', STALE: 'stale', BYPASS: 'bypass' } 
 /** What busts go through: the public methods, so namespaces and tags are handled as for users. */
 export type CacheBusting = Pick<FastifyCache, 'delete' | 'invalidateTags' | 'clear'>
 
-/** Log lines on the request path go through `request.log` (its `reqId`), marked as ours. */
+/**
+ * Log lines on the request path go through `request.log` (its `reqId`), marked as ours; throttled
+ * ones through the plugin's logger with the request's id (see warn).
+ */
 const PLUGIN = 'fastify-redis-cache'
 
 // Decoded heads and gunzipped bodies of recently hit entries, so hits skip that work.
@@ -107,7 +110,9 @@ export class RouteCache {
   /** Logs a warning a request caused, at most once every few seconds. */
   warn (request: FastifyRequest, fields: Record<string, unknown>, message: string): void {
     const suppressed = this.warnings.pass()
-    if (suppressed !== undefined) request.log.warn({ plugin: PLUGIN, ...fields, url: request.url, suppressed }, `fastify-redis-cache: ${message}`)
+    // The plugin's logger, with the request's id: a route's log level must not swallow a
+    // throttled line (the others of its interval are left out anyway).
+    if (suppressed !== undefined) this.log.warn({ reqId: request.id, ...fields, url: request.url, suppressed }, `fastify-redis-cache: ${message}`)
   }
 
   countHit (route: CompiledRoute, bytes: number): void {

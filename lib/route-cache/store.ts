@@ -99,8 +99,9 @@ function responseToSend (cache: RouteCache, route: CompiledRoute, request: Fasti
   }
 
   // A string body (what Fastify serialized) stays one: it is sent as it is and encoded straight
-  // into the entry, never copied into a Buffer of its own.
-  const body = payload === null || payload === undefined ? '' : payload as Payload
+  // into the entry, never copied into a Buffer of its own. Other bytes (a serializer's
+  // Uint8Array) become a Buffer.
+  const body: Payload = payload === null || payload === undefined ? '' : typeof payload === 'string' || Buffer.isBuffer(payload) ? payload : Buffer.from(payload as Uint8Array)
   if (!reply.hasHeader('etag')) reply.header('etag', strongEtag(body))
   // Sent and stored: a hit sends the Date of the response it replays (RFC 9111 4).
   if (!reply.hasHeader('date')) reply.header('date', new Date().toUTCString())
