@@ -101,6 +101,8 @@ export async function measure (workload, server, redis, options) {
     redisSentPerReq: before.stats && after.stats ? per(after.stats.redisSent - before.stats.redisSent) : null,
     dbReadsPerReq: before.stats && after.stats ? per(after.stats.reads - before.stats.reads) : null,
     majorGcs: gc('major'),
+    // The server forgets its longest pause each time it is asked: this one is the run's.
+    longestGcMs: after.stats ? after.stats.gc.longestMs : null,
     stale: run.stale ?? null,
     loadCpu: run.loadCpu,
     serverCoreBusy: busyShare(before.cpus, after.cpus, SERVER_CPU),

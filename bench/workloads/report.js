@@ -83,6 +83,7 @@ function summarize ({ runs, ends }) {
     redisSentPerReq: median(list.map((r) => r.redisSentPerReq)),
     dbReadsPerReq: median(list.map((r) => r.dbReadsPerReq)),
     majorGcs: sum(list.map((r) => r.majorGcs)),
+    longestGcMs: list.some((r) => r.longestGcMs === null) ? null : Math.max(...list.map((r) => r.longestGcMs)),
     stale: list[0]?.stale === null ? null : sum(list.map((r) => r.stale)),
     failed: sum(list.map((r) => r.failed)),
     loadCpu: median(list.map((r) => r.loadCpu)),
@@ -108,8 +109,8 @@ function targets (id, rows) {
   return out
 }
 
-const HEADERS = ['variant', 'req/s', 'p99 ms', 'CPU µs/req', 'Redis calls/req', 'Redis cmds/req', 'DB reads/req', 'RSS MiB', 'full GCs', 'stale reads', 'load gen CPU', 'CPU 1 busy', 'req/s by round']
-const ALIGN = ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'l']
+const HEADERS = ['variant', 'req/s', 'p99 ms', 'CPU µs/req', 'Redis calls/req', 'Redis cmds/req', 'DB reads/req', 'RSS MiB', 'full GCs', 'longest GC ms', 'stale reads', 'load gen CPU', 'CPU 1 busy', 'req/s by round']
+const ALIGN = ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'l']
 
 function cells (row) {
   return [
@@ -122,6 +123,7 @@ function cells (row) {
     fmt(row.dbReadsPerReq, 3),
     fmt(row.rss === null ? null : row.rss / 1024 / 1024, 1),
     fmt(row.majorGcs),
+    fmt(row.longestGcMs, 1),
     row.stale === null ? '-' : fmt(row.stale),
     pct(row.loadCpu),
     pct(row.runnerCoreBusy),

@@ -51,8 +51,12 @@ function countRedisCommands () {
   return counter
 }
 
+/**
+ * Garbage collections by kind, and the longest pause of any since the runner last asked (it asks
+ * before and after each run, so the pause is the run's).
+ */
 function countCollections () {
-  const gc = { major: 0, minor: 0, incremental: 0, weak: 0 }
+  const gc = { major: 0, minor: 0, incremental: 0, weak: 0, longestMs: 0 }
   const kinds = {
     [constants.NODE_PERFORMANCE_GC_MAJOR]: 'major',
     [constants.NODE_PERFORMANCE_GC_MINOR]: 'minor',
@@ -63,6 +67,7 @@ function countCollections () {
     for (const entry of list.getEntries()) {
       const kind = kinds[entry.detail?.kind ?? entry.kind]
       if (kind) gc[kind]++
+      gc.longestMs = Math.max(gc.longestMs, entry.duration)
     }
   })
   observer.observe({ entryTypes: ['gc'] })
@@ -166,7 +171,10 @@ async function main () {
   process.on('disconnect', () => shutdown('the runner going away'))
   process.on('message', (message) => {
     if (message === 'shutdown') shutdown('shutdown message')
-    else if (message?.type === 'stats') process.send({ stats: { ...db.counts(), redisSent: redisCommands.sent, gc: { ...gc } } })
+    else if (message?.type === 'stats') {
+      process.send({ stats: { ...db.counts(), redisSent: redisCommands.sent, gc: { ...gc } } })
+      gc.longestMs = 0
+    }
   })
   if (process.send) process.send({ ready: true, port })
   else console.log(`ready ${port}`)
