@@ -1,6 +1,7 @@
 // Reading values back for `get` and getOrSet: the store read, decoding, and the statistics and
 // failure policy around them. An unreadable entry is a miss: deleted, counted, logged.
 import type { Envelope } from '../envelope'
+import { attachment } from '../local/attached'
 import { isFresh } from '../freshness'
 import { VALID } from '../invalidation/stamps'
 import type { CacheCore } from './core'
@@ -17,7 +18,7 @@ export class ValueReader {
   private readonly core: CacheCore
   // The local tier and the memory store hand out the same Buffer on every hit: it is deserialized
   // once. Their values are therefore shared between callers, as in any in-process cache.
-  private readonly decoded = new WeakMap<Buffer, Decoded>()
+  private readonly decoded = attachment<Decoded>('fastify-redis-cache.value')
 
   constructor (core: CacheCore) {
     this.core = core
@@ -61,7 +62,6 @@ export class ValueReader {
     try {
       if (decoded === undefined) {
         const { value, envelope } = core.codec.decodeValue(bytes)
-        // Its own key in the value: a WeakMap keeps neither alive by that alone.
         decoded = { value, envelope, bytes }
         if (core.nearby !== undefined) this.decoded.set(bytes, decoded)
       }

@@ -14,6 +14,7 @@ import { isFreshBytes } from '../freshness'
 import { BackgroundRefresh } from '../refresh'
 import { Throttle } from '../throttled-log'
 import type { CompiledRoute } from './compile'
+import { attachment } from '../local/attached'
 import { DecodedEntries } from './decoded-entries'
 import { decodeEntry, type HttpEntry, notModified } from './http-entry'
 import { answerRange } from './range'
@@ -66,7 +67,7 @@ export class RouteCache {
    * it hands out: the same one while the entry lasts, so the decoded entry lives as long as it
    * and no longer, with views of its bytes rather than a copy, and no bound of its own.
    */
-  private readonly decodedNearby = new WeakMap<Buffer, HttpEntry>()
+  private readonly decodedNearby = attachment<HttpEntry>('fastify-redis-cache.route-entry')
   /** Warnings a client can cause on every request (a key its request cannot make) are throttled. */
   private readonly warnings = new Throttle()
 
