@@ -651,6 +651,24 @@ t.test('a copy never outlives its entry\'s freshness nor the tier\'s ttl', async
   t.ok(a.local.get(a.cache.redisKey('long')) !== undefined)
 })
 
+t.test('copies made together leave the tier over the last tenth of its ttl, not at once', async (t) => {
+  const realNow = Date.now
+  let offset = 0
+  Date.now = () => realNow() + offset
+  t.teardown(() => { Date.now = realNow })
+  const [a] = await pair(t, { local: { ttl: 100 } })
+  const keys = Array.from({ length: 100 }, (_, i) => `spread${i}`)
+  for (const key of keys) await a.cache.set(key, 'v', { ttl: 1000 })
+  const held = (): number => keys.filter((key) => a.local.get(a.cache.redisKey(key)) !== undefined).length
+  offset += 89_000
+  t.equal(held(), 100, 'all of them for nine tenths of the ttl')
+  offset += 6000
+  const left = held()
+  t.ok(left > 0 && left < 100, `some of them at 95% (${left} of 100)`)
+  offset += 5100
+  t.equal(held(), 0, 'none past the ttl')
+})
+
 t.test('without Pub/Sub rights: warnings, and the cache still works', async (t) => {
   const own = await startRedis()
   t.teardown(() => own.stop())

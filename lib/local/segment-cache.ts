@@ -6,6 +6,14 @@ import { freshUntilOf, isEnvelope } from '../envelope'
 import type { Statistics } from '../statistics'
 import { type SegmentBounds, SegmentMemory } from './segment-memory'
 
+/**
+ * Copies leave the tier up to this share of its ttl early, at random: copies made together (after
+ * a start or a deploy, every hot entry within a second) would otherwise all be read again from
+ * Redis in the same second, a burst that shows in the tail latency. Only ever earlier, so the
+ * ttl still bounds how long a copy is kept.
+ */
+const TTL_SPREAD = 0.1
+
 export interface SegmentCacheBounds extends SegmentBounds {
   /** Seconds an entry may stay at most. */
   ttl: number
@@ -38,7 +46,10 @@ export class SegmentCache extends SegmentMemory {
     if (on) this.clear()
   }
 
-  /** Keeps bytes until their own freshness ends or the tier's ttl, whichever is first. */
+  /**
+   * Keeps bytes until their own freshness ends or the tier's ttl (spread, see TTL_SPREAD),
+   * whichever is first.
+   */
   set (key: string, bytes: Buffer): void {
     // Only our own envelopes carry the freshness the local copy must not outlive. The old copy
     // goes whether or not the new bytes are kept: it is stale now.
@@ -46,6 +57,6 @@ export class SegmentCache extends SegmentMemory {
       this.delete(key)
       return
     }
-    this.put(key, bytes, Math.min(freshUntilOf(bytes), Date.now() + this.ttl * 1000))
+    this.put(key, bytes, Math.min(freshUntilOf(bytes), Date.now() + this.ttl * 1000 * (1 - TTL_SPREAD * Math.random())))
   }
 }
