@@ -12,7 +12,7 @@ import { Codec } from '../lib/serializer'
 import { Statistics } from '../lib/statistics'
 import type { GuardedStore } from '../lib/stores/guarded'
 import type { CacheOptions } from '../types'
-import { captureLogs, type Logs, rawClient, sleep, uniquePrefix, until } from './helpers/app'
+import { captureLogs, type Logs, rawClient, type Scope, sleep, uniquePrefix, until } from './helpers/app'
 import { startRedis, type RedisServer } from './helpers/redis-server'
 
 let server: RedisServer
@@ -566,19 +566,25 @@ t.test('SegmentCache: clear and deletePrefix', async (t) => {
   t.equal(tier.bytes, tier.segmentSize + overhead('again'), 'and it starts over')
 })
 
-t.test('SegmentCache: entries expire with their freshness or the tier\'s ttl; expired ones are not evictions', async (t) => {
+/** Moves Date.now forward by hand, from the real time (busts still see milliseconds pass). */
+function shiftedClock (t: Scope): (ms: number) => void {
   const realNow = Date.now
   let offset = 0
   Date.now = () => realNow() + offset
   t.teardown(() => { Date.now = realNow })
+  return (ms) => { offset += ms }
+}
+
+t.test('SegmentCache: entries expire with their freshness or the tier\'s ttl; expired ones are not evictions', async (t) => {
+  const shift = shiftedClock(t)
   const { tier, stats } = tierOf(1 * MiB, 2, 5)
   tier.set('short', envelope(100, 's', 1, Date.now()))
   tier.set('long', envelope(100, 'l', 60, Date.now()))
-  offset += 1100
+  shift(1100)
   t.equal(tier.get('short'), undefined, 'gone with its own freshness')
   t.equal(tier.describe().entries, 1)
   t.equal(tier.bytes, tier.segmentSize + overhead('long'))
-  offset += 4000
+  shift(4000)
   t.equal(tier.get('long'), undefined, 'gone with the tier\'s ttl')
 
   // Expired at the head of the queue, even hit before: dropped, not spared, not counted.
@@ -586,7 +592,7 @@ t.test('SegmentCache: entries expire with their freshness or the tier\'s ttl; ex
   tier.set('b', envelope(100, 'b', 60))
   t.ok(tier.get('a') !== undefined)
   t.ok(tier.get('b') !== undefined)
-  offset += 1500
+  shift(1500)
   tier.set('c', envelope(100, 'c', 60))
   t.equal(stats.evictions, 0)
   t.equal(tier.describe().entries, 2)
@@ -634,38 +640,32 @@ t.test('local hits keep serving while Redis is down', async (t) => {
 })
 
 t.test('a copy never outlives its entry\'s freshness nor the tier\'s ttl', async (t) => {
-  const realNow = Date.now
-  let offset = 0
-  Date.now = () => realNow() + offset
-  t.teardown(() => { Date.now = realNow })
+  const shift = shiftedClock(t)
   const [a] = await pair(t, { local: { ttl: 5 } })
   await a.cache.set('short', 's', { ttl: 2 })
   await a.cache.set('long', 'l', { ttl: 100 })
   t.ok(a.local.get(a.cache.redisKey('short')) !== undefined)
-  offset += 2100
+  shift(2100)
   t.equal(a.local.get(a.cache.redisKey('short')), undefined, 'gone with its entry\'s ttl')
   t.ok(a.local.get(a.cache.redisKey('long')) !== undefined)
-  offset += 3000
+  shift(3000)
   t.equal(a.local.get(a.cache.redisKey('long')), undefined, 'gone with the tier\'s ttl')
   t.equal(await a.cache.get('long'), 'l', 'and read again from Redis')
   t.ok(a.local.get(a.cache.redisKey('long')) !== undefined)
 })
 
 t.test('copies made together leave the tier over the last tenth of its ttl, not at once', async (t) => {
-  const realNow = Date.now
-  let offset = 0
-  Date.now = () => realNow() + offset
-  t.teardown(() => { Date.now = realNow })
+  const shift = shiftedClock(t)
   const [a] = await pair(t, { local: { ttl: 100 } })
   const keys = Array.from({ length: 100 }, (_, i) => `spread${i}`)
   for (const key of keys) await a.cache.set(key, 'v', { ttl: 1000 })
   const held = (): number => keys.filter((key) => a.local.get(a.cache.redisKey(key)) !== undefined).length
-  offset += 89_000
+  shift(89_000)
   t.equal(held(), 100, 'all of them for nine tenths of the ttl')
-  offset += 6000
+  shift(6000)
   const left = held()
   t.ok(left > 0 && left < 100, `some of them at 95% (${left} of 100)`)
-  offset += 5100
+  shift(5100)
   t.equal(held(), 0, 'none past the ttl')
 })
 
