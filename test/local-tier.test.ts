@@ -660,9 +660,10 @@ t.test('copies made together leave the tier over the last tenth of its ttl, not 
   const keys = Array.from({ length: 100 }, (_, i) => `spread${i}`)
   for (const key of keys) await a.cache.set(key, 'v', { ttl: 1000 })
   const held = (): number => keys.filter((key) => a.local.get(a.cache.redisKey(key)) !== undefined).length
-  shift(89_000)
-  t.equal(held(), 100, 'all of them for nine tenths of the ttl')
-  shift(6000)
+  // Well inside nine tenths, however long the writes above took on a busy machine.
+  shift(85_000)
+  t.equal(held(), 100, 'all of them until nine tenths of the ttl')
+  shift(10_000)
   const left = held()
   t.ok(left > 0 && left < 100, `some of them at 95% (${left} of 100)`)
   shift(5100)

@@ -30,7 +30,7 @@ export const SERVER_VARIANTS = {
 const TTL = 600
 // The in-process layers are sized to hold every item with room to spare: at the default 64 MiB,
 // 20,000 entries of 2.4 KB plus their per-entry overhead sit at the bound, and the evictions
-// (and the reads from Redis and the garbage they make) measured the sizing, not the cache.
+// (and the garbage they make) measured the sizing, not the cache.
 const IN_PROCESS_BYTES = 128 * 1024 * 1024
 const LOCAL = { maxEntries: 50_000, maxBytes: IN_PROCESS_BYTES }
 const JSON_TYPE = 'application/json; charset=utf-8'
