@@ -2,7 +2,7 @@
 // that refused it for a while, not by work that began before it, not by Redis evicting the
 // bookkeeping. Real redis-server processes throughout; nothing here asserts timing.
 import t from 'tap'
-import { MAX_VARIANTS } from '../lib/stores/redis-writes'
+import { MAX_VARIANTS } from '../lib/stores/redis-write-batch'
 import { build, innerStore, rawClient, type Scope, uniquePrefix, until } from './helpers/app'
 import { routeApp } from './helpers/route-app'
 import { type RedisServer, startRedis } from './helpers/redis-server'

@@ -30,7 +30,7 @@ function memory (t: tap.Test, over = layout): MemoryStore {
 
 // As the plugin configures its own clients (lib/connection.ts), and ready before use, as the
 // plugin hands a client to the store only once it is.
-const clientOptions: RedisOptions = { maxRetriesPerRequest: 1, enableAutoPipelining: true, autoPipeliningIgnoredCommands: ['get', 'mget'] }
+const clientOptions: RedisOptions = { maxRetriesPerRequest: 1, enableAutoPipelining: true, autoPipeliningIgnoredCommands: ['get', 'mget', 'set', 'evalsha', 'eval'] }
 
 async function ready (client: Redis | Cluster): Promise<void> {
   await until(() => client.status === 'ready', 10_000, 'the client to be ready')
@@ -181,13 +181,15 @@ t.test('redis store', async (t) => {
     t.equal(closed.connected, false, 'not once its client is closed')
   })
 
+  /** How many times Redis ran `command` so far (INFO commandstats). */
+  const calls = async (command: string): Promise<number> => {
+    const line = (await client.info('commandstats')).split('\r\n').find((l) => l.startsWith(`cmdstat_${command}:`))
+    return line === undefined ? 0 : Number(/calls=(\d+)/.exec(line)?.[1])
+  }
+
   t.test('the reads of one event-loop turn go out as one MGET, each key once', async (t) => {
     await store.set(key('b1'), value('one'), 30, [])
     await store.set(key('b2'), value('two'), 30, [])
-    const calls = async (command: string): Promise<number> => {
-      const line = (await client.info('commandstats')).split('\r\n').find((l) => l.startsWith(`cmdstat_${command}:`))
-      return line === undefined ? 0 : Number(/calls=(\d+)/.exec(line)?.[1])
-    }
     const [mgetBefore, getBefore] = [await calls('mget'), await calls('get')]
     const reads = await Promise.all([store.get(key('b1')), store.get(key('b2')), store.get(key('b1')), store.get(key('none'))])
     t.same(reads, [value('one'), value('two'), value('one'), null], 'each caller gets its own key\'s value')
@@ -211,6 +213,41 @@ t.test('redis store', async (t) => {
     t.same(failed.map((r) => r.status), ['rejected', 'rejected'], 'a failed batch fails every read in it')
     const single = await Promise.allSettled([offline.get(key('b1'))])
     t.equal(single[0].status, 'rejected')
+  })
+
+  t.test('the writes of one event-loop turn go out as one script call, each judged on its own', async (t) => {
+    await client.set(`${prefix}:#ti:foreign`, 'a string, not a sorted set')
+    await store.delete([key('wb-old')])
+    const old = writeEnvelope(ENCODING_PLAIN, KIND_VALUE, { storedAt: Date.now() - 10_000, freshFor: 30 }, value('x'))
+    const before = await calls('evalsha')
+    const writes = Promise.allSettled([
+      store.set(key('wb1'), value('one'), 30, []),
+      store.set(key('wb-old'), old, 30, []),
+      store.set(key('wb2'), value('two'), 30, ['foreign']),
+      store.set(key('wb3'), value('three'), 30, [], 'variant')
+    ])
+    t.same(await store.get(key('wb1')), value('one'), 'a read asked after a write in the same turn finds it')
+    const results = (await writes).map((r) => r.status === 'fulfilled' ? r.value : (r.reason as Error).message)
+    t.same(results.slice(0, 2), [true, false], 'stored; refused, its work overtaken by the delete')
+    t.match(results[2], /^WRONGTYPE/, 'an error at one entry\'s keys fails that entry alone')
+    t.equal(results[3], true)
+    t.equal(await calls('evalsha') - before, 1, 'one script call for the turn')
+    t.same(await client.hgetBuffer(key('wb3'), 'variant'), value('three'))
+    t.equal(await client.exists(key('wb2')), 0)
+
+    const many = await Promise.all(Array.from({ length: 40 }, (_, i) => store.set(key(`wm${i}`), value(String(i)), 30, [])))
+    t.ok(many.every(Boolean))
+    t.equal(await calls('evalsha') - before, 3, 'a full batch (32 writes) goes at once, the rest at the end of the turn')
+    const large = Buffer.alloc(512 * 1024, 'x')
+    await Promise.all([1, 2, 3].map((i) => store.set(key(`wl${i}`), large, 30, [])))
+    t.equal(await calls('evalsha') - before, 5, 'so does a batch of 1 MiB of values')
+
+    const down = redisClient(t, server.url)
+    await ready(down)
+    const offline = new RedisStore(down, new KeyLayout(prefix))
+    down.disconnect()
+    const failed = await Promise.allSettled([offline.set(key('wf1'), value('1'), 30, []), offline.set(key('wf2'), value('2'), 30, [])])
+    t.same(failed.map((r) => r.status), ['rejected', 'rejected'], 'a failed call fails every write in it')
   })
 
   t.test('locks belong to their owner', async (t) => {

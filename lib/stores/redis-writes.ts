@@ -19,56 +19,12 @@ import { MAX_WORK_MS } from '../invalidation/stamps'
 import type { HeldLock } from '../lock'
 import type { KeyLayout } from '../keys'
 import { lua, type LuaScript } from './lua'
+import { MAX_VARIANTS, PRUNE, WRITE, type WriteBatch } from './redis-write-batch'
 
-/** Variants of one entry (a route that varies on request headers) kept at most. */
-export const MAX_VARIANTS = 64
 /** Keys sent in one command. */
 const BATCH = 500
-/**
- * Expired members a write drops from each of its tags' indexes at most: each write adds one, so
- * indexes shrink as entries expire, and no write holds Redis for long doing it.
- */
-const PRUNE = 100
 /** How long a clear's stamp outlives it: entries written before it may live that long. */
 const CLEAR_STAMP_MS = 30 * 24 * 3600 * 1000
-
-// KEYS: the entry, its tombstone, its namespace's stamp, the stamp of everything, the lock the
-// work held, then each tag's stamp and index. ARGV: value, ms to keep, work start (ms), now (ms),
-// field ('' none), max variants, max work (ms), expired members pruned at most, the lock's token
-// ('' none). The lock is let go whether the entry is stored or refused: the work is over.
-const WRITE = lua(`
-if ARGV[9] ~= '' and redis.call('GET', KEYS[5]) == ARGV[9] then redis.call('DEL', KEYS[5]) end
-local startedAt = tonumber(ARGV[3])
-local now = tonumber(ARGV[4])
-if now - startedAt > tonumber(ARGV[7]) then return 0 end
-local function later (at)
-  return at and tonumber(at) >= startedAt
-end
-local stamps = redis.call('MGET', KEYS[2], KEYS[3], KEYS[4])
-for i = 1, 3 do if later(stamps[i]) then return 0 end end
-for i = 6, #KEYS, 2 do if later(redis.call('GET', KEYS[i])) then return 0 end end
-local keep = tonumber(ARGV[2])
-local function extend (key)
-  if redis.call('PTTL', key) < keep then redis.call('PEXPIRE', key, keep) end
-end
-for i = 6, #KEYS, 2 do
-  if not redis.call('SET', KEYS[i], startedAt - 1, 'PX', keep, 'NX') then extend(KEYS[i]) end
-  redis.call('ZADD', KEYS[i + 1], now + keep, KEYS[1])
-  local expired = redis.call('ZRANGEBYSCORE', KEYS[i + 1], '-inf', now, 'LIMIT', 0, ARGV[8])
-  if #expired > 0 then redis.call('ZREM', KEYS[i + 1], unpack(expired)) end
-  extend(KEYS[i + 1])
-end
-if ARGV[5] == '' then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', keep)
-  return 1
-end
-if redis.call('TYPE', KEYS[1]).ok ~= 'hash' or
-  (redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[6]) and redis.call('HEXISTS', KEYS[1], ARGV[5]) == 0) then
-  redis.call('DEL', KEYS[1])
-end
-redis.call('HSET', KEYS[1], ARGV[5], ARGV[1])
-extend(KEYS[1])
-return 1`)
 
 // KEYS: the entries, then their tombstones in the same order. ARGV: now (ms), how long a
 // tombstone lasts (ms). One command, so a bust costs one write whatever it removes.
@@ -98,6 +54,8 @@ export interface RedisTarget {
   readonly isCluster: boolean
   /** Whether this Redis runs our scripts (an ACL or a renamed EVAL may forbid them). */
   readonly scripting: boolean
+  /** The entry writes of this turn, sent together (on one server, with scripting). */
+  readonly writes: WriteBatch
   evalKeys (script: LuaScript, keys: string[], args: Array<string | number | Buffer>): Promise<unknown>
 }
 
@@ -106,18 +64,11 @@ export interface RedisTarget {
  * that work held (the caller releases it when this could not).
  */
 export async function writeEntry (target: RedisTarget, key: string, value: Buffer, ttl: number, tags: readonly string[], field: string | undefined, lock: HeldLock | undefined): Promise<boolean> {
-  const { layout } = target
   // Bytes that are not an envelope (the store is a byte store) count as work begun now.
   const startedAt = isEnvelope(value) ? storedAtOf(value) : Date.now()
   const keep = ttl * 1000
-  if (!target.isCluster && target.scripting) {
-    const releasing = lock !== undefined && !lock.released
-    const keys = [key, layout.tombstone(key), layout.clearStamp(layout.namespaceOf(key)), layout.clearStamp(), releasing ? lock.key : key]
-    for (const tag of tags) keys.push(layout.tagStamp(tag), layout.tag(tag))
-    const stored = await target.evalKeys(WRITE, keys, [value, keep, startedAt, Date.now(), field ?? '', MAX_VARIANTS, MAX_WORK_MS, PRUNE, releasing ? lock.token : ''])
-    if (releasing) lock.released = true
-    return stored === 1
-  }
+  // One server with scripting: one WRITE call for the writes of this turn (redis-write-batch.ts).
+  if (!target.isCluster && target.scripting) return target.writes.add({ key, value, keep, startedAt, tags, field, lock })
   // All sent in this tick, so a read asked for after this call finds the entry. Until its tags'
   // stamps land (on other nodes of a Cluster), the entry counts as invalidated: a miss.
   const filed = tags.map((tag) => fileUnderTag(target, key, tag, startedAt, keep))

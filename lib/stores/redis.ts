@@ -6,7 +6,9 @@ import type { Cluster, Redis } from 'ioredis'
 import type { CacheInfo } from '../../types'
 import type { KeyLayout } from '../keys'
 import { type HeldLock, lockToken } from '../lock'
+import { type Deferred, deferred } from './deferred'
 import { lua, type LuaScript } from './lua'
+import { WriteBatch } from './redis-write-batch'
 import { clearEntries, deleteEntries, invalidateTagged, preloadScripts, readStamps, type RedisTarget, sum, writeEntry } from './redis-writes'
 import { type ClaimedRead, type EntryStore, type LockClaim, type LockStore, type RateWindow, type RateWindowStore, type ServerStore, unclaimed } from './store'
 
@@ -77,11 +79,6 @@ type ReadBatch = Map<string, ReadWaiter>
 /** The reads that may claim a lock, of one event-loop turn, by key. */
 type ClaimBatch = Map<string, { claim: LockClaim, waiter: Deferred<ClaimedRead> }>
 
-interface Deferred<T> {
-  promise: Promise<T>
-  resolve: (value: T) => void
-  reject: (err: unknown) => void
-}
 type ReadWaiter = Deferred<Buffer | null>
 
 export class RedisStore implements EntryStore, RateWindowStore, LockStore, ServerStore, RedisTarget {
@@ -92,6 +89,8 @@ export class RedisStore implements EntryStore, RateWindowStore, LockStore, Serve
   private batch: ReadBatch | null = null
   private claims: ClaimBatch | null = null
   private lockMs = 0
+  // Entry writes of this turn, sent before any other command that touches entries or locks.
+  readonly writes: WriteBatch = new WriteBatch(this)
   /**
    * Whether the server runs our scripts (EVAL/EVALSHA); set to false when the capability probe
    * (capabilities.ts) finds them refused, so write paths can do without.
@@ -132,7 +131,10 @@ export class RedisStore implements EntryStore, RateWindowStore, LockStore, Serve
    * span slots, each read goes alone and auto-pipelining batches them per node.
    */
   get (key: string, field?: string): Promise<Buffer | null> {
-    if (field !== undefined) return this.client.hgetBuffer(key, field)
+    if (field !== undefined) {
+      this.writes.flush()
+      return this.client.hgetBuffer(key, field)
+    }
     if (this.isCluster) return this.client.getBuffer(key)
     let batch = this.batch
     if (batch === null) {
@@ -153,6 +155,7 @@ export class RedisStore implements EntryStore, RateWindowStore, LockStore, Serve
     // Sent already (full before the turn was over).
     if (this.batch !== batch) return
     this.batch = null
+    this.writes.flush()
     const keys = [...batch.keys()]
     const settle = (values: Array<Buffer | null>): void => {
       let i = 0
@@ -187,6 +190,7 @@ export class RedisStore implements EntryStore, RateWindowStore, LockStore, Serve
 
   private sendClaims (claims: ClaimBatch): void {
     this.claims = null
+    this.writes.flush()
     const token = lockToken()
     const keys = [...claims.keys()]
     const args: Array<string | number> = [token, this.lockMs, Date.now()]
@@ -214,33 +218,40 @@ export class RedisStore implements EntryStore, RateWindowStore, LockStore, Serve
 
   async delete (keys: readonly string[]): Promise<number> {
     if (keys.length === 0) return 0
+    this.writes.flush()
     return deleteEntries(this, keys)
   }
 
   async exists (keys: readonly string[]): Promise<number> {
     // EXISTS needs a key: an empty list answers 0, as in the memory store.
     if (keys.length === 0) return 0
+    this.writes.flush()
     if (!this.isCluster) return this.client.exists(...keys)
     return sum(await Promise.all(keys.map((key) => this.client.exists(key))))
   }
 
   async expire (key: string, seconds: number): Promise<boolean> {
+    this.writes.flush()
     return (await this.client.expire(key, seconds)) === 1
   }
 
   ttl (key: string): Promise<number> {
+    this.writes.flush()
     return this.client.ttl(key)
   }
 
   clear (namespace?: string): Promise<number> {
+    this.writes.flush()
     return clearEntries(this, namespace)
   }
 
   invalidateTags (tags: readonly string[]): Promise<{ removed: number, keys: string[] }> {
+    this.writes.flush()
     return invalidateTagged(this, tags)
   }
 
   readStamps (names: readonly string[]): Promise<Array<string | null>> {
+    this.writes.flush()
     return readStamps(this, names)
   }
 
@@ -258,10 +269,12 @@ export class RedisStore implements EntryStore, RateWindowStore, LockStore, Serve
   }
 
   async acquireLock (key: string, token: string, ttlMs: number): Promise<boolean> {
+    this.writes.flush()
     return (await this.client.set(key, token, 'PX', ttlMs, 'NX')) === 'OK'
   }
 
   async releaseLock (key: string, token: string): Promise<void> {
+    this.writes.flush()
     if (this.scripting) {
       await this.script(LOCK_RELEASE, key, token)
       return
@@ -334,13 +347,4 @@ export function parseInfo (text: string): Map<string, string> {
     if (colon > 0 && line[0] !== '#') fields.set(line.slice(0, colon), line.slice(colon + 1))
   }
   return fields
-}
-
-function deferred<T = Buffer | null> (): Deferred<T> {
-  const waiter = {} as Deferred<T>
-  waiter.promise = new Promise<T>((resolve, reject) => {
-    waiter.resolve = resolve
-    waiter.reject = reject
-  })
-  return waiter
 }
