@@ -248,6 +248,55 @@ t.test('redis store', async (t) => {
     down.disconnect()
     const failed = await Promise.allSettled([offline.set(key('wf1'), value('1'), 30, []), offline.set(key('wf2'), value('2'), 30, [])])
     t.same(failed.map((r) => r.status), ['rejected', 'rejected'], 'a failed call fails every write in it')
+
+    const closing = redisClient(t, server.url)
+    await ready(closing)
+    const closed = new RedisStore(closing, new KeyLayout(prefix))
+    const queued = closed.set(key('wc'), value('queued'), 30, [])
+    await closed.close()
+    await closing.quit()
+    t.equal(await queued, true, 'close sends the writes still queued, before the connection goes')
+    t.same(await client.getBuffer(key('wc')), value('queued'))
+  })
+
+  t.test('a batch of writes: each keeps its place in line, its tags and its lock', async (t) => {
+    const queued = store.set(key('wo'), value('written'), 30, [])
+    const reads = await Promise.all(Array.from({ length: 8 }, (_, i) => store.get(key(i === 0 ? 'wo' : `wo${i}`))))
+    t.same(reads[0], value('written'), 'a full batch of reads sent at once still goes after the write')
+    t.equal(await queued, true)
+    const overwritten = store.set(key('wo'), value('again'), 30, [])
+    t.equal(await store.delete([key('wo')]), 1, 'a delete asked for after a write removes what it wrote')
+    t.equal(await overwritten, true)
+    t.equal(await client.exists(key('wo')), 0)
+
+    const locks = ['l1', 'l2', 'l3'].map((name) => ({ key: `${prefix}:#lock:${name}`, token: 'mine', released: false }))
+    for (const lock of locks) t.equal(await store.acquireLock(lock.key, 'mine', 60_000), true)
+    await store.delete([key('wt-old')])
+    const old = writeEnvelope(ENCODING_PLAIN, KIND_VALUE, { storedAt: Date.now() - 10_000, freshFor: 30 }, value('x'))
+    const stored = await Promise.all([
+      store.set(key('wt1'), value('one'), 30, ['batch-a', 'batch-b'], undefined, locks[0]),
+      store.set(key('wt-old'), old, 30, ['batch-a'], undefined, locks[1]),
+      store.set(key('wt2'), value('two'), 30, ['batch-b'], undefined, locks[2])
+    ])
+    t.same(stored, [true, false, true])
+    t.same(locks.map((lock) => lock.released), [true, true, true], 'each lock let go, stored or refused')
+    t.equal(await client.exists(...locks.map((lock) => lock.key)), 0)
+    t.same((await store.invalidateTags(['batch-b'])).keys.sort(), [key('wt1'), key('wt2')], 'each filed under its own tags')
+  })
+
+  t.test('an ACL that denies one write\'s keys fails that write alone', async (t) => {
+    await server.cli('ACL', 'SETUSER', 'batch', 'on', '>secret', `~${prefix}:a:ok*`, `~${prefix}:#*`, '+@all')
+    t.teardown(() => server.cli('ACL', 'DELUSER', 'batch'))
+    const limited = redisClient(t, server.url.replace('redis://', 'redis://batch:secret@'))
+    await ready(limited)
+    const confined = new RedisStore(limited, new KeyLayout(prefix))
+    const results = await Promise.allSettled([
+      confined.set(key('ok1'), value('1'), 30, []),
+      confined.set(key('denied'), value('2'), 30, []),
+      confined.set(key('ok2'), value('3'), 30, [])
+    ])
+    t.same(results.map((r) => r.status === 'fulfilled' ? r.value : (r.reason as Error).message.slice(0, 6)), [true, 'NOPERM', true])
+    t.same(await client.mgetBuffer(key('ok1'), key('ok2')), [value('1'), value('3')])
   })
 
   t.test('locks belong to their owner', async (t) => {

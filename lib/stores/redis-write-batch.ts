@@ -6,6 +6,7 @@
 // Writes are sent before any other command of the store (see RedisStore.flushWrites), so a read
 // or an invalidation asked for after a write is never sent ahead of it.
 import { MAX_WORK_MS } from '../invalidation/stamps'
+import { isReplyError } from './guarded'
 import type { HeldLock } from '../lock'
 import { type Deferred, deferred } from './deferred'
 import { lua } from './lua'
@@ -26,8 +27,10 @@ const ENTRY_KEYS = 4
 const ENTRY_ARGS = 6
 
 // Stores each entry unless a tombstone of its key, a stamp of its namespace, of everything or
-// of one of its tags is as recent as the work that made it (invalidation/stamps.ts), and lets go
-// of the lock that work held whether it is stored or refused: the work is over.
+// of one of its tags is as recent as the work that made it (invalidation/stamps.ts), then lets
+// go of the locks those works held, whether their entries were stored or not: the work is over.
+// The locks go last because Redis checks maxmemory only until a script's first write: a lock's
+// DEL first would let every later entry of the batch past it.
 // KEYS: the stamp of everything, then for each entry: the entry, its tombstone, its namespace's
 // stamp, the lock its work held (the entry again when none), then each tag's stamp and index.
 // ARGV: now (ms), max variants, max work (ms), expired members pruned at most, then for each
@@ -44,7 +47,6 @@ local function write (k, a, tags)
   local function later (at)
     return at and tonumber(at) >= startedAt
   end
-  if ARGV[a + 4] ~= '' and redis.call('GET', KEYS[k + 3]) == ARGV[a + 4] then redis.call('DEL', KEYS[k + 3]) end
   if now - startedAt > tonumber(ARGV[3]) then return 0 end
   local stamps = redis.call('MGET', KEYS[k + 1], KEYS[k + 2], KEYS[1])
   for i = 1, 3 do if later(stamps[i]) then return 0 end end
@@ -79,6 +81,11 @@ for a = 5, #ARGV, ${ENTRY_ARGS} do
   if not ok and type(result) ~= 'table' then result = { err = tostring(result) } end
   out[#out + 1] = result
   k = k + ${ENTRY_KEYS} + 2 * tags
+end
+k = 2
+for a = 5, #ARGV, ${ENTRY_ARGS} do
+  if ARGV[a + 4] ~= '' and redis.call('GET', KEYS[k + 3]) == ARGV[a + 4] then redis.call('DEL', KEYS[k + 3]) end
+  k = k + ${ENTRY_KEYS} + 2 * tonumber(ARGV[a + ${ENTRY_ARGS - 1}])
 end
 return out`)
 
@@ -131,6 +138,11 @@ export class WriteBatch {
     if (batch.length === 0) return
     this.pending = []
     this.bytes = 0
+    this.send(batch)
+  }
+
+  /** One WRITE call for `batch`; settles each write with its own result. */
+  private send (batch: Pending[]): void {
     const { layout } = this.target
     const keys = [layout.clearStamp()]
     const args: Array<string | number | Buffer> = [Date.now(), MAX_VARIANTS, MAX_WORK_MS, PRUNE]
@@ -152,7 +164,10 @@ export class WriteBatch {
         waiter.resolve(result === 1)
       })
     }, (err: unknown) => {
-      for (const { waiter } of batch) waiter.reject(err)
+      // Redis refused the whole call before running it (an ACL that denies one entry's keys):
+      // each write is sent again alone, so that it fails that entry alone.
+      if (batch.length > 1 && isReplyError(err)) for (const pending of batch) this.send([pending])
+      else for (const { waiter } of batch) waiter.reject(err)
     })
   }
 }

@@ -69,6 +69,8 @@ export async function writeEntry (target: RedisTarget, key: string, value: Buffe
   const keep = ttl * 1000
   // One server with scripting: one WRITE call for the writes of this turn (redis-write-batch.ts).
   if (!target.isCluster && target.scripting) return target.writes.add({ key, value, keep, startedAt, tags, field, lock })
+  // Writes queued before scripting was found refused go first.
+  target.writes.flush()
   // All sent in this tick, so a read asked for after this call finds the entry. Until its tags'
   // stamps land (on other nodes of a Cluster), the entry counts as invalidated: a miss.
   const filed = tags.map((tag) => fileUnderTag(target, key, tag, startedAt, keep))

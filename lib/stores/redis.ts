@@ -292,8 +292,13 @@ export class RedisStore implements EntryStore, RateWindowStore, LockStore, Serve
     return infoOf((await Promise.all(nodes.map((node) => node.info()))).map(parseInfo))
   }
 
-  /** The connection belongs to whoever opened it (see connection.ts); nothing to release here. */
-  async close (): Promise<void> {}
+  /**
+   * Sends the writes still queued, ahead of whatever closes the connection next; the connection
+   * belongs to whoever opened it (see connection.ts).
+   */
+  async close (): Promise<void> {
+    this.writes.flush()
+  }
 
   private script (script: LuaScript, key: string, ...args: Array<string | number | Buffer>): Promise<unknown> {
     return this.evalKeys(script, [key], args)
