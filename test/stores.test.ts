@@ -284,6 +284,23 @@ t.test('redis store', async (t) => {
     t.same((await store.invalidateTags(['batch-b'])).keys.sort(), [key('wt1'), key('wt2')], 'each filed under its own tags')
   })
 
+  t.test('over maxmemory, a batch that lets go of a lock stores nothing past the limit', async (t) => {
+    const lock = { key: `${prefix}:#lock:oom`, token: 'mine', released: false }
+    t.equal(await store.acquireLock(lock.key, 'mine', 60_000), true)
+    const used = Number(/used_memory:(\d+)/.exec(await client.info('memory'))?.[1])
+    await server.cli('CONFIG', 'SET', 'maxmemory-policy', 'noeviction')
+    await server.cli('CONFIG', 'SET', 'maxmemory', String(Math.max(1, used - 1024 * 1024)))
+    t.teardown(() => server.cli('CONFIG', 'SET', 'maxmemory', '0'))
+    const large = Buffer.alloc(200 * 1024, 'x')
+    const results = await Promise.allSettled([
+      store.set(key('oom1'), value('small'), 30, [], undefined, lock),
+      store.set(key('oom2'), large, 30, []),
+      store.set(key('oom3'), large, 30, [])
+    ])
+    t.same(results.map((r) => r.status === 'rejected' && /^OOM/.test((r.reason as Error).message)), [true, true, true], 'refused, each with OOM')
+    t.equal(await client.exists(key('oom1'), key('oom2'), key('oom3'), lock.key), 0, 'nothing stored; the lock let go all the same')
+  })
+
   t.test('an ACL that denies one write\'s keys fails that write alone', async (t) => {
     await server.cli('ACL', 'SETUSER', 'batch', 'on', '>secret', `~${prefix}:a:ok*`, `~${prefix}:#*`, '+@all')
     t.teardown(() => server.cli('ACL', 'DELUSER', 'batch'))
