@@ -3,8 +3,9 @@
 // costs this process about as much again as the work it asks of Redis (building the command, a
 // socket write, parsing the reply): one call for the turn's writes pays that once.
 //
-// Writes are sent before any other command of the store (see RedisStore.flushWrites), so a read
-// or an invalidation asked for after a write is never sent ahead of it.
+// Queued writes are sent before any other command of the store that touches entries, stamps or
+// locks (RedisStore calls `writes.flush()` first), so a read or an invalidation asked for after
+// a write is never sent ahead of it.
 import { MAX_WORK_MS } from '../invalidation/stamps'
 import { isReplyError } from './guarded'
 import type { HeldLock } from '../lock'
