@@ -94,7 +94,8 @@ export function encodeTags (tags: readonly string[]): Buffer | undefined {
   return bytes
 }
 
-function payloadStart (bytes: Buffer): number {
+/** Where an envelope's payload begins; the caller made or checked it. */
+export function payloadStart (bytes: Buffer): number {
   return bytes[0] === MAGIC_TAGGED ? HEADER_BYTES + TAGS_LENGTH_BYTES + bytes.readUInt16BE(HEADER_BYTES) : HEADER_BYTES
 }
 

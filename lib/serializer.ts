@@ -83,9 +83,12 @@ export class Codec {
     }
   }
 
-  /** Whether a payload of `size` bytes is to be gzipped (kept only when that saves space). */
-  compresses (size: number, compress: boolean | undefined): boolean {
-    return compress !== false && this.compression.enabled && size >= this.compression.threshold
+  /**
+   * Whether a payload is to be gzipped (kept only when that saves space). A string's UTF-8 length
+   * is a pass over it: counted only when compression is on the table.
+   */
+  compresses (payload: Payload, compress: boolean | undefined): boolean {
+    return compress !== false && this.compression.enabled && byteLength(payload) >= this.compression.threshold
   }
 
   /**
@@ -94,7 +97,7 @@ export class Codec {
    */
   encode (payload: Payload, kind: number, freshFor: number, compress: boolean | undefined, head?: Buffer, storedAt = Date.now(), tags?: Buffer): EncodeResult {
     let zipped: Buffer | undefined
-    if (this.compresses(byteLength(payload), compress)) {
+    if (this.compresses(payload, compress)) {
       try {
         zipped = gzipSync(payload, { level: this.compression.level })
       } catch (err) {
@@ -110,8 +113,7 @@ export class Codec {
    * any later read.
    */
   encodeSoon (payload: Payload, kind: number, freshFor: number, compress: boolean | undefined, head: Buffer | undefined, storedAt: number, tags: Buffer | undefined): EncodeResult | Promise<EncodeResult> {
-    const size = byteLength(payload)
-    if (size < ASYNC_GZIP_BYTES || !this.compresses(size, compress)) return this.encode(payload, kind, freshFor, compress, head, storedAt, tags)
+    if (!this.compresses(payload, compress) || byteLength(payload) < ASYNC_GZIP_BYTES) return this.encode(payload, kind, freshFor, compress, head, storedAt, tags)
     return gzipAsync(payload, { level: this.compression.level }).then(
       (zipped) => wrap(payload, zipped, kind, { storedAt, freshFor }, head, tags),
       (err: unknown) => { throw compressionFailed(err) })

@@ -91,6 +91,8 @@ t.test('a hit is the miss byte for byte: status, content type, headers, body; ne
   t.equal(miss.statusCode, 200)
   t.equal(hit.statusCode, 200)
   t.same(hit.rawPayload, miss.rawPayload, 'same bytes')
+  t.equal(miss.body, '{ "b":2,  "a": [1, 2 ,3], "u": "\u00e9\u20ac" }', 'the miss sends the string as UTF-8')
+  t.equal(miss.headers['content-length'], String(Buffer.byteLength(miss.body)))
   t.equal(hit.body, '{ "b":2,  "a": [1, 2 ,3], "u": "\u00e9\u20ac" }')
   t.equal(hit.headers['content-type'], 'application/vnd.api+json; charset=utf-8')
   t.equal(hit.headers['x-custom'], 'kept')

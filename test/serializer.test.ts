@@ -297,7 +297,10 @@ t.test('stored bytes in Redis', async (t) => {
     t.equal(cache.getStatistics().compressedBytesIn, 0, 'it was not even gzipped')
     t.equal(await cache.set('fits', 'b'.repeat(85)), true, '87 + 13 = 100 bytes: exactly maxEntrySize')
     t.equal(await cache.set('over', 'b'.repeat(86), { compress: false }), false, '101 bytes')
-    t.equal(cache.getStatistics().oversized, 3)
+    // Bytes, not characters: '€' is 3 bytes in UTF-8.
+    t.equal(await cache.set('euros', '€'.repeat(28), { compress: false }), true, '86 + 13 = 99 bytes')
+    t.equal(await cache.set('more-euros', '€'.repeat(29), { compress: false }), false, '31 characters, but 89 + 13 = 102 bytes')
+    t.equal(cache.getStatistics().oversized, 4)
     t.equal(await cache.getOrSet('g', () => 'c'.repeat(500), { compress: false }), 'c'.repeat(500))
     t.equal(await cache.exists('g'), 0, 'getOrSet answers but does not store')
     const strict = await setup(t, { maxEntrySize: 20, throwOnError: true })

@@ -127,7 +127,7 @@ export class CacheCore {
    * `throwOnError`.
    */
   async write (fullKey: string, payload: Payload, entry: Omit<EntryOptions, 'head'>): Promise<boolean> {
-    if (this.oversized(fullKey, byteLength(payload)) || this.overtaken(fullKey, entry.startedAt, entry.tags)) return false
+    if (this.oversized(fullKey, payload) || this.overtaken(fullKey, entry.startedAt, entry.tags)) return false
     let bytes: Buffer
     try {
       bytes = await this.encode(payload, entry)
@@ -146,12 +146,15 @@ export class CacheCore {
   }
 
   /**
-   * Whether an entry of `size` bytes (its payload before compression, and its head) is over
-   * `maxEntrySize` with its envelope: then it is counted and not stored. Checked before any
+   * Whether an entry (its payload before compression, and `headBytes` of a response's head) is
+   * over `maxEntrySize` with its envelope: then it is counted and not stored. Checked before any
    * compression, so a body too large to store costs no gzip.
    */
-  oversized (fullKey: string, size: number): boolean {
-    const bytes = HEADER_BYTES + size
+  oversized (fullKey: string, payload: Payload, headBytes = 0): boolean {
+    // A string takes 1 to 3 bytes a UTF-16 unit: its UTF-8 length, a pass over it, is counted
+    // only when that bound does not settle it.
+    if (typeof payload === 'string' && HEADER_BYTES + headBytes + 3 * payload.length <= this.maxEntrySize) return false
+    const bytes = HEADER_BYTES + headBytes + byteLength(payload)
     if (bytes <= this.maxEntrySize) return false
     this.stats.oversized++
     const suppressed = this.oversizedLog.pass()

@@ -2,7 +2,7 @@
 // the requests collapsed onto this one), answering 304s, and serving the stale entry when the
 // handler failed within staleIfError.
 import type { FastifyReply, FastifyRequest, onSendHookHandler } from 'fastify'
-import { byteLength, isGzipped, KIND_RESPONSE, type Payload } from '../envelope'
+import { isGzipped, KIND_RESPONSE, type Payload, payloadStart } from '../envelope'
 import { CacheDeserializationError } from '../errors'
 import type { Flight } from '../flights'
 import { freshness, secondsLeft } from '../freshness'
@@ -109,15 +109,15 @@ function responseToSend (cache: RouteCache, route: CompiledRoute, request: Fasti
   if (route.maxAge !== undefined && !reply.hasHeader('cache-control')) reply.header('cache-control', `public, max-age=${route.maxAge}`)
   // The entry is split on these request headers: say so to every cache downstream.
   for (const header of route.vary) addVary(reply, header)
-  storeMiss(cache, route, request, reply, state, body, flight, lease, plan)
+  const sent = storeMiss(cache, route, request, reply, state, body, flight, lease, plan)
   keepPrivate(request, reply)
   // As on hits, only a 200 becomes a 304 (RFC 9110 13.1.1: preconditions apply to 2xx only).
   if (reply.statusCode === 200 && notModified(request, reply.getHeader('etag') as string, reply.getHeaders())) {
     reply.code(304)
     return null
   }
-  if (state.range !== undefined && reply.statusCode === 200) return answerRange(reply, Buffer.from(body), state.range)
-  return body
+  if (state.range !== undefined && reply.statusCode === 200) return answerRange(reply, Buffer.from(sent), state.range)
+  return sent
 }
 
 /** What storing the handler's response comes to, by the route's `freshness`. */
@@ -164,9 +164,11 @@ function notStored (cache: RouteCache, route: CompiledRoute, request: FastifyReq
 
 /**
  * Encodes and stores the handler's response (not awaited), hands it to the requests waiting on
- * this one, and lets go of the cross-instance lock once it is written.
+ * this one, and lets go of the cross-instance lock once it is written. Returns the body to send:
+ * a string body stored plain goes out as the stored bytes, which are UTF-8 already (the socket
+ * would otherwise join it to the head and encode it again).
  */
-function storeMiss (cache: RouteCache, route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, state: RequestState, body: Payload, flight: Flight<Buffer | null> | null, lease: Lease | null, plan: StoredPlan): void {
+function storeMiss (cache: RouteCache, route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, state: RequestState, body: Payload, flight: Flight<Buffer | null> | null, lease: Lease | null, plan: StoredPlan): Payload {
   const core = cache.core
   const giveUp = (detail: string): void => {
     flight?.settle(null)
@@ -183,11 +185,11 @@ function storeMiss (cache: RouteCache, route: CompiledRoute, request: FastifyReq
   } catch (err) {
     core.failures.count(err, 'set', state.fullKey, request)
     giveUp(failure)
-    return
+    return body
   }
-  if (core.oversized(state.fullKey, head.length + byteLength(body))) {
+  if (core.oversized(state.fullKey, body, head.length)) {
     giveUp('size')
-    return
+    return body
   }
   // A body the handler already encoded is never gzipped a second time.
   const compress = reply.hasHeader('content-encoding') ? false : route.compress ?? route.gzipClients.most
@@ -203,9 +205,11 @@ function storeMiss (cache: RouteCache, route: CompiledRoute, request: FastifyReq
     // response still in flight.
     flight?.settle(bytes, stored)
   }
+  let sent = body
   if (Buffer.isBuffer(encoded)) {
     // Hits of a gzipped entry depend on Accept-Encoding: say so from the first response.
     if (isGzipped(encoded)) addVary(reply, 'accept-encoding')
+    else if (typeof body === 'string') sent = encoded.subarray(payloadStart(encoded) + head.length)
     store(encoded)
   } else {
     // Gzipped off the event loop while the response goes out: whether gzip is kept is not known
@@ -220,6 +224,7 @@ function storeMiss (cache: RouteCache, route: CompiledRoute, request: FastifyReq
     })
   }
   cache.decided(request, reply, 'MISS', `${state.status}; stored`)
+  return sent
 }
 
 /** The route's tags, and those the response names in the route's tag header. */
