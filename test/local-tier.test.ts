@@ -11,6 +11,7 @@ import { SegmentCache } from '../lib/local/segment-cache'
 import { Codec } from '../lib/serializer'
 import { Statistics } from '../lib/statistics'
 import type { GuardedStore } from '../lib/stores/guarded'
+import type { TieredStore } from '../lib/stores/tiered'
 import type { CacheOptions } from '../types'
 import { captureLogs, type Logs, rawClient, type Scope, sleep, uniquePrefix, until } from './helpers/app'
 import { startRedis, type RedisServer } from './helpers/redis-server'
@@ -602,6 +603,22 @@ t.test('SegmentCache: entries expire with their freshness or the tier\'s ttl; ex
   t.ok(tier.get('b') !== undefined && tier.get('d') !== undefined)
 })
 
+t.test('SegmentCache: renew keeps a copy of the very same bytes longer, and only that', async (t) => {
+  const shift = shiftedClock(t)
+  const { tier } = tierOf(1 * MiB, 10, 10)
+  const bytes = envelope(100, 'a', 600, Date.now())
+  tier.set('k', bytes)
+  const copy = tier.get('k')
+  const leaves = tier.expiresAt('k') as number
+  shift(5000)
+  t.equal(tier.renew('k', envelope(100, 'b', 600, Date.now())), false, 'other bytes: not renewed')
+  t.equal(tier.expiresAt('k'), leaves)
+  t.equal(tier.renew('missing', bytes), false, 'no copy: nothing to renew')
+  t.equal(tier.renew('k', Buffer.from(bytes)), true, 'the same bytes, read again')
+  t.ok((tier.expiresAt('k') as number) > leaves, 'kept as if made now')
+  t.equal(tier.get('k'), copy, 'the same copy')
+})
+
 t.test('a value too big for the tier replaces the local copy of the old one', async (t) => {
   const [a, b] = await pair(t, { local: { maxEntries: 100, maxBytes: 4096 }, compression: false })
   await a.cache.set('k', 'small')
@@ -668,6 +685,80 @@ t.test('copies made together leave the tier over the last tenth of its ttl, not 
   t.ok(left > 0 && left < 100, `some of them at 95% (${left} of 100)`)
   shift(5100)
   t.equal(held(), 0, 'none past the ttl')
+})
+
+t.test('a copy hit near its end is read again from Redis in the background, and stays', async (t) => {
+  const shift = shiftedClock(t)
+  const [a] = await pair(t, { local: { ttl: 100 } })
+  const hot = a.cache.redisKey('hot')
+  const cold = a.cache.redisKey('cold')
+  await a.cache.set('cold', 'c', { ttl: 1000 })
+  await until(async () => {
+    await a.cache.set('hot', 'v', { ttl: 1000 })
+    return a.local.get(hot) !== undefined && a.local.get(cold) !== undefined
+  }, 30_000, 'a to hold both')
+  const leaves = a.local.expiresAt(hot) as number
+  // The copy leaves 90 to 100 s from now (the spread); the last fifth of the ttl starts 20 s before.
+  shift(60_000)
+  t.equal(await a.cache.get('hot'), 'v')
+  await sleep(50)
+  t.equal(a.local.expiresAt(hot), leaves, 'not read again before the last fifth of the ttl')
+  shift(25_000)
+  const copy = a.local.get(hot)
+  t.equal(await a.cache.get('hot'), 'v', 'a local hit')
+  await until(() => (a.local.expiresAt(hot) ?? 0) > leaves, 5000, 'the copy to be read again')
+  shift(20_000)
+  t.equal(a.local.get(cold), undefined, 'a copy nobody read left with the ttl')
+  t.equal(a.local.get(hot), copy, 'the hot copy stayed: the same bytes, not copied again')
+  t.equal(await a.cache.get('hot'), 'v')
+})
+
+t.test('a copy read again finds what Redis has now; one that an invalidation overtook does not land', async (t) => {
+  const shift = shiftedClock(t)
+  const [a] = await pair(t, { local: { ttl: 100 } })
+  const raw = rawClient(t, server.url)
+  const tiered = a.cache.core.stack.entries as TieredStore
+  const names = ['gone', 'changed', 'raced']
+  const [gone, changed, raced] = names.map((name) => a.cache.redisKey(name))
+  await until(async () => {
+    for (const name of names) await a.cache.set(name, 'v1', { ttl: 1000 })
+    return [gone, changed, raced].every((key) => a.local.get(key) !== undefined)
+  }, 30_000, 'a to hold them')
+  // Changed behind the tier's back, as when the message of a change was lost.
+  await a.cache.set('source', 'v2', { ttl: 1000 })
+  await raw.set(changed, await raw.getBuffer(a.cache.redisKey('source')) as Buffer)
+  await raw.del(gone)
+  shift(85_000)
+  for (const key of [gone, changed]) t.ok(await tiered.get(key) !== null, 'served from the copy once more')
+  await until(() => a.local.get(gone) === undefined, 5000, 'the copy of a deleted entry to go')
+  t.equal(await a.cache.get('gone'), null)
+  await until(async () => await a.cache.get('changed') === 'v2', 5000, 'the copy of a changed entry to be replaced')
+
+  // The read goes out with the hit; the invalidation comes before its answer.
+  t.ok(await tiered.get(raced) !== null)
+  tiered.dropKeys([raced])
+  t.equal(await raw.exists(raced), 1, 'Redis still has the entry the read brings back')
+  await sleep(50)
+  t.equal(a.local.get(raced), undefined, 'not kept: an invalidation overtook the read')
+})
+
+t.test('a copy near its end stays until it leaves when Redis cannot be read', async (t) => {
+  const own = await startRedis()
+  t.teardown(() => own.stop())
+  const shift = shiftedClock(t)
+  const a = await instance(t, uniquePrefix('refresh-down'), { commandTimeout: 200, local: { maxEntries: 100, ttl: 100 } }, own)
+  const key = a.cache.redisKey('k')
+  await until(async () => {
+    await a.cache.set('k', 'v', { ttl: 1000 })
+    return a.local.get(key) !== undefined
+  }, 30_000, 'a to hold k')
+  await own.kill()
+  await until(() => !a.cache.getStatistics().connected, 30_000, 'the outage to be noticed')
+  const leaves = a.local.expiresAt(key) as number
+  shift(leaves - Date.now() - 2000)
+  t.equal(await a.cache.get('k'), 'v', 'a local hit')
+  await sleep(50)
+  t.equal(a.local.expiresAt(key), leaves, 'the copy stays, no longer than it would have')
 })
 
 t.test('without Pub/Sub rights: warnings, and the cache still works', async (t) => {

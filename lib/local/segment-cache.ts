@@ -13,6 +13,12 @@ import { type SegmentBounds, SegmentMemory } from './segment-memory'
  * ttl still bounds how long a copy is kept.
  */
 const TTL_SPREAD = 0.1
+/**
+ * A copy hit within this share of the tier's ttl before it leaves is read again from the store in
+ * the background (TieredStore): a hot entry then stays local, rather than going back to Redis on
+ * the request path once its copy is old, which every hot entry did together a ttl after a start.
+ */
+const REFRESH_AHEAD = 0.2
 
 export interface SegmentCacheBounds extends SegmentBounds {
   /** Seconds an entry may stay at most. */
@@ -47,6 +53,16 @@ export class SegmentCache extends SegmentMemory {
   }
 
   /**
+   * Whether the copy `get` just returned is to be read again from the store: it leaves within
+   * REFRESH_AHEAD of the ttl, and by the tier's ttl rather than by its own freshness (which a
+   * copy read again would not extend).
+   */
+  refreshDue (bytes: Buffer): boolean {
+    const leaves = this.hitExpiresAt
+    return leaves - Date.now() < this.ttl * 1000 * REFRESH_AHEAD && freshUntilOf(bytes) > leaves
+  }
+
+  /**
    * Keeps bytes until their own freshness ends or the tier's ttl (spread, see TTL_SPREAD),
    * whichever is first.
    */
@@ -57,6 +73,19 @@ export class SegmentCache extends SegmentMemory {
       this.delete(key)
       return
     }
-    this.put(key, bytes, Math.min(freshUntilOf(bytes), Date.now() + this.ttl * 1000 * (1 - TTL_SPREAD * Math.random())))
+    this.put(key, bytes, this.leavesAt(bytes))
+  }
+
+  /**
+   * Keeps the copy of `key` as if made now, when it holds these very bytes (read again from the
+   * store): no copy is made, and what was decoded from it stays. False when it holds other bytes.
+   */
+  renew (key: string, bytes: Buffer): boolean {
+    const held = this.peek(key)
+    return held !== undefined && held.equals(bytes) && this.expire(key, this.leavesAt(bytes))
+  }
+
+  private leavesAt (bytes: Buffer): number {
+    return Math.min(freshUntilOf(bytes), Date.now() + this.ttl * 1000 * (1 - TTL_SPREAD * Math.random()))
   }
 }

@@ -106,6 +106,8 @@ export class SegmentMemory {
   private spare: Segment | undefined
   private segmentCount = 0
   bytes = 0
+  /** When the entry `get` last returned expires (ms since the epoch): no second lookup to ask. */
+  protected hitExpiresAt = 0
 
   constructor (bounds: SegmentBounds, stats: Statistics, onRemove?: RemovalListener) {
     this.bounds = bounds
@@ -129,7 +131,14 @@ export class SegmentMemory {
     if (slot === undefined) return undefined
     this.marks[slot] = 1
     this.homes[slot].exposed = true
+    this.hitExpiresAt = this.expiry[slot]
     return this.views[slot]
+  }
+
+  /** The entry's bytes; not a hit. */
+  peek (key: string): Buffer | undefined {
+    const slot = this.liveSlot(key)
+    return slot === undefined ? undefined : this.views[slot]
   }
 
   /** When a live entry expires (ms since the epoch); not a hit. */

@@ -30,6 +30,8 @@ export class TieredStore implements EntryStore, BusListener {
   // another instance, marks them raced and takes them out, so that operations starting later
   // are not affected; those of other keys are not affected either.
   private readonly inFlight = new Map<string, InFlight>()
+  /** Keys whose copies are being read again ahead of their end: one read each at a time. */
+  private readonly refreshing = new Set<string>()
 
   constructor (inner: EntryStore, local: SegmentCache, prefix: string) {
     this.inner = inner
@@ -41,7 +43,7 @@ export class TieredStore implements EntryStore, BusListener {
     // Variants of routes that vary on request headers are not kept locally.
     if (field !== undefined) return this.inner.get(key, field)
     const cached = this.local.get(key)
-    if (cached !== undefined) return cached
+    if (cached !== undefined) return this.hit(key, cached)
     const bytes = await this.landing(key, this.inner.get(key))
     if (bytes.landed && bytes.result !== null) this.local.set(key, bytes.result)
     return bytes.result
@@ -50,7 +52,7 @@ export class TieredStore implements EntryStore, BusListener {
   /** As `get`, with the lock taken by the inner store on a miss (see EntryStore). */
   async readOrClaim (key: string, field: string | undefined, claim: LockClaim | undefined): Promise<ClaimedRead> {
     const cached = field === undefined ? this.local.get(key) : undefined
-    if (cached !== undefined) return unclaimed(cached)
+    if (cached !== undefined) return unclaimed(this.hit(key, cached))
     const read = await this.landing(key, this.inner.readOrClaim(key, field, claim))
     if (field === undefined && read.landed && read.result.bytes !== null) this.local.set(key, read.result.bytes)
     return read.result
@@ -124,6 +126,23 @@ export class TieredStore implements EntryStore, BusListener {
   bypass (on: boolean): void {
     this.local.bypass(on)
     this.dropAll()
+  }
+
+  /** A local hit: its copy is read again from the store once it nears its end (refreshDue). */
+  private hit (key: string, cached: Buffer): Buffer {
+    if (this.local.refreshDue(cached) && !this.refreshing.has(key)) {
+      this.refreshing.add(key)
+      // What the store has now replaces the copy, as a miss would: a newer version, or nothing
+      // (deleted there, with its message lost). Not when an invalidation overtook the read.
+      this.landing(key, this.inner.get(key)).then(({ result, landed }) => {
+        if (!landed) return
+        if (result === null) this.local.delete(key)
+        else if (!this.local.renew(key, result)) this.local.set(key, result)
+      }, () => {
+        // The store failed: the copy stays until it leaves, as without the refresh.
+      }).finally(() => this.refreshing.delete(key))
+    }
+    return cached
   }
 
   /** Runs `work` on `key`; landed: no invalidation of the key overtook it. */
