@@ -11,7 +11,7 @@ import { ENCODING_PLAIN, KIND_VALUE, writeEnvelope } from '../lib/envelope'
 import { KeyLayout } from '../lib/keys'
 import { Statistics } from '../lib/statistics'
 import { MemoryStore } from '../lib/stores/memory'
-import { infoOf, parseInfo, RedisStore } from '../lib/stores/redis'
+import { BATCH_MAX, infoOf, parseInfo, RedisStore } from '../lib/stores/redis'
 
 let server: RedisServer
 t.before(async () => { server = await startRedis() })
@@ -201,8 +201,8 @@ t.test('redis store', async (t) => {
     t.equal(first, second, 'concurrent reads of one key share one reply')
     t.equal(await calls('get') - getBefore, 1, 'a turn with one key sends a plain GET')
 
-    const many = await Promise.all(Array.from({ length: 10 }, (_, i) => store.get(key(`many${i}`))))
-    t.same(many, Array.from({ length: 10 }, () => null))
+    const many = await Promise.all(Array.from({ length: BATCH_MAX + 2 }, (_, i) => store.get(key(`many${i}`))))
+    t.same(many, Array.from({ length: BATCH_MAX + 2 }, () => null))
     t.equal(await calls('mget') - mgetBefore, 3, 'a full batch goes at once, the rest at the end of the turn')
 
     const down = redisClient(t, server.url)
