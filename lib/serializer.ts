@@ -40,10 +40,9 @@ export interface EncodeResult {
 const ASYNC_GZIP_BYTES = 64 * 1024
 const gzipAsync = promisify(gzip)
 
-/** The envelope of a payload, gzipped when `zipped` is given and smaller. */
-function wrap (payload: Payload, zipped: Buffer | undefined, kind: number, stamp: Stamp, head: Buffer | undefined, tags: Buffer | undefined): EncodeResult {
+/** The envelope of a payload of `size` bytes, gzipped when `zipped` is given and smaller. */
+function wrap (payload: Payload, zipped: Buffer | undefined, size: number, kind: number, stamp: Stamp, head: Buffer | undefined, tags: Buffer | undefined): EncodeResult {
   // Keep gzip only when it actually saves space (already-compressed data grows).
-  const size = zipped === undefined ? 0 : byteLength(payload)
   if (zipped !== undefined && zipped.length < size) {
     return { bytes: writeEnvelope(ENCODING_GZIP, kind, stamp, zipped, head, tags), uncompressedSize: size }
   }
@@ -84,27 +83,12 @@ export class Codec {
   }
 
   /**
-   * Whether a payload is to be gzipped (kept only when that saves space). A string's UTF-8 length
-   * is a pass over it: counted only when compression is on the table.
-   */
-  compresses (payload: Payload, compress: boolean | undefined): boolean {
-    return compress !== false && this.compression.enabled && byteLength(payload) >= this.compression.threshold
-  }
-
-  /**
    * Wraps a payload in an envelope, gzipped when it is worth it and allowed. `head`, when given,
    * is stored uncompressed in front of the payload; `tags` (from `encodeTags`) before it.
    */
   encode (payload: Payload, kind: number, freshFor: number, compress: boolean | undefined, head?: Buffer, storedAt = Date.now(), tags?: Buffer): EncodeResult {
-    let zipped: Buffer | undefined
-    if (this.compresses(payload, compress)) {
-      try {
-        zipped = gzipSync(payload, { level: this.compression.level })
-      } catch (err) {
-        throw compressionFailed(err)
-      }
-    }
-    return wrap(payload, zipped, kind, { storedAt, freshFor }, head, tags)
+    const size = this.gzipSize(payload, compress)
+    return wrap(payload, size > 0 ? this.gzip(payload) : undefined, size, kind, { storedAt, freshFor }, head, tags)
   }
 
   /**
@@ -113,10 +97,29 @@ export class Codec {
    * any later read.
    */
   encodeSoon (payload: Payload, kind: number, freshFor: number, compress: boolean | undefined, head: Buffer | undefined, storedAt: number, tags: Buffer | undefined): EncodeResult | Promise<EncodeResult> {
-    if (!this.compresses(payload, compress) || byteLength(payload) < ASYNC_GZIP_BYTES) return this.encode(payload, kind, freshFor, compress, head, storedAt, tags)
+    const size = this.gzipSize(payload, compress)
+    if (size < ASYNC_GZIP_BYTES) return wrap(payload, size > 0 ? this.gzip(payload) : undefined, size, kind, { storedAt, freshFor }, head, tags)
     return gzipAsync(payload, { level: this.compression.level }).then(
-      (zipped) => wrap(payload, zipped, kind, { storedAt, freshFor }, head, tags),
+      (zipped) => wrap(payload, zipped, size, kind, { storedAt, freshFor }, head, tags),
       (err: unknown) => { throw compressionFailed(err) })
+  }
+
+  /**
+   * The payload's size when it is to be gzipped (kept only when that saves space), else 0. A
+   * string's UTF-8 length is a pass over it: counted only when compression is on the table.
+   */
+  private gzipSize (payload: Payload, compress: boolean | undefined): number {
+    if (compress === false || !this.compression.enabled) return 0
+    const size = byteLength(payload)
+    return size >= this.compression.threshold ? size : 0
+  }
+
+  private gzip (payload: Payload): Buffer {
+    try {
+      return gzipSync(payload, { level: this.compression.level })
+    } catch (err) {
+      throw compressionFailed(err)
+    }
   }
 
   /** The payload (or a part of it) with gzip undone. */

@@ -97,7 +97,7 @@ export async function buildStack (fastify: FastifyInstance, log: FastifyBaseLogg
     server: breaker,
     stampSource: breaker,
     local: tiered?.local,
-    nearby: tiered?.local,
+    nearby: tiered?.nearby,
     breaker,
     client,
     get connected () { return breaker.connected },

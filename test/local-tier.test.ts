@@ -690,27 +690,60 @@ t.test('copies made together leave the tier over the last tenth of its ttl, not 
 t.test('a copy hit near its end is read again from Redis in the background, and stays', async (t) => {
   const shift = shiftedClock(t)
   const [a] = await pair(t, { local: { ttl: 100 } })
-  const hot = a.cache.redisKey('hot')
-  const cold = a.cache.redisKey('cold')
-  await a.cache.set('cold', 'c', { ttl: 1000 })
+  const tiered = a.cache.core.stack.entries as TieredStore
+  const [hot, cold, brief] = ['hot', 'cold', 'brief'].map((name) => a.cache.redisKey(name))
   await until(async () => {
     await a.cache.set('hot', 'v', { ttl: 1000 })
-    return a.local.get(hot) !== undefined && a.local.get(cold) !== undefined
-  }, 30_000, 'a to hold both')
+    await a.cache.set('cold', 'c', { ttl: 1000 })
+    await a.cache.set('brief', 'b', { ttl: 70 })
+    return [hot, cold, brief].every((key) => a.local.get(key) !== undefined)
+  }, 30_000, 'a to hold them')
   const leaves = a.local.expiresAt(hot) as number
-  // The copy leaves 90 to 100 s from now (the spread); the last fifth of the ttl starts 20 s before.
+  // Copies leave 90 to 100 s from now (the spread), the brief one with its entry at 70 s. The
+  // last fifth of the tier's ttl begins 20 s before a copy leaves.
   shift(60_000)
   t.equal(await a.cache.get('hot'), 'v')
-  await sleep(50)
-  t.equal(a.local.expiresAt(hot), leaves, 'not read again before the last fifth of the ttl')
+  t.equal(await a.cache.get('brief'), 'b')
+  t.same([...tiered.refreshing], [], 'neither read again: too early for one, the other leaves with its entry')
   shift(25_000)
   const copy = a.local.get(hot)
   t.equal(await a.cache.get('hot'), 'v', 'a local hit')
-  await until(() => (a.local.expiresAt(hot) ?? 0) > leaves, 5000, 'the copy to be read again')
+  t.ok(tiered.refreshing.has(hot), 'read again from Redis')
+  await until(() => !tiered.refreshing.has(hot), 5000, 'the read to land')
+  t.ok((a.local.expiresAt(hot) as number) > leaves, 'kept as if made now')
   shift(20_000)
   t.equal(a.local.get(cold), undefined, 'a copy nobody read left with the ttl')
   t.equal(a.local.get(hot), copy, 'the hot copy stayed: the same bytes, not copied again')
   t.equal(await a.cache.get('hot'), 'v')
+})
+
+t.test('route hits and getOrSet hits read their copies again too', async (t) => {
+  const shift = shiftedClock(t)
+  const [a] = await pair(t, { local: { ttl: 50 } })
+  const tiered = a.cache.core.stack.entries as TieredStore
+  const page = a.cache.redisKey('localhost:80/page', 'pages')
+  const value = a.cache.redisKey('g')
+  await until(async () => {
+    await a.app.inject('/page')
+    await a.cache.getOrSet('g', () => 'v', { ttl: 1000 })
+    return a.local.get(page) !== undefined && a.local.get(value) !== undefined
+  }, 30_000, 'a to hold both')
+  // Copies leave 45 to 50 s from now, the page's entry only at 60 s: the tier's ttl decides.
+  const leaves = [page, value].map((key) => a.local.expiresAt(key) as number)
+  // Hits that find what they need at hand (the decoded entry, the tag's stamp) take the
+  // synchronous path, which never reaches the tiered store's get.
+  for (let i = 0; i < 2; i++) {
+    await a.app.inject('/page')
+    await a.cache.getOrSet('g', () => 'other', { ttl: 1000 })
+  }
+  shift(42_000)
+  t.equal((await a.app.inject('/page')).headers['x-cache'], 'HIT')
+  t.equal(await a.cache.getOrSet('g', () => 'other', { ttl: 1000 }), 'v')
+  await until(() => tiered.refreshing.size === 0, 5000, 'the reads to land')
+  t.ok((a.local.expiresAt(page) as number) > leaves[0], 'a route hit read its copy again')
+  t.ok((a.local.expiresAt(value) as number) > leaves[1], 'a getOrSet hit too')
+  shift(10_000)
+  t.ok(a.local.get(page) !== undefined && a.local.get(value) !== undefined, 'both stayed')
 })
 
 t.test('a copy read again finds what Redis has now; one that an invalidation overtook does not land', async (t) => {
@@ -730,35 +763,43 @@ t.test('a copy read again finds what Redis has now; one that an invalidation ove
   await raw.del(gone)
   shift(85_000)
   for (const key of [gone, changed]) t.ok(await tiered.get(key) !== null, 'served from the copy once more')
-  await until(() => a.local.get(gone) === undefined, 5000, 'the copy of a deleted entry to go')
+  await until(() => tiered.refreshing.size === 0, 5000, 'the reads to land')
+  t.equal(a.local.get(gone), undefined, 'the copy of an entry Redis no longer has went')
   t.equal(await a.cache.get('gone'), null)
-  await until(async () => await a.cache.get('changed') === 'v2', 5000, 'the copy of a changed entry to be replaced')
+  t.equal(await a.cache.get('changed'), 'v2', 'the copy of a changed entry was replaced')
 
   // The read goes out with the hit; the invalidation comes before its answer.
   t.ok(await tiered.get(raced) !== null)
   tiered.dropKeys([raced])
-  t.equal(await raw.exists(raced), 1, 'Redis still has the entry the read brings back')
-  await sleep(50)
+  await until(() => tiered.refreshing.size === 0, 5000, 'the read to land')
+  t.equal(await raw.exists(raced), 1, 'Redis still has the entry the read brought back')
   t.equal(a.local.get(raced), undefined, 'not kept: an invalidation overtook the read')
 })
 
-t.test('a copy near its end stays until it leaves when Redis cannot be read', async (t) => {
+t.test('a copy whose read again fails stays until it leaves; none is tried with Redis down', async (t) => {
   const own = await startRedis()
   t.teardown(() => own.stop())
   const shift = shiftedClock(t)
-  const a = await instance(t, uniquePrefix('refresh-down'), { commandTimeout: 200, local: { maxEntries: 100, ttl: 100 } }, own)
+  // Heartbeats far apart: the pause below must not get the tier bypassed (and emptied) first.
+  const a = await instance(t, uniquePrefix('refresh-fail'), { commandTimeout: 200, local: { maxEntries: 100, ttl: 100, heartbeat: 10_000 } }, own)
+  const tiered = a.cache.core.stack.entries as TieredStore
   const key = a.cache.redisKey('k')
   await until(async () => {
     await a.cache.set('k', 'v', { ttl: 1000 })
     return a.local.get(key) !== undefined
   }, 30_000, 'a to hold k')
+  const leaves = a.local.expiresAt(key) as number
+  shift(leaves - Date.now() - 5000)
+  own.pause()
+  t.equal(await a.cache.get('k'), 'v', 'a local hit')
+  t.ok(tiered.refreshing.has(key), 'read again')
+  await until(() => !tiered.refreshing.has(key), 5000, 'the read to fail')
+  t.equal(a.local.expiresAt(key), leaves, 'the copy stays, no longer than it would have')
+  own.resume()
   await own.kill()
   await until(() => !a.cache.getStatistics().connected, 30_000, 'the outage to be noticed')
-  const leaves = a.local.expiresAt(key) as number
-  shift(leaves - Date.now() - 2000)
-  t.equal(await a.cache.get('k'), 'v', 'a local hit')
-  await sleep(50)
-  t.equal(a.local.expiresAt(key), leaves, 'the copy stays, no longer than it would have')
+  t.equal(await a.cache.get('k'), 'v', 'still a local hit')
+  t.notOk(tiered.refreshing.has(key), 'not read again while Redis is down')
 })
 
 t.test('without Pub/Sub rights: warnings, and the cache still works', async (t) => {

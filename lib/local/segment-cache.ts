@@ -53,11 +53,11 @@ export class SegmentCache extends SegmentMemory {
   }
 
   /**
-   * Whether the copy `get` just returned is to be read again from the store: it leaves within
-   * REFRESH_AHEAD of the ttl, and by the tier's ttl rather than by its own freshness (which a
-   * copy read again would not extend).
+   * Whether the copy the last `get` returned (`bytes`; ask right after it) is to be read again
+   * from the store: it leaves within REFRESH_AHEAD of the ttl, and by the tier's ttl rather than
+   * by its own freshness (which a copy read again would not extend).
    */
-  refreshDue (bytes: Buffer): boolean {
+  renewalDue (bytes: Buffer): boolean {
     const leaves = this.hitExpiresAt
     return leaves - Date.now() < this.ttl * 1000 * REFRESH_AHEAD && freshUntilOf(bytes) > leaves
   }

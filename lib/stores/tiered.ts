@@ -10,7 +10,7 @@
 // Redis down, local hits still serve.
 import type { InvalidationBus, BusListener } from '../bus/invalidation-bus'
 import type { SegmentCache } from '../local/segment-cache'
-import { type ClaimedRead, type EntryStore, type LockClaim, unclaimed } from './store'
+import { type ClaimedRead, type EntryStore, type LockClaim, type SyncReader, unclaimed } from './store'
 import type { HeldLock } from '../lock'
 
 /** The reads and writes of one key in flight together, that may land locally once done. */
@@ -20,9 +20,19 @@ interface InFlight {
   raced: boolean
 }
 
+/** The store behind the tier, and whether it can be asked now. */
+type InnerStore = EntryStore & { readonly connected: boolean }
+
 export class TieredStore implements EntryStore, BusListener {
   readonly local: SegmentCache
-  private readonly inner: EntryStore
+  /**
+   * The tier's copies for the synchronous hit paths (route hits, getOrSet hits): a hit there is
+   * a hit like any other, and may have its copy read again (`hit`).
+   */
+  readonly nearby: SyncReader
+  /** Keys whose copies are being read again ahead of their end: one read each at a time. */
+  readonly refreshing = new Set<string>()
+  private readonly inner: InnerStore
   private readonly prefix: string
   /** Set once the bus is built: the bus needs this store as its listener first. */
   bus: InvalidationBus | undefined
@@ -30,13 +40,17 @@ export class TieredStore implements EntryStore, BusListener {
   // another instance, marks them raced and takes them out, so that operations starting later
   // are not affected; those of other keys are not affected either.
   private readonly inFlight = new Map<string, InFlight>()
-  /** Keys whose copies are being read again ahead of their end: one read each at a time. */
-  private readonly refreshing = new Set<string>()
 
-  constructor (inner: EntryStore, local: SegmentCache, prefix: string) {
+  constructor (inner: InnerStore, local: SegmentCache, prefix: string) {
     this.inner = inner
     this.local = local
     this.prefix = prefix
+    this.nearby = {
+      get: (key) => {
+        const cached = local.get(key)
+        return cached === undefined ? undefined : this.hit(key, cached)
+      }
+    }
   }
 
   async get (key: string, field?: string): Promise<Buffer | null> {
@@ -128,9 +142,12 @@ export class TieredStore implements EntryStore, BusListener {
     this.dropAll()
   }
 
-  /** A local hit: its copy is read again from the store once it nears its end (refreshDue). */
+  /**
+   * A local hit, right after `local.get` returned `cached`: its copy is read again from the store
+   * once it nears its end (renewalDue), unless the store cannot be asked now.
+   */
   private hit (key: string, cached: Buffer): Buffer {
-    if (this.local.refreshDue(cached) && !this.refreshing.has(key)) {
+    if (this.local.renewalDue(cached) && !this.refreshing.has(key) && this.inner.connected) {
       this.refreshing.add(key)
       // What the store has now replaces the copy, as a miss would: a newer version, or nothing
       // (deleted there, with its message lost). Not when an invalidation overtook the read.
