@@ -116,7 +116,7 @@ function responseToSend (cache: RouteCache, route: CompiledRoute, request: Fasti
     reply.code(304)
     return null
   }
-  if (state.range !== undefined && reply.statusCode === 200) return answerRange(reply, typeof sent === 'string' ? Buffer.from(sent) : sent, state.range)
+  if (state.range !== undefined && reply.statusCode === 200) return answerRange(reply, Buffer.from(sent), state.range)
   return sent
 }
 
