@@ -53,12 +53,12 @@ export class SegmentCache extends SegmentMemory {
   }
 
   /**
-   * Whether the copy the last `get` returned (`bytes`; ask right after it) is to be read again
-   * from the store: it leaves within REFRESH_AHEAD of the ttl, and by the tier's ttl rather than
-   * by its own freshness (which a copy read again would not extend).
+   * Whether the copy of `key` (`bytes`) is to be read again from the store: it leaves within
+   * REFRESH_AHEAD of the ttl, and by the tier's ttl rather than by its own freshness (which a
+   * copy read again would not extend).
    */
-  renewalDue (bytes: Buffer): boolean {
-    const leaves = this.hitExpiresAt
+  renewalDue (key: string, bytes: Buffer): boolean {
+    const leaves = this.expiresAt(key) ?? 0
     return leaves - Date.now() < this.ttl * 1000 * REFRESH_AHEAD && freshUntilOf(bytes) > leaves
   }
 
@@ -81,7 +81,8 @@ export class SegmentCache extends SegmentMemory {
    * store): no copy is made, and what was decoded from it stays. False when it holds other bytes.
    */
   renew (key: string, bytes: Buffer): boolean {
-    const held = this.peek(key)
+    // A hit is what asked for the read: counting it again changes nothing.
+    const held = this.get(key)
     return held !== undefined && held.equals(bytes) && this.expire(key, this.leavesAt(bytes))
   }
 

@@ -10,9 +10,8 @@ export interface SegmentBounds {
 }
 
 /**
- * Told of each entry that leaves by itself: evicted to stay within the bounds, or found expired.
- * (Entries its user removes, with delete, deletePrefix, clear or by a put over them, are not
- * told.) It may give back reserved bytes, and must not add or remove entries.
+ * Told of each entry that leaves by itself (evicted to stay within the bounds, or found expired),
+ * not of those its user removes; it may give back reserved bytes, not add or remove entries.
  */
 export type RemovalListener = (key: string) => void
 
@@ -106,8 +105,6 @@ export class SegmentMemory {
   private spare: Segment | undefined
   private segmentCount = 0
   bytes = 0
-  /** When the entry `get` last returned expires (ms since the epoch): no second lookup to ask. */
-  protected hitExpiresAt = 0
 
   constructor (bounds: SegmentBounds, stats: Statistics, onRemove?: RemovalListener) {
     this.bounds = bounds
@@ -131,14 +128,7 @@ export class SegmentMemory {
     if (slot === undefined) return undefined
     this.marks[slot] = 1
     this.homes[slot].exposed = true
-    this.hitExpiresAt = this.expiry[slot]
     return this.views[slot]
-  }
-
-  /** The entry's bytes; not a hit. */
-  peek (key: string): Buffer | undefined {
-    const slot = this.liveSlot(key)
-    return slot === undefined ? undefined : this.views[slot]
   }
 
   /** When a live entry expires (ms since the epoch); not a hit. */

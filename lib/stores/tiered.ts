@@ -143,11 +143,11 @@ export class TieredStore implements EntryStore, BusListener {
   }
 
   /**
-   * A local hit, right after `local.get` returned `cached`: its copy is read again from the store
-   * once it nears its end (renewalDue), unless the store cannot be asked now.
+   * A local hit: its copy is read again from the store once it nears its end (renewalDue),
+   * unless the store cannot be asked now.
    */
   private hit (key: string, cached: Buffer): Buffer {
-    if (this.local.renewalDue(cached) && !this.refreshing.has(key) && this.inner.connected) {
+    if (this.local.renewalDue(key, cached) && !this.refreshing.has(key) && this.inner.connected) {
       this.refreshing.add(key)
       // What the store has now replaces the copy, as a miss would: a newer version, or nothing
       // (deleted there, with its message lost). Not when an invalidation overtook the read.
