@@ -53,12 +53,12 @@ export class SegmentCache extends SegmentMemory {
   }
 
   /**
-   * Whether the copy of `key` (`bytes`) is to be read again from the store: it leaves within
-   * REFRESH_AHEAD of the ttl, and by the tier's ttl rather than by its own freshness (which a
-   * copy read again would not extend).
+   * Whether the copy of `key` (`bytes`, just found by a hit) is to be read again from the store:
+   * it leaves within REFRESH_AHEAD of the ttl, and by the tier's ttl rather than by its own
+   * freshness (which a copy read again would not extend).
    */
   renewalDue (key: string, bytes: Buffer): boolean {
-    const leaves = this.expiresAt(key) ?? 0
+    const leaves = this.expiresAt(key) as number
     return leaves - Date.now() < this.ttl * 1000 * REFRESH_AHEAD && freshUntilOf(bytes) > leaves
   }
 
